@@ -1,0 +1,140 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
+
+let package = Package(
+    name: "Switchboard",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "fanout", targets: ["fanout"]),
+        .executable(name: "notifier", targets: ["notifier"]),
+        .executable(name: "routectl", targets: ["routectl"]),
+        .executable(name: "switchboard-bench", targets: ["switchboard-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/vapor/jwt-kit", from: "5.7.1"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
+    ],
+    targets: [
+        // C libraries, found through pkg-config; nothing outside the wrapper modules imports them.
+        .systemLibrary(name: "CNATS", pkgConfig: "libnats", providers: [.apt(["libnats-dev"])]),
+        .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
+        .systemLibrary(name: "CProtobufC", pkgConfig: "libprotobuf-c", providers: [.apt(["libprotobuf-c-dev"])]),
+        // protobuf-c output of proto/generate.sh, committed; nothing hand-written.
+        .target(name: "CSwitchboardProto", dependencies: ["CProtobufC"]),
+
+        // Thin Swift owners of the C handles.
+        .target(name: "NATSClient", dependencies: ["CNATS"], swiftSettings: strict),
+        .target(name: "RedisClient", dependencies: ["CHiredis"], swiftSettings: strict),
+        .target(name: "SwitchboardProto", dependencies: ["CSwitchboardProto"], swiftSettings: strict),
+
+        // Pure routing core: no I/O, standard library only.
+        .target(name: "RoutingCore", swiftSettings: strict),
+
+        // What both services share: configuration from flags/env, ops HTTP, metrics, logging.
+        .target(
+            name: "ServiceSupport",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "FanoutService",
+            dependencies: [
+                "RoutingCore", "NATSClient", "RedisClient", "SwitchboardProto", "ServiceSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "NotifierService",
+            dependencies: [
+                "NATSClient", "RedisClient", "SwitchboardProto", "ServiceSupport", "RoutingCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+
+        // Thin executables: parse configuration, run.
+        .executableTarget(
+            name: "fanout",
+            dependencies: ["FanoutService", "ServiceSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "notifier",
+            dependencies: ["NotifierService", "ServiceSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "routectl",
+            dependencies: [
+                "NATSClient", "SwitchboardProto", "RoutingCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "switchboard-bench",
+            dependencies: [
+                "RoutingCore", "NATSClient", "RedisClient", "SwitchboardProto",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            swiftSettings: strict
+        ),
+
+        // Tests. Fixtures that start real nats-server / redis-server live in SwitchboardTestSupport.
+        .target(name: "SwitchboardTestSupport", path: "Tests/SwitchboardTestSupport", swiftSettings: strict),
+        .testTarget(
+            name: "RoutingCoreTests",
+            dependencies: ["RoutingCore", .product(name: "PropertyBased", package: "swift-property-based")],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "SwitchboardProtoTests", dependencies: ["SwitchboardProto"], swiftSettings: strict),
+        .testTarget(name: "NATSClientTests", dependencies: ["NATSClient", "SwitchboardTestSupport"], swiftSettings: strict),
+        .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "SwitchboardTestSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "FanoutServiceTests",
+            dependencies: ["FanoutService", "SwitchboardTestSupport", "SwitchboardProto"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "NotifierServiceTests",
+            dependencies: [
+                "NotifierService", "SwitchboardTestSupport",
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["SwitchboardTestSupport", "NATSClient", "RedisClient", "SwitchboardProto"],
+            swiftSettings: strict
+        ),
+    ]
+)

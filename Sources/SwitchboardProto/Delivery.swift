@@ -1,0 +1,106 @@
+import CSwitchboardProto
+
+/// What the fan-out sends to one notifier instance for one event: the event bytes untouched
+/// and the instance's own local slots of the recipients.
+public struct Delivery: Sendable, Equatable {
+    /// `CHAT_EVENTS` stream sequence: clients use it to drop duplicates and see gaps.
+    public var streamSeq: UInt64
+    public var channelID: String
+    /// The original `ChatEvent` bytes.
+    public var event: [UInt8]
+    public var slots: [UInt32]
+
+    public init(streamSeq: UInt64, channelID: String, event: [UInt8], slots: [UInt32]) {
+        self.streamSeq = streamSeq
+        self.channelID = channelID
+        self.event = event
+        self.slots = slots
+    }
+
+    public init(decoding bytes: some Collection<UInt8>) throws(ProtoError) {
+        let count = bytes.count
+        guard let message = withInput(bytes, { switchboard__v1__delivery__unpack(nil, $0, $1) }) else {
+            throw .malformed(message: "Delivery", byteCount: count)
+        }
+        defer { switchboard__v1__delivery__free_unpacked(message, nil) }
+        let m = message.pointee
+        streamSeq = m.stream_seq
+        channelID = swiftString(m.channel_id)
+        event = m.event.len == 0 ? [] : Array(UnsafeBufferPointer(start: m.event.data, count: m.event.len))
+        slots = m.n_slots == 0 ? [] : Array(UnsafeBufferPointer(start: m.slots, count: m.n_slots))
+    }
+
+    public func encoded() -> [UInt8] {
+        event.withUnsafeBufferPointer { event in
+            slots.withUnsafeBufferPointer { slots in
+                Delivery.encode(streamSeq: streamSeq, channelID: channelID, event: UnsafeRawBufferPointer(event), slots: slots)
+            }
+        }
+    }
+
+    /// The fan-out's hot path: packs straight from borrowed buffers (the event bytes as they
+    /// came from JetStream, the planner's slot buffer) with one allocation, for the output.
+    public static func encode(streamSeq: UInt64, channelID: String, event: UnsafeRawBufferPointer, slots: UnsafeBufferPointer<UInt32>) -> [UInt8] {
+        channelID.withCString { channelPointer in
+                var m = Switchboard__V1__Delivery()
+                switchboard__v1__delivery__init(&m)
+                m.stream_seq = streamSeq
+                m.channel_id = UnsafeMutablePointer(mutating: channelPointer)
+                m.event.len = event.count
+                m.event.data = UnsafeMutablePointer(mutating: event.baseAddress?.assumingMemoryBound(to: UInt8.self))
+                m.n_slots = slots.count
+                m.slots = UnsafeMutablePointer(mutating: slots.baseAddress)
+                return withUnsafePointer(to: &m) { p in
+                    packed(size: switchboard__v1__delivery__get_packed_size(p)) { switchboard__v1__delivery__pack(p, $0) }
+                }
+        }
+    }
+}
+
+/// An ephemeral typing indicator. From a notifier to the fan-out on `chat.typing.<p>.<channel>`
+/// (no slots), and from the fan-out to a notifier inbox with the recipients' slots.
+public struct Typing: Sendable, Equatable {
+    public var channelID: String
+    public var userID: String
+    public var slots: [UInt32]
+
+    public init(channelID: String, userID: String, slots: [UInt32] = []) {
+        self.channelID = channelID
+        self.userID = userID
+        self.slots = slots
+    }
+
+    public init(decoding bytes: some Collection<UInt8>) throws(ProtoError) {
+        let count = bytes.count
+        guard let message = withInput(bytes, { switchboard__v1__typing__unpack(nil, $0, $1) }) else {
+            throw .malformed(message: "Typing", byteCount: count)
+        }
+        defer { switchboard__v1__typing__free_unpacked(message, nil) }
+        let m = message.pointee
+        channelID = swiftString(m.channel_id)
+        userID = swiftString(m.user_id)
+        slots = m.n_slots == 0 ? [] : Array(UnsafeBufferPointer(start: m.slots, count: m.n_slots))
+    }
+
+    public func encoded() -> [UInt8] {
+        let arena = CArena()
+        var m = Switchboard__V1__Typing()
+        switchboard__v1__typing__init(&m)
+        m.channel_id = arena.string(channelID)
+        m.user_id = arena.string(userID)
+        return slots.withUnsafeBufferPointer { slots in
+            m.n_slots = slots.count
+            m.slots = UnsafeMutablePointer(mutating: slots.baseAddress)
+            return withUnsafePointer(to: &m) { p in
+                packed(size: switchboard__v1__typing__get_packed_size(p)) { switchboard__v1__typing__pack(p, $0) }
+            }
+        }
+    }
+}
+
+/// Header on `notify.inbox.<instance>` messages telling a `Typing` from a `Delivery`.
+public enum InboxKind {
+    public static let header = "Switchboard-Kind"
+    public static let delivery = "delivery"
+    public static let typing = "typing"
+}

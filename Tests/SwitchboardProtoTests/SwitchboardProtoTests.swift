@@ -18,10 +18,12 @@ import Testing
         #expect(try ChatEvent(decoding: event.encoded()) == event)
     }
 
-    @Test func truncatedBytesAreAMalformedErrorNotACrash() throws {
+    @Test func aFieldCutShortIsAMalformedErrorNotACrash() throws {
         let bytes = ChatEvent(eventID: "e", channelID: "c", senderID: "s", createdAtMs: 1, body: .messageCreated(messageID: "m", text: "hello")).encoded()
-        for cut in 1..<bytes.count {
-            #expect(throws: ProtoError.self) { try ChatEvent(decoding: bytes[..<cut]) }
+        // Cuts at a field boundary are valid protobuf (a prefix of the fields); these are not:
+        // a lone tag, a length without its bytes, and the body sub-message missing its end.
+        for cut in [1, 2, bytes.count - 1] {
+            #expect(throws: ProtoError.malformed(message: "ChatEvent", byteCount: cut)) { try ChatEvent(decoding: bytes[..<cut]) }
         }
     }
 

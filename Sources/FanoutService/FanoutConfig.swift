@@ -1,0 +1,96 @@
+import Foundation
+
+/// Errors of the fan-out service: each says what failed and with which subject, stream or
+/// partition, so an operator can act on the log line alone.
+public enum FanoutError: Error, CustomStringConvertible {
+    case invalidConfiguration(String)
+    case streamsDirectoryMissing(String)
+    case streamDefinition(file: String, reason: String)
+    case snapshotCorrupt(partition: Int, reason: String)
+    case startup(stage: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case .invalidConfiguration(let why): "invalid configuration: \(why)"
+        case .streamsDirectoryMissing(let path): "stream definitions not found at \(path) (set --streams-dir)"
+        case .streamDefinition(let file, let reason): "stream definition \(file): \(reason)"
+        case .snapshotCorrupt(let partition, let reason): "routing snapshot of partition \(partition) is unusable: \(reason)"
+        case .startup(let stage, let reason): "start-up failed during \(stage): \(reason)"
+        }
+    }
+}
+
+/// The partitions one replica owns, parsed from `--partitions` ("0-15", "0-7", "1,3,8-11").
+public struct PartitionSet: Sendable, Equatable, CustomStringConvertible {
+    public let count: Int
+    public let owned: [Int]
+
+    public init(_ spec: String, count: Int) throws(FanoutError) {
+        guard count >= 1 && count <= 4096 else { throw .invalidConfiguration("--partition-count must be 1...4096, got \(count)") }
+        var owned = Set<Int>()
+        for part in spec.split(separator: ",", omittingEmptySubsequences: false) {
+            let bounds = part.split(separator: "-", omittingEmptySubsequences: false).map { Int($0.trimmingCharacters(in: .whitespaces)) }
+            guard (1...2).contains(bounds.count), let low = bounds.first!, let high = bounds.last! else {
+                throw .invalidConfiguration("--partitions '\(spec)': '\(part)' is not a number or a range like 0-7")
+            }
+            guard low <= high, low >= 0, high < count else {
+                throw .invalidConfiguration("--partitions '\(spec)': \(part) is outside 0-\(count - 1)")
+            }
+            owned.formUnion(low...high)
+        }
+        self.count = count
+        self.owned = owned.sorted()
+    }
+
+    /// The range a StatefulSet ordinal owns when `replicas` replicas split `count` partitions
+    /// evenly (the first `count % replicas` replicas take one more).
+    public static func forOrdinal(_ ordinal: Int, replicas: Int, count: Int) throws(FanoutError) -> PartitionSet {
+        guard replicas >= 1, ordinal >= 0, ordinal < replicas, replicas <= count else {
+            throw .invalidConfiguration("ordinal \(ordinal) of \(replicas) replicas cannot split \(count) partitions")
+        }
+        let base = count / replicas, extra = count % replicas
+        let start = ordinal * base + min(ordinal, extra)
+        let size = base + (ordinal < extra ? 1 : 0)
+        return try PartitionSet("\(start)-\(start + size - 1)", count: count)
+    }
+
+    public func contains(_ partition: Int) -> Bool { owned.contains(partition) }
+
+    public var description: String {
+        var ranges: [String] = []
+        var index = 0
+        while index < owned.count {
+            var end = index
+            while end + 1 < owned.count && owned[end + 1] == owned[end] + 1 { end += 1 }
+            ranges.append(index == end ? "\(owned[index])" : "\(owned[index])-\(owned[end])")
+            index = end + 1
+        }
+        return ranges.joined(separator: ",")
+    }
+}
+
+/// Everything the fan-out needs to run; the `fanout` executable fills it from flags and env.
+public struct FanoutConfig: Sendable {
+    public var natsURL = "nats://127.0.0.1:4222"
+    public var redisURL = "redis://127.0.0.1:6379"
+    public var partitions: PartitionSet
+    public var replicaID = "fanout-0"
+    public var httpHost = "127.0.0.1"
+    public var httpPort = 9090
+    /// Folder with the `streams/*.json` definitions applied at start-up.
+    public var streamsDirectory = "streams"
+    /// Messages fetched per pull request; bounds the work between two acks.
+    public var fetchBatch = 256
+    /// Snapshot a partition after this many membership changes...
+    public var snapshotEveryChanges = 100_000
+    /// ...or this long after its last snapshot if anything changed.
+    public var snapshotInterval: Duration = .seconds(60)
+    /// An instance whose heartbeat is older than this is removed from routing (DESIGN: 10 s).
+    public var instanceTimeout: Duration = .seconds(10)
+    /// Typing indicators from one user in one channel are forwarded at most once per window.
+    public var typingWindow: Duration = .seconds(3)
+    /// Deliveries not flushed to the server within this time are not acked (redelivered later).
+    public var flushTimeout: Duration = .seconds(2)
+
+    public init(partitions: PartitionSet) { self.partitions = partitions }
+}

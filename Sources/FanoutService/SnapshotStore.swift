@@ -1,0 +1,114 @@
+import Foundation
+import NATSClient
+
+/// Reads and writes routing-table images in the `ROUTING_SNAPSHOTS` stream.
+///
+/// Layout per partition `p`: the image is cut into chunks of at most `chunkBytes` published
+/// on `routing.snapshot.<p>.<generation>.<index>`, then a JSON manifest on
+/// `routing.snapshot.<p>.manifest` (the stream keeps one message per subject). The manifest
+/// is written last, so a reader that trusts only the manifest never sees a half-written
+/// image; the generation (the membership sequence the image covers) keeps a new image's
+/// chunks apart from the old ones until the old ones are purged.
+public struct SnapshotStore: Sendable {
+    public static let stream = "ROUTING_SNAPSHOTS"
+    /// JetStream's default max message size is 1 MB; stay under it with headers.
+    public static let chunkBytes = 1_000_000
+
+    /// What a reader needs to find, check and trust an image.
+    public struct Manifest: Codable, Sendable, Equatable {
+        public var partition: Int
+        public var partitionCount: Int
+        public var generation: UInt64
+        /// Every `CHAT_MEMBERSHIP` message up to this stream sequence is in the image.
+        public var membershipSequence: UInt64
+        public var chunks: Int
+        public var bytes: Int
+        /// FNV-1a 64 of the whole image, hex.
+        public var checksum: String
+        public var createdAtMs: Int64
+        public var replica: String
+
+        enum CodingKeys: String, CodingKey {
+            case partition, generation, chunks, bytes, checksum, replica
+            case partitionCount = "partition_count"
+            case membershipSequence = "membership_seq"
+            case createdAtMs = "created_at_ms"
+        }
+    }
+
+    let jetStream: JetStream
+    let timeout: Duration
+
+    public init(jetStream: JetStream, timeout: Duration = .seconds(5)) {
+        self.jetStream = jetStream
+        self.timeout = timeout
+    }
+
+    static func manifestSubject(_ partition: Int) -> String { "routing.snapshot.\(partition).manifest" }
+    static func chunkSubject(_ partition: Int, _ generation: UInt64, _ index: Int) -> String {
+        "routing.snapshot.\(partition).\(generation).\(index)"
+    }
+
+    /// Publishes `image` for `partition`, then its manifest, then purges older chunks.
+    public func write(image: [UInt8], partition: Int, partitionCount: Int, membershipSequence: UInt64, replica: String) throws -> Manifest {
+        let previous = try? readManifest(partition: partition)
+        let generation = membershipSequence
+        let chunkCount = max(1, (image.count + Self.chunkBytes - 1) / Self.chunkBytes)
+        for index in 0..<chunkCount {
+            let start = index * Self.chunkBytes
+            let chunk = Array(image[start..<min(image.count, start + Self.chunkBytes)])
+            _ = try jetStream.publish(Self.chunkSubject(partition, generation, index), payload: chunk, timeout: timeout)
+        }
+        let manifest = Manifest(
+            partition: partition, partitionCount: partitionCount, generation: generation,
+            membershipSequence: membershipSequence, chunks: chunkCount, bytes: image.count,
+            checksum: String(fnv1a64(image), radix: 16), createdAtMs: Int64(Date().timeIntervalSince1970 * 1000),
+            replica: replica
+        )
+        _ = try jetStream.publish(Self.manifestSubject(partition), payload: Array(try JSONEncoder().encode(manifest)), timeout: timeout)
+        if let previous, previous.generation != generation {
+            try jetStream.purge(stream: Self.stream, subject: "routing.snapshot.\(partition).\(previous.generation).>")
+        }
+        return manifest
+    }
+
+    /// The newest complete manifest of `partition`, or nil when there is none.
+    public func readManifest(partition: Int) throws -> Manifest? {
+        guard let message = try jetStream.lastMessage(stream: Self.stream, subject: Self.manifestSubject(partition)) else { return nil }
+        do {
+            return try JSONDecoder().decode(Manifest.self, from: Data(message.payload))
+        } catch {
+            throw FanoutError.snapshotCorrupt(partition: partition, reason: "manifest is not valid JSON: \(error)")
+        }
+    }
+
+    /// The image a manifest describes, checked against its size and checksum.
+    public func readImage(_ manifest: Manifest) throws -> [UInt8] {
+        var image: [UInt8] = []
+        image.reserveCapacity(manifest.bytes)
+        for index in 0..<manifest.chunks {
+            let subject = Self.chunkSubject(manifest.partition, manifest.generation, index)
+            guard let chunk = try jetStream.lastMessage(stream: Self.stream, subject: subject) else {
+                throw FanoutError.snapshotCorrupt(partition: manifest.partition, reason: "chunk \(subject) is missing")
+            }
+            image.append(contentsOf: chunk.payload)
+        }
+        guard image.count == manifest.bytes else {
+            throw FanoutError.snapshotCorrupt(partition: manifest.partition, reason: "\(image.count) bytes, manifest says \(manifest.bytes)")
+        }
+        guard String(fnv1a64(image), radix: 16) == manifest.checksum else {
+            throw FanoutError.snapshotCorrupt(partition: manifest.partition, reason: "checksum mismatch")
+        }
+        return image
+    }
+}
+
+/// FNV-1a 64: cheap, dependency-free integrity check of a snapshot image across chunks.
+func fnv1a64(_ bytes: [UInt8]) -> UInt64 {
+    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+    for byte in bytes {
+        hash ^= UInt64(byte)
+        hash = hash &* 0x0000_0100_0000_01b3
+    }
+    return hash
+}

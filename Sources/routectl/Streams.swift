@@ -1,0 +1,27 @@
+import ArgumentParser
+import FanoutService
+import Foundation
+
+struct Streams: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Manage the JetStream streams.", subcommands: [Apply.self])
+
+    struct Apply: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create or update the streams defined in streams/*.json (idempotent).")
+        @OptionGroup var connection: ConnectionOptions
+        @Option(help: "Folder with the stream definitions.") var dir = "streams"
+
+        func run() throws {
+            let definitions: StreamDefinitions
+            do {
+                definitions = try StreamDefinitions(directory: dir)
+            } catch {
+                throw RoutectlFailure(code: 1, message: "\(error)")
+            }
+            let connection = try connection.connect()
+            defer { connection.close() }
+            for (name, result) in try definitions.apply(to: connection.jetStream()) {
+                print("\(name) \(result)")
+            }
+        }
+    }
+}

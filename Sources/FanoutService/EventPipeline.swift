@@ -1,0 +1,192 @@
+import Foundation
+import Logging
+import NATSClient
+import RoutingCore
+import SwitchboardProto
+import Synchronization
+
+/// Consumes one partition of `CHAT_EVENTS` in stream order on its own thread and turns each
+/// event into one `Delivery` per notifier instance with an online recipient.
+///
+/// At-least-once: a batch's deliveries are flushed to the server before any of its events
+/// is acked; if the flush fails, the events are nak'ed and come back. Poison events
+/// (undecodable, invalid or mismatched ids) are copied to `CHAT_DLQ` with the reason and
+/// terminated, so the partition keeps moving and nothing disappears silently.
+final class EventPipeline: @unchecked Sendable {
+    /// After this many failed deliveries an event goes to the DLQ instead of coming back.
+    static let maxDeliveries = 10
+
+    let partition: Int
+    private let connection: NATSConnection
+    private let jetStream: JetStream
+    private let subscription: PullSubscription
+    private let state: RoutingState
+    private let metrics: FanoutMetrics
+    private let logger: Logger
+    private let config: FanoutConfig
+    private let stopping = Atomic<Bool>(false)
+    private let finished = Mutex<Bool>(false)
+    /// Planner output; owned by the pipeline thread and reused for every event.
+    private var plan = PlanBuffer()
+    /// Messages not yet consumed in this partition, from the last fetched message.
+    let lag = Atomic<UInt64>(0)
+
+    init(partition: Int, connection: NATSConnection, jetStream: JetStream, state: RoutingState, metrics: FanoutMetrics, config: FanoutConfig, logger: Logger) throws {
+        self.partition = partition
+        self.connection = connection
+        self.jetStream = jetStream
+        self.state = state
+        self.metrics = metrics
+        self.config = config
+        self.logger = logger
+        subscription = try jetStream.pullSubscribe(
+            stream: "CHAT_EVENTS", durable: "fanout-p\(partition)", filterSubject: "chat.events.\(partition).*",
+            ackWait: .seconds(30), maxAckPending: 20_000
+        )
+    }
+
+    func start() {
+        let thread = Thread { [self] in
+            run()
+            finished.withLock { $0 = true }
+        }
+        thread.name = "pipeline-p\(partition)"
+        thread.start()
+    }
+
+    /// Asks the loop to stop after its current batch and waits for it (bounded by `timeout`).
+    func stop(timeout: Duration) {
+        stopping.store(true, ordering: .relaxed)
+        let deadline = ContinuousClock.now + timeout
+        while !finished.withLock({ $0 }) && ContinuousClock.now < deadline { usleep(10_000) }
+        subscription.unsubscribe()
+    }
+
+    private func run() {
+        var batch: [JetStreamMessage] = []
+        while !stopping.load(ordering: .relaxed) {
+            do {
+                batch = try subscription.fetch(batch: config.fetchBatch, timeout: .milliseconds(500))
+            } catch {
+                logger.warning("fetch failed", metadata: ["partition": "\(partition)", "error": "\(error)"])
+                metrics.fetchErrors.increment()
+                Thread.sleep(forTimeInterval: 0.2)
+                continue
+            }
+            if batch.isEmpty { continue }
+            process(batch)
+            batch.removeAll(keepingCapacity: true)
+        }
+    }
+
+    private func process(_ batch: [JetStreamMessage]) {
+        metrics.fetchBatch.record(batch.count)
+        var done: [JetStreamMessage] = []
+        done.reserveCapacity(batch.count)
+        var published = 0
+        var publishFailed = false
+        for message in batch {
+            switch handle(message) {
+            case .delivered(let count):
+                published += count
+                done.append(message)
+            case .poison(let reason):
+                deadLetter(message, reason: reason)
+            case .failed(let error):
+                publishFailed = true
+                logger.warning("delivery publish failed", metadata: ["partition": "\(partition)", "error": "\(error)"])
+                retryOrDeadLetter(message, reason: "publish failed: \(error)")
+            }
+        }
+        if let last = batch.last { lag.store(last.metadata.numPending, ordering: .relaxed) }
+        metrics.setLag(partition: partition, lag.load(ordering: .relaxed))
+        // The deliveries must be on the server before the events are acked (at-least-once).
+        if published > 0 || publishFailed {
+            do {
+                try connection.flush(timeout: config.flushTimeout)
+            } catch {
+                logger.warning("flush failed; events will be redelivered", metadata: ["partition": "\(partition)", "events": "\(done.count)", "error": "\(error)"])
+                metrics.flushErrors.increment()
+                for message in done { retryOrDeadLetter(message, reason: "flush failed: \(error)") }
+                return
+            }
+        }
+        for message in done {
+            do { try message.ack() } catch { metrics.ackErrors.increment() }
+        }
+        metrics.eventsAcked.increment(by: done.count)
+    }
+
+    private enum Outcome {
+        case delivered(Int)
+        case poison(String)
+        case failed(any Error)
+    }
+
+    private func handle(_ message: JetStreamMessage) -> Outcome {
+        metrics.eventsIn.increment()
+        let event: ChatEvent
+        do {
+            event = try ChatEvent(decoding: message.payload)
+        } catch {
+            return .poison("undecodable ChatEvent: \(error)")
+        }
+        guard Identifier.isValid(event.channelID) else { return .poison("invalid channel_id '\(event.channelID.prefix(80))'") }
+        guard Identifier.isValid(event.senderID) else { return .poison("invalid sender_id '\(event.senderID.prefix(80))'") }
+        guard message.subject == Subjects.event(channel: event.channelID, partitionCount: config.partitions.count) else {
+            return .poison("channel_id \(event.channelID) does not match subject \(message.subject)")
+        }
+        let started = ContinuousClock.now
+        let recipients = state.plan(partition: partition, channel: event.channelID, skipUser: event.skipSenderEcho ? event.senderID : nil, into: &plan)
+        metrics.planning.recordNanoseconds(Int64((ContinuousClock.now - started).nanoseconds))
+        metrics.recipients.increment(by: recipients)
+        if plan.targets.isEmpty {
+            metrics.eventsWithoutRecipients.increment()
+            return .delivered(0)
+        }
+        let sequence = message.metadata.streamSequence
+        do {
+            try message.payload.withUnsafeBytes { eventBytes in
+                for index in 0..<plan.targets.count {
+                    let bytes = plan.slots[index].withUnsafeBufferPointer { slots in
+                        Delivery.encode(streamSeq: sequence, channelID: event.channelID, event: eventBytes, slots: slots)
+                    }
+                    try connection.publish(plan.targets[index].inboxSubject, payload: bytes)
+                }
+            }
+        } catch {
+            return .failed(error)
+        }
+        metrics.deliveries.increment(by: plan.targets.count)
+        return .delivered(plan.targets.count)
+    }
+
+    private func retryOrDeadLetter(_ message: JetStreamMessage, reason: String) {
+        if message.metadata.numDelivered >= UInt64(Self.maxDeliveries) {
+            deadLetter(message, reason: "\(reason) (after \(message.metadata.numDelivered) deliveries)")
+        } else {
+            try? message.nak(delay: .milliseconds(250))
+        }
+    }
+
+    /// Keeps the poison event in `CHAT_DLQ` (stored, so nothing is lost), then terminates it.
+    private func deadLetter(_ message: JetStreamMessage, reason: String) {
+        metrics.deadLettered.increment()
+        logger.error("event dead-lettered", metadata: [
+            "partition": "\(partition)", "subject": "\(message.subject)",
+            "stream_seq": "\(message.metadata.streamSequence)", "reason": "\(reason)",
+        ])
+        var headers = NATSHeaders()
+        headers["Switchboard-Reason"] = reason
+        headers["Switchboard-Subject"] = message.subject
+        headers["Switchboard-Stream-Seq"] = "\(message.metadata.streamSequence)"
+        do {
+            _ = try jetStream.publish(Subjects.deadLetter(partition: partition), payload: message.payload, headers: headers)
+            try message.term()
+        } catch {
+            // Not stored in the DLQ: leave the event to be redelivered rather than lose it.
+            logger.error("dead-letter publish failed; event left for redelivery", metadata: ["error": "\(error)"])
+            try? message.nak(delay: .seconds(1))
+        }
+    }
+}

@@ -1,0 +1,50 @@
+import CoreMetrics
+
+/// The fan-out's Prometheus metrics (through swift-metrics). Names are the grep-able contract
+/// for dashboards; everything counts events, deliveries or bytes, never per-user labels.
+final class FanoutMetrics: Sendable {
+    let eventsIn = Counter(label: "switchboard_fanout_events_in_total")
+    let eventsAcked = Counter(label: "switchboard_fanout_events_acked_total")
+    let eventsWithoutRecipients = Counter(label: "switchboard_fanout_events_without_recipients_total")
+    let deliveries = Counter(label: "switchboard_fanout_deliveries_total")
+    let recipients = Counter(label: "switchboard_fanout_recipients_total")
+    let deadLettered = Counter(label: "switchboard_fanout_dead_lettered_total")
+    let fetchErrors = Counter(label: "switchboard_fanout_fetch_errors_total")
+    let flushErrors = Counter(label: "switchboard_fanout_flush_errors_total")
+    let ackErrors = Counter(label: "switchboard_fanout_ack_errors_total")
+    let fetchBatch = Recorder(label: "switchboard_fanout_fetch_batch_size")
+    let planning = Timer(label: "switchboard_fanout_planning_seconds")
+
+    let membershipChanges = Counter(label: "switchboard_fanout_membership_changes_total")
+    let membershipRejected = Counter(label: "switchboard_fanout_membership_rejected_total")
+    let presenceDeltas = Counter(label: "switchboard_fanout_presence_deltas_total")
+    let presenceRejected = Counter(label: "switchboard_fanout_presence_rejected_total")
+    let instancesExpired = Counter(label: "switchboard_fanout_instances_expired_total")
+    let redisDisconnects = Counter(label: "switchboard_fanout_redis_disconnects_total")
+    let redisErrors = Counter(label: "switchboard_fanout_redis_errors_total")
+
+    let typingIn = Counter(label: "switchboard_fanout_typing_in_total")
+    let typingOut = Counter(label: "switchboard_fanout_typing_out_total")
+    let typingCoalesced = Counter(label: "switchboard_fanout_typing_coalesced_total")
+    let typingRejected = Counter(label: "switchboard_fanout_typing_rejected_total")
+
+    let snapshotsWritten = Counter(label: "switchboard_fanout_snapshots_written_total")
+    let snapshotErrors = Counter(label: "switchboard_fanout_snapshot_errors_total")
+
+    let tableBytes = Gauge(label: "switchboard_fanout_table_bytes")
+    let memberships = Gauge(label: "switchboard_fanout_memberships")
+    let channels = Gauge(label: "switchboard_fanout_channels")
+    let onlineUsers = Gauge(label: "switchboard_fanout_online_users")
+    let instances = Gauge(label: "switchboard_fanout_instances")
+    let coldStartSeconds = Gauge(label: "switchboard_fanout_cold_start_seconds")
+    let ready = Gauge(label: "switchboard_fanout_ready")
+    private let lagGauges: [Int: Gauge]
+
+    init(partitions: [Int]) {
+        lagGauges = Dictionary(uniqueKeysWithValues: partitions.map {
+            ($0, Gauge(label: "switchboard_fanout_consumer_lag", dimensions: [("partition", "\($0)")]))
+        })
+    }
+
+    func setLag(partition: Int, _ lag: UInt64) { lagGauges[partition]?.record(Double(lag)) }
+}

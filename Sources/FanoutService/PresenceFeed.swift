@@ -1,0 +1,188 @@
+import Foundation
+import Logging
+import RedisClient
+import SwitchboardProto
+import Synchronization
+
+/// Keeps the presence side of the routing table equal to what notifiers wrote to Redis.
+///
+/// Warm-up and every reconnection: subscribe to `presence` first and buffer its deltas,
+/// scan the live instances' hashes (`presence:<instance>` at epoch `epoch:<instance>`), then
+/// apply the buffer; deltas are idempotent and ordered by epoch, so the overlap is harmless.
+/// A poll of the `instances` heartbeat zset expires instances silent for `instanceTimeout`.
+/// While Redis is unreachable nothing expires: heartbeats cannot be seen, and dropping
+/// every user would stop all deliveries; the rescan on reconnection settles the table.
+final class PresenceFeed: @unchecked Sendable {
+    /// Deltas buffered during a scan beyond this many restart the scan (bounded memory).
+    static let maxBufferedDeltas = 1_000_000
+    static let pollInterval: TimeInterval = 0.5
+
+    private let redisURL: String
+    private let state: RoutingState
+    private let metrics: FanoutMetrics
+    private let logger: Logger
+    private let instanceTimeout: Duration
+    private let scanState = Mutex<ScanState>(ScanState())
+    private let stopping = Atomic<Bool>(false)
+    private let finished = Mutex<Bool>(false)
+    private let warm = Mutex<CheckedContinuation<Void, Never>?>(nil)
+    private let isWarm = Atomic<Bool>(false)
+    private var subscriber: RedisSubscriber?
+
+    private struct ScanState {
+        /// True between a (re)connection and the end of the scan it triggered.
+        var scanRequested = true
+        var scanning = false
+        var buffer: [PresenceDelta] = []
+        var overflowed = false
+        var redisUp = false
+    }
+
+    init(redisURL: String, state: RoutingState, metrics: FanoutMetrics, instanceTimeout: Duration, logger: Logger) {
+        self.redisURL = redisURL
+        self.state = state
+        self.metrics = metrics
+        self.instanceTimeout = instanceTimeout
+        self.logger = logger
+    }
+
+    /// Subscribes, scans, and returns once presence is warm (the first scan finished).
+    func startAndWarm() async throws {
+        subscriber = try RedisSubscriber(url: redisURL, channels: ["presence"]) { [weak self] event in self?.handle(event) }
+        await withCheckedContinuation { continuation in
+            warm.withLock { $0 = continuation }
+            let thread = Thread { [self] in
+                pollLoop()
+                markWarm()
+                finished.withLock { $0 = true }
+            }
+            thread.name = "presence"
+            thread.start()
+        }
+    }
+
+    func stop(timeout: Duration) {
+        stopping.store(true, ordering: .relaxed)
+        subscriber?.stop()
+        let deadline = ContinuousClock.now + timeout
+        while !finished.withLock({ $0 }) && ContinuousClock.now < deadline { usleep(10_000) }
+    }
+
+    private func markWarm() {
+        guard !isWarm.exchange(true, ordering: .relaxed) else { return }
+        warm.withLock { $0?.resume(); $0 = nil }
+    }
+
+    /// Runs on the subscriber's thread.
+    private func handle(_ event: RedisSubscriber.Event) {
+        switch event {
+        case .connected:
+            scanState.withLock { $0.redisUp = true; $0.scanRequested = true }
+            logger.info("presence subscription connected; rescanning")
+        case .disconnected(let reason):
+            scanState.withLock { $0.redisUp = false }
+            metrics.redisDisconnects.increment()
+            logger.warning("presence subscription lost", metadata: ["reason": "\(reason)"])
+        case .message(_, let payload):
+            let delta: PresenceDelta
+            do {
+                delta = try PresenceDelta(decoding: payload)
+            } catch {
+                metrics.presenceRejected.increment()
+                logger.warning("presence delta rejected", metadata: ["reason": "\(error)"])
+                return
+            }
+            let applyNow = scanState.withLock { scan -> Bool in
+                guard scan.scanning || scan.scanRequested else { return true }
+                if scan.buffer.count < Self.maxBufferedDeltas { scan.buffer.append(delta) } else { scan.overflowed = true }
+                return false
+            }
+            if applyNow { apply(delta) }
+        }
+    }
+
+    private func apply(_ delta: PresenceDelta) {
+        do {
+            try state.applyPresence(delta)
+            metrics.presenceDeltas.increment()
+        } catch {
+            metrics.presenceRejected.increment()
+            logger.warning("presence delta rejected", metadata: ["instance": "\(delta.instanceID.prefix(80))", "reason": "\(error)"])
+        }
+    }
+
+    private func pollLoop() {
+        var connection: RedisConnection?
+        while !stopping.load(ordering: .relaxed) {
+            do {
+                if connection == nil { connection = try RedisConnection(url: redisURL) }
+                let redis = connection!
+                let shouldScan = scanState.withLock { scan -> Bool in
+                    guard scan.redisUp && scan.scanRequested else { return false }
+                    scan.scanRequested = false
+                    scan.scanning = true
+                    return true
+                }
+                if shouldScan { try scan(redis) }
+                try pollHeartbeats(redis)
+            } catch {
+                metrics.redisErrors.increment()
+                logger.warning("presence poll failed", metadata: ["error": "\(error)"])
+                connection = nil
+                scanState.withLock { if $0.scanning { $0.scanning = false; $0.scanRequested = true } }
+            }
+            Thread.sleep(forTimeInterval: Self.pollInterval)
+        }
+    }
+
+    private func scan(_ redis: RedisConnection) throws {
+        let started = ContinuousClock.now
+        let now = Self.nowMs()
+        let live = try redis.zrangeByScore("instances", min: Double(now - instanceTimeout.milliseconds), max: .infinity)
+        var scanned: [String: (epoch: UInt64, users: [(String, UInt32)])] = [:]
+        for (instance, _) in live {
+            guard let epochText = try redis.command(["GET", "epoch:\(instance)"]).text, let epoch = UInt64(epochText) else { continue }
+            var users: [(String, UInt32)] = []
+            var cursor: UInt64 = 0
+            repeat {
+                let page = try redis.hscan("presence:\(instance)", cursor: cursor, count: 1000)
+                for (user, slot) in page.pairs {
+                    if let slot = UInt32(slot) { users.append((user, slot)) } else { metrics.presenceRejected.increment() }
+                }
+                cursor = page.next
+            } while cursor != 0
+            scanned[instance] = (epoch, users)
+        }
+        state.replacePresence(scanned)
+        // Apply what arrived during the scan; an overflow means the scan is already stale.
+        let (buffered, overflowed) = scanState.withLock { scan in
+            defer { scan.buffer.removeAll(); scan.overflowed = false; scan.scanning = false }
+            if scan.overflowed { scan.scanRequested = true }
+            return (scan.buffer, scan.overflowed)
+        }
+        if !overflowed { buffered.forEach(apply) }
+        let users = scanned.values.map(\.users.count).reduce(0, +)
+        logger.info("presence scanned", metadata: [
+            "instances": "\(scanned.count)", "users": "\(users)", "buffered_deltas": "\(buffered.count)",
+            "ms": "\((ContinuousClock.now - started).milliseconds)",
+        ])
+        if !overflowed { markWarm() }
+    }
+
+    private func pollHeartbeats(_ redis: RedisConnection) throws {
+        let beats = try redis.zrangeByScore("instances", min: -.infinity, max: .infinity)
+        let now = Self.nowMs()
+        let expired = state.heartbeats(beats.map { ($0.member, Int64($0.score)) }, nowMs: now, timeoutMs: instanceTimeout.milliseconds)
+        for instance in expired {
+            metrics.instancesExpired.increment()
+            logger.warning("instance expired: no heartbeat", metadata: ["instance": "\(instance)", "timeout_s": "\(instanceTimeout.milliseconds / 1000)"])
+        }
+    }
+
+    static func nowMs() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+}
+
+extension Duration {
+    var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
+    var nanoseconds: Int64 { components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000 }
+}

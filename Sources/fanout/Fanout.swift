@@ -1,0 +1,102 @@
+import ArgumentParser
+import FanoutService
+import Foundation
+import Logging
+import ServiceLifecycle
+import ServiceSupport
+
+/// `fanout`: one fan-out replica. Every flag has an env fallback (SWITCHBOARD_<FLAG>).
+@main
+struct Fanout: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fanout",
+        abstract: "Switchboard fan-out replica: JetStream chat events in, one delivery per notifier instance out."
+    )
+
+    @Option(help: "NATS server URL(s), comma-separated.") var natsURL = "nats://127.0.0.1:4222"
+    @Option(help: "Redis URL (presence).") var redisURL = "redis://127.0.0.1:6379"
+    @Option(help: "Partitions of the deployment (fixed; must match streams/deployment.json).") var partitionCount = 16
+    @Option(help: "Partitions this replica owns, e.g. 0-15, 0-7 or 1,3,8-11. Default: all.") var partitions: String?
+    @Option(help: "Own the ordinal-th share of the partitions among --replicas (StatefulSet pods: fanout-<ordinal>).") var ordinal: Int?
+    @Option(help: "Number of replicas splitting the partitions (with --ordinal).") var replicas: Int?
+    @Option(help: "Name of this replica in logs and inspection replies.") var replicaID: String?
+    @Option(help: "host:port of /healthz, /readyz and /metrics.") var http = "127.0.0.1:9090"
+    @Option(help: "Folder with the stream definitions (streams/*.json).") var streamsDir = "streams"
+    @Option(help: "Write a partition snapshot after this many membership changes.") var snapshotEveryChanges = 100_000
+    @Option(help: "...or this many seconds after the last one if anything changed.") var snapshotIntervalSeconds = 60
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel = "info"
+
+    static let environmentOptions = [
+        "nats-url", "redis-url", "partition-count", "partitions", "ordinal", "replicas", "replica-id", "http",
+        "streams-dir", "snapshot-every-changes", "snapshot-interval-seconds", "log-level",
+    ]
+
+    static func main() async {
+        let arguments = EnvironmentFallback.apply(
+            to: Array(CommandLine.arguments.dropFirst()), options: environmentOptions,
+            environment: ProcessInfo.processInfo.environment
+        )
+        do {
+            let command = try parseAsRoot(arguments)
+            guard let fanout = command as? Fanout else { return exit(withError: nil) }
+            try await fanout.start()
+        } catch let error as FanoutError {
+            FileHandle.standardError.write(Data("fanout: \(error)\n".utf8))
+            Foundation.exit(1)
+        } catch {
+            exit(withError: error)
+        }
+    }
+
+    func start() async throws {
+        guard let level = Logger.Level(rawValue: logLevel) else {
+            throw FanoutError.invalidConfiguration("--log-level '\(logLevel)' is not one of trace, debug, info, notice, warning, error, critical")
+        }
+        let owned: PartitionSet
+        switch (partitions, ordinal, replicas) {
+        case (let spec?, nil, nil): owned = try PartitionSet(spec, count: partitionCount)
+        case (nil, let ordinal?, let replicas?): owned = try PartitionSet.forOrdinal(ordinal, replicas: replicas, count: partitionCount)
+        case (nil, nil, nil): owned = try PartitionSet("0-\(partitionCount - 1)", count: partitionCount)
+        default: throw FanoutError.invalidConfiguration("use either --partitions or --ordinal with --replicas")
+        }
+        let (host, port) = try HostPort.parse(http, flag: "--http")
+        var config = FanoutConfig(partitions: owned)
+        config.natsURL = natsURL
+        config.redisURL = redisURL
+        config.replicaID = replicaID ?? ordinal.map { "fanout-\($0)" } ?? "fanout-\(owned)"
+        config.httpHost = host
+        config.httpPort = port
+        config.streamsDirectory = streamsDir
+        config.snapshotEveryChanges = snapshotEveryChanges
+        config.snapshotInterval = .seconds(snapshotIntervalSeconds)
+
+        LogSetup.bootstrap(label: "fanout", level: level)
+        let registry = MetricsSetup.bootstrapPrometheus()
+        let logger = Logger(label: "fanout")
+        let service = FanoutService(config: config, logger: logger)
+        let http = HTTPServer(configuration: .init(
+            host: host, port: port,
+            liveness: { true },
+            readiness: { service.isReady },
+            metrics: registry
+        ), logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: http), .init(service: service, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
+        )
+        try await group.run()
+    }
+}
+
+/// `host:port` flags.
+enum HostPort {
+    static func parse(_ text: String, flag: String) throws(FanoutError) -> (String, Int) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port), colon != text.startIndex else {
+            throw .invalidConfiguration("\(flag) '\(text)' is not host:port")
+        }
+        return (String(text[..<colon]), port)
+    }
+}

@@ -1,0 +1,192 @@
+/// The fan-out's whole routing state, pure and single-owner (the service wraps it in a
+/// lock): interned users, the channel tables of the owned partitions, presence and the
+/// known notifier instances.
+public struct RoutingTable: Sendable {
+    public internal(set) var users = StringInterner()
+    public internal(set) var partitions: [Int: ChannelTable] = [:]
+    public private(set) var presence = PresenceTable()
+    public private(set) var instances = InstanceRegistry()
+    public let partitionCount: Int
+
+    public init(partitions owned: [Int], partitionCount: Int) {
+        self.partitionCount = partitionCount
+        for partition in owned { partitions[partition] = ChannelTable() }
+    }
+
+    // MARK: membership
+
+    /// A membership change as the stream carries it, with ids already validated.
+    public enum MembershipState: Sendable {
+        case joined, left, channelDeleted
+    }
+
+    public enum ApplyError: Error, Equatable, CustomStringConvertible {
+        case invalidID(String)
+        case wrongPartition(channel: String, expected: Int, got: Int)
+
+        public var description: String {
+            switch self {
+            case .invalidID(let why): why
+            case .wrongPartition(let channel, let expected, let got):
+                "channel \(channel) belongs to partition \(expected), not \(got)"
+            }
+        }
+    }
+
+    /// Applies one membership change to `partition`'s table. Idempotent; ordered by version
+    /// (see `ChannelTable`). Throws for invalid ids or a channel of another partition.
+    @discardableResult
+    public mutating func applyMembership(partition: Int, channel: String, user: String, state: MembershipState, version: UInt64) throws(ApplyError) -> ChannelTable.Outcome {
+        if let problem = Identifier.problem(channel, kind: "channel") { throw .invalidID(problem) }
+        let expected = Partitioner.partition(of: channel, count: partitionCount)
+        guard expected == partition, partitions[partition] != nil else {
+            throw .wrongPartition(channel: channel, expected: expected, got: partition)
+        }
+        if state == .channelDeleted {
+            let index = partitions[partition]!.internChannel(channel)
+            return partitions[partition]!.delete(channel: index, version: version)
+        }
+        if let problem = Identifier.problem(user, kind: "user") { throw .invalidID(problem) }
+        let channelIndex = partitions[partition]!.internChannel(channel)
+        let userIndex = users.intern(user)
+        switch state {
+        case .joined: return partitions[partition]!.join(channel: channelIndex, user: userIndex, version: version)
+        case .left: return partitions[partition]!.leave(channel: channelIndex, user: userIndex, version: version)
+        case .channelDeleted: return .unchanged
+        }
+    }
+
+    public func isMember(partition: Int, channel: String, user: String) -> Bool {
+        guard let table = partitions[partition], let channelIndex = table.channel(channel), let userIndex = users.id(of: user) else { return false }
+        return table.members[Int(channelIndex)].contains(userIndex)
+    }
+
+    public mutating func resetPartition(_ partition: Int) {
+        guard partitions[partition] != nil else { return }
+        partitions[partition] = ChannelTable()
+    }
+
+    public mutating func compact() {
+        for partition in partitions.keys { partitions[partition]!.compact() }
+    }
+
+    // MARK: presence
+
+    public enum PresenceChange: Sendable {
+        case online(user: String, slot: UInt32)
+        case offline(user: String)
+        case instanceDown
+    }
+
+    public enum PresenceOutcome: Sendable, Equatable {
+        case applied
+        /// From an older process of the instance (or one already declared down): ignored.
+        case staleEpoch
+        case unchanged
+    }
+
+    /// Applies one presence delta. A newer epoch means the instance restarted: its old
+    /// placements are dropped first. Older epochs are ignored, so deltas can arrive late
+    /// or twice.
+    @discardableResult
+    public mutating func applyPresence(instance id: String, epoch: UInt64, _ change: PresenceChange) throws(ApplyError) -> PresenceOutcome {
+        if let problem = Identifier.problem(id, kind: "instance") { throw .invalidID(problem) }
+        let instance = instances.intern(id)
+        guard adoptEpoch(instance, epoch) else { return .staleEpoch }
+        switch change {
+        case .online(let user, let slot):
+            if let problem = Identifier.problem(user, kind: "user") { throw .invalidID(problem) }
+            let userIndex = users.intern(user)
+            if presence.placement(of: userIndex, on: instance) == Placement(instance: instance, slot: slot) { return .unchanged }
+            if presence.setOnline(userIndex, Placement(instance: instance, slot: slot)) { instances[instance].users += 1 }
+            return .applied
+        case .offline(let user):
+            guard let userIndex = users.id(of: user), presence.setOffline(userIndex, instance: instance) else { return .unchanged }
+            instances[instance].users -= 1
+            return .applied
+        case .instanceDown:
+            markDown(instance)
+            return .applied
+        }
+    }
+
+    /// Accepts `epoch` for `instance`: false if it is older than the current one or was
+    /// declared down; a newer epoch clears the old process's placements.
+    private mutating func adoptEpoch(_ instance: UInt32, _ epoch: UInt64) -> Bool {
+        let known = instances[instance]
+        if epoch < known.epoch || (known.downAtEpoch != 0 && epoch <= known.downAtEpoch) { return false }
+        if epoch > known.epoch {
+            if known.users > 0 { presence.removeInstance(instance) }
+            instances[instance].users = 0
+            instances[instance].epoch = epoch
+        }
+        return true
+    }
+
+    private mutating func markDown(_ instance: UInt32) {
+        presence.removeInstance(instance)
+        instances[instance].users = 0
+        instances[instance].downAtEpoch = instances[instance].epoch
+    }
+
+    /// Replaces all presence with a full scan of the live instances (warm-up, or after a
+    /// Redis outage). Instances absent from the scan lose their users.
+    public mutating func replacePresence(_ scan: [String: (epoch: UInt64, users: [(String, UInt32)])]) {
+        presence.removeAll()
+        for index in 0..<instances.count {
+            instances[UInt32(index)].users = 0
+        }
+        for (id, entry) in scan where Identifier.isValid(id) {
+            let instance = instances.intern(id)
+            instances[instance].epoch = entry.epoch
+            instances[instance].downAtEpoch = 0
+            for (user, slot) in entry.users where Identifier.isValid(user) {
+                if presence.setOnline(users.intern(user), Placement(instance: instance, slot: slot)) { instances[instance].users += 1 }
+            }
+        }
+        for index in 0..<instances.count where scan[instances[UInt32(index)].id] == nil {
+            let instance = UInt32(index)
+            if instances[instance].downAtEpoch == 0 && instances[instance].epoch > 0 { instances[instance].downAtEpoch = instances[instance].epoch }
+        }
+    }
+
+    public struct HeartbeatResult: Sendable, Equatable {
+        /// Instances whose heartbeat is older than the timeout: their users left routing.
+        public var expired: [String] = []
+        /// Instances declared down that heartbeat again: their presence must be rescanned.
+        public var revived: [String] = []
+    }
+
+    /// Records heartbeats (instance → last beat, ms) and expires instances whose last beat
+    /// is older than `timeoutMs`. An instance first seen without a beat gets `timeoutMs` of
+    /// grace from `nowMs`.
+    public mutating func heartbeats(_ beats: [(instance: String, atMs: Int64)], nowMs: Int64, timeoutMs: Int64) -> HeartbeatResult {
+        var result = HeartbeatResult()
+        for beat in beats where Identifier.isValid(beat.instance) {
+            let instance = instances.intern(beat.instance)
+            let previous = instances[instance].lastHeartbeatMs
+            instances[instance].lastHeartbeatMs = max(previous, beat.atMs)
+            if instances[instance].isDown, beat.atMs > previous, nowMs - beat.atMs <= timeoutMs { result.revived.append(beat.instance) }
+        }
+        for index in 0..<instances.count {
+            let instance = UInt32(index)
+            let known = instances[instance]
+            guard !known.isDown, known.epoch > 0 || known.users > 0 else { continue }
+            if known.lastHeartbeatMs == 0 {
+                instances[instance].lastHeartbeatMs = nowMs
+                continue
+            }
+            guard nowMs - known.lastHeartbeatMs > timeoutMs else { continue }
+            markDown(instance)
+            result.expired.append(known.id)
+        }
+        return result
+    }
+
+    // MARK: size
+
+    /// Bytes of the member sets and channel indexes of every partition.
+    public var channelBytes: Int { partitions.values.reduce(0) { $0 + $1.byteCount } }
+    public var membershipCount: Int { partitions.values.reduce(0) { $0 + $1.membershipCount } }
+    public var channelCount: Int { partitions.values.reduce(0) { $0 + $1.channelCount } }
+}

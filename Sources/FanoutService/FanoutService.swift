@@ -111,6 +111,7 @@ public final class FanoutService: Service, @unchecked Sendable {
         snapshots.start()
         self.snapshots = snapshots
 
+        state.compact()
         let seconds = Double((ContinuousClock.now - started).nanoseconds) / 1e9
         metrics.coldStartSeconds.record(seconds)
         let stats = state.stats(replica: Inspection.Replica(id: config.replicaID, partitions: config.partitions.owned, partitionCount: config.partitions.count, ready: true), lag: [:])

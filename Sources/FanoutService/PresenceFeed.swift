@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import RedisClient
+import RoutingCore
 import SwitchboardProto
 import Synchronization
 
@@ -172,8 +173,13 @@ final class PresenceFeed: @unchecked Sendable {
     private func pollHeartbeats(_ redis: RedisConnection) throws {
         let beats = try redis.zrangeByScore("instances", min: -.infinity, max: .infinity)
         let now = Self.nowMs()
-        let expired = state.heartbeats(beats.map { ($0.member, Int64($0.score)) }, nowMs: now, timeoutMs: instanceTimeout.milliseconds)
-        for instance in expired {
+        let result = state.heartbeats(beats.map { ($0.member, Int64($0.score)) }, nowMs: now, timeoutMs: instanceTimeout.milliseconds)
+        if !result.revived.isEmpty {
+            // A stalled notifier came back with the same epoch: read its hash again.
+            logger.info("instances heartbeat again; rescanning presence", metadata: ["instances": "\(result.revived)"])
+            scanState.withLock { $0.scanRequested = true }
+        }
+        for instance in result.expired {
             metrics.instancesExpired.increment()
             logger.warning("instance expired: no heartbeat", metadata: ["instance": "\(instance)", "timeout_s": "\(instanceTimeout.milliseconds / 1000)"])
         }

@@ -15,6 +15,9 @@ public struct MemberSet: Sendable, Equatable {
     }
 
     public private(set) var count: UInt32 = 0
+    /// The largest value, kept so that ascending inserts (bulk loads, replays of new users)
+    /// append without decoding a block.
+    private var largest: UInt32 = 0
     /// The only block while `blocks` is empty (the common, small case).
     private var single = Block(first: 0, gaps: [])
     private var blocks: [Block] = []
@@ -46,14 +49,14 @@ public struct MemberSet: Sendable, Equatable {
     /// Inserts `value`; returns false when it was already present.
     @discardableResult
     public mutating func insert(_ value: UInt32) -> Bool {
-        if count == 0 {
-            single = Block(first: value, gaps: [])
-            count = 1
+        if count == 0 || value > largest {
+            append(value)
             return true
         }
         if blocks.isEmpty {
             guard Self.insert(value, into: &single) else { return false }
             count += 1
+            largest = max(largest, value)
             if single.gaps.count > Self.maxBlockBytes {
                 blocks = Self.split(single)
                 single = Block(first: 0, gaps: [])
@@ -72,11 +75,12 @@ public struct MemberSet: Sendable, Equatable {
     /// Removes `value`; returns false when it was absent.
     @discardableResult
     public mutating func remove(_ value: UInt32) -> Bool {
-        guard count > 0 else { return false }
+        guard count > 0, value <= largest else { return false }
+        defer { if value == largest && count > 0 { largest = lastValue() } }
         if blocks.isEmpty {
             guard Self.remove(value, from: &single) else { return false }
             count -= 1
-            if count == 0 { single = Block(first: 0, gaps: []) }
+            if count == 0 { single = Block(first: 0, gaps: []); largest = 0 }
             return true
         }
         let index = blockIndex(for: value)
@@ -127,30 +131,34 @@ public struct MemberSet: Sendable, Equatable {
 
     /// Appends `value`, which must be greater than every value in the set (bulk loads).
     public mutating func append(_ value: UInt32) {
+        defer {
+            count += 1
+            largest = value
+        }
         if count == 0 {
             single = Block(first: value, gaps: [])
-            count = 1
             return
         }
+        precondition(value > largest, "MemberSet.append needs ascending values")
         if blocks.isEmpty {
-            precondition(value > Self.last(of: single), "MemberSet.append needs ascending values")
             if single.gaps.count >= Self.maxBlockBytes {
                 blocks = [single, Block(first: value, gaps: [])]
                 single = Block(first: 0, gaps: [])
             } else {
-                Varint.append(value - Self.last(of: single) - 1, to: &single.gaps)
+                Varint.append(value - largest - 1, to: &single.gaps)
             }
         } else {
             let lastIndex = blocks.count - 1
-            let last = Self.last(of: blocks[lastIndex])
-            precondition(value > last, "MemberSet.append needs ascending values")
             if blocks[lastIndex].gaps.count >= Self.maxBlockBytes {
                 blocks.append(Block(first: value, gaps: []))
             } else {
-                Varint.append(value - last - 1, to: &blocks[lastIndex].gaps)
+                Varint.append(value - largest - 1, to: &blocks[lastIndex].gaps)
             }
         }
-        count += 1
+    }
+
+    private func lastValue() -> UInt32 {
+        blocks.isEmpty ? Self.last(of: single) : Self.last(of: blocks[blocks.count - 1])
     }
 
     // MARK: blocks

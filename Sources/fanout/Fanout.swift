@@ -43,6 +43,9 @@ struct Fanout: AsyncParsableCommand {
         } catch let error as FanoutError {
             FileHandle.standardError.write(Data("fanout: \(error)\n".utf8))
             Foundation.exit(1)
+        } catch let error as ConfigurationError {
+            FileHandle.standardError.write(Data("fanout: invalid configuration: \(error)\n".utf8))
+            Foundation.exit(1)
         } catch {
             exit(withError: error)
         }
@@ -88,15 +91,5 @@ struct Fanout: AsyncParsableCommand {
             )
         )
         try await group.run()
-    }
-}
-
-/// `host:port` flags.
-enum HostPort {
-    static func parse(_ text: String, flag: String) throws(FanoutError) -> (String, Int) {
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port), colon != text.startIndex else {
-            throw .invalidConfiguration("\(flag) '\(text)' is not host:port")
-        }
-        return (String(text[..<colon]), port)
     }
 }

@@ -1,0 +1,243 @@
+import Foundation
+import RoutingCore
+import SwitchboardProto
+
+/// The routing table shared by the fan-out's threads: pipelines plan under a read lock,
+/// membership feeds and the presence watcher apply changes under the write lock. Also keeps
+/// per partition the membership sequence applied and what the snapshot writer needs.
+final class RoutingState: @unchecked Sendable {
+    private let lock = ReadWriteLock()
+    private var table: RoutingTable
+    private var progress: [Int: Progress] = [:]
+
+    struct Progress {
+        /// Last `CHAT_MEMBERSHIP` stream sequence applied (or skipped) in this partition.
+        var sequence: UInt64 = 0
+        var changesSinceSnapshot = 0
+        var lastSnapshot = ContinuousClock.now
+    }
+
+    enum StateError: Error, CustomStringConvertible {
+        case subjectMismatch(subject: String, expected: String)
+        case rejected(String)
+
+        var description: String {
+            switch self {
+            case .subjectMismatch(let subject, let expected): "subject \(subject) does not match its payload (expected \(expected))"
+            case .rejected(let why): why
+            }
+        }
+    }
+
+    init(partitions: [Int], partitionCount: Int) {
+        table = RoutingTable(partitions: partitions, partitionCount: partitionCount)
+        for partition in partitions { progress[partition] = Progress() }
+    }
+
+    var partitionCount: Int { table.partitionCount }
+
+    // MARK: membership
+
+    func apply(_ change: MembershipChange, partition: Int, subject: String, sequence: UInt64) throws {
+        let user = change.state == .channelDeleted ? Subjects.channelDeletedUser : change.userID
+        let expected = "chat.membership.\(partition).\(change.channelID).\(user)"
+        guard subject == expected else { throw StateError.subjectMismatch(subject: subject, expected: expected) }
+        let state: RoutingTable.MembershipState = switch change.state {
+        case .joined: .joined
+        case .left: .left
+        case .channelDeleted: .channelDeleted
+        }
+        try lock.write {
+            defer { advance(partition, to: sequence) }
+            do {
+                try table.applyMembership(partition: partition, channel: change.channelID, user: change.userID, state: state, version: change.version)
+            } catch {
+                throw StateError.rejected(error.description)
+            }
+        }
+    }
+
+    /// Counts a rejected membership message as consumed, so snapshots cover it.
+    func skipMembership(partition: Int, sequence: UInt64) {
+        lock.write { advance(partition, to: sequence) }
+    }
+
+    private func advance(_ partition: Int, to sequence: UInt64) {
+        progress[partition]?.sequence = max(progress[partition]?.sequence ?? 0, sequence)
+        progress[partition]?.changesSinceSnapshot += 1
+    }
+
+    func isMember(partition: Int, channel: String, user: String) -> Bool {
+        lock.read { table.isMember(partition: partition, channel: channel, user: user) }
+    }
+
+    // MARK: presence
+
+    func applyPresence(_ delta: PresenceDelta) throws {
+        let change: RoutingTable.PresenceChange = switch delta.state {
+        case .online: .online(user: delta.userID, slot: delta.slot)
+        case .offline: .offline(user: delta.userID)
+        case .instanceDown: .instanceDown
+        }
+        try lock.write {
+            do {
+                try table.applyPresence(instance: delta.instanceID, epoch: delta.epoch, change)
+            } catch {
+                throw StateError.rejected(error.description)
+            }
+        }
+    }
+
+    func replacePresence(_ scanned: [String: (epoch: UInt64, users: [(String, UInt32)])]) {
+        lock.write { table.replacePresence(scanned) }
+    }
+
+    func heartbeats(_ beats: [(String, Int64)], nowMs: Int64, timeoutMs: Int64) -> RoutingTable.HeartbeatResult {
+        lock.write { table.heartbeats(beats.map { (instance: $0.0, atMs: $0.1) }, nowMs: nowMs, timeoutMs: timeoutMs) }
+    }
+
+    // MARK: planning
+
+    /// Plans an event of `channel` into `plan` (owned by the calling thread).
+    @discardableResult
+    func plan(partition: Int, channel: String, skipUser: String?, into plan: inout PlanBuffer) -> Int {
+        lock.read { table.plan(partition: partition, channel: channel, skipUser: skipUser, into: &plan) }
+    }
+
+    // MARK: snapshots
+
+    func load(image: [UInt8], partition: Int) throws {
+        try lock.write { try RoutingImage.load(image, partition: partition, into: &table) }
+    }
+
+    func resetPartition(_ partition: Int) {
+        lock.write {
+            table.resetPartition(partition)
+            progress[partition] = Progress()
+        }
+    }
+
+    /// Drops growth slack left by a bulk load (after warm-up).
+    func compact() {
+        lock.write { table.compact() }
+    }
+
+    func image(partition: Int) -> ([UInt8], UInt64) {
+        lock.read { (RoutingImage.encode(table, partition: partition), progress[partition]?.sequence ?? 0) }
+    }
+
+    func partitionsDueForSnapshot(everyChanges: Int, interval: Duration) -> [Int] {
+        let now = ContinuousClock.now
+        return lock.read {
+            progress.filter { _, p in
+                p.changesSinceSnapshot >= everyChanges || (p.changesSinceSnapshot > 0 && now - p.lastSnapshot >= interval)
+            }.keys.sorted()
+        }
+    }
+
+    func snapshotWritten(partition: Int, sequence: UInt64) {
+        lock.write {
+            progress[partition]?.lastSnapshot = .now
+            // Changes applied while the image was being written still count.
+            progress[partition]?.changesSinceSnapshot = progress[partition]?.sequence == sequence ? 0 : 1
+        }
+    }
+
+    // MARK: inspection
+
+    func stats(replica: Inspection.Replica, lag: [String: UInt64]) -> Inspection.Stats {
+        lock.read {
+            let memberships = table.membershipCount
+            let tableBytes = table.channelBytes + table.presence.byteCount
+            return Inspection.Stats(
+                replica: replica, users: table.users.count, onlineUsers: table.presence.onlineCount,
+                channels: table.channelCount, memberships: memberships, tableBytes: tableBytes,
+                userIdBytes: table.users.byteCount,
+                bytesPerMembership: memberships == 0 ? 0 : Double(tableBytes) / Double(memberships),
+                instances: table.instances.all.filter { !$0.isDown && $0.users > 0 }.count,
+                eventLag: lag, membershipSequence: progress.values.map(\.sequence).max() ?? 0
+            )
+        }
+    }
+
+    func inspectUser(_ id: String, replica: Inspection.Replica) -> Inspection.User {
+        lock.read {
+            guard let user = table.users.id(of: id) else {
+                return Inspection.User(replica: replica, user: id, known: false, online: false, placements: [], channels: 0)
+            }
+            let placements = table.presence.placements(of: user).map {
+                Inspection.Placement(instance: table.instances[$0.instance].id, slot: $0.slot)
+            }
+            var channels = 0
+            for partition in table.partitions.values {
+                for members in partition.members where members.contains(user) { channels += 1 }
+            }
+            return Inspection.User(replica: replica, user: id, known: true, online: table.presence.isOnline(user), placements: placements, channels: channels)
+        }
+    }
+
+    func inspectChannel(_ id: String, replica: Inspection.Replica) -> Inspection.Channel {
+        let partition = Partitioner.partition(of: id, count: table.partitionCount)
+        return lock.read {
+            guard let channels = table.partitions[partition] else {
+                return Inspection.Channel(replica: replica, channel: id, partition: partition, owned: false, exists: false, members: 0, onlineMembers: 0, targets: [])
+            }
+            guard let channel = channels.channel(id), !channels.isDeleted(channel) else {
+                return Inspection.Channel(replica: replica, channel: id, partition: partition, owned: true, exists: false, members: 0, onlineMembers: 0, targets: [])
+            }
+            let members = channels.members(of: channel)
+            var online = 0
+            var perInstance: [UInt32: Int] = [:]
+            members.forEach { user in
+                guard table.presence.isOnline(user) else { return }
+                online += 1
+                table.presence.forEachPlacement(of: user) { perInstance[$0.instance, default: 0] += 1 }
+            }
+            let targets = perInstance.map { Inspection.TargetInstance(instance: table.instances[$0.key].id, recipients: $0.value) }
+                .sorted { $0.instance < $1.instance }
+            return Inspection.Channel(replica: replica, channel: id, partition: partition, owned: true, exists: true, members: Int(members.count), onlineMembers: online, targets: targets)
+        }
+    }
+
+    func inspectInstances(replica: Inspection.Replica) -> Inspection.Instances {
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        return lock.read {
+            let instances = table.instances.all.filter { !$0.isDown }.map {
+                Inspection.InstanceInfo(instance: $0.id, epoch: $0.epoch, users: $0.users, lastHeartbeatAgeMs: $0.lastHeartbeatMs == 0 ? -1 : now - $0.lastHeartbeatMs)
+            }
+            return Inspection.Instances(replica: replica, instances: instances.sorted { $0.instance < $1.instance })
+        }
+    }
+}
+
+/// A pthread reader-writer lock that prefers writers, so a steady stream of planning
+/// readers never starves membership and presence updates.
+final class ReadWriteLock: @unchecked Sendable {
+    private let lock: UnsafeMutablePointer<pthread_rwlock_t>
+
+    init() {
+        lock = .allocate(capacity: 1)
+        var attributes = pthread_rwlockattr_t()
+        pthread_rwlockattr_init(&attributes)
+        pthread_rwlockattr_setkind_np(&attributes, Int32(PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP))
+        pthread_rwlock_init(lock, &attributes)
+        pthread_rwlockattr_destroy(&attributes)
+    }
+
+    deinit {
+        pthread_rwlock_destroy(lock)
+        lock.deallocate()
+    }
+
+    func read<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_rwlock_rdlock(lock)
+        defer { pthread_rwlock_unlock(lock) }
+        return try body()
+    }
+
+    func write<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_rwlock_wrlock(lock)
+        defer { pthread_rwlock_unlock(lock) }
+        return try body()
+    }
+}

@@ -1,0 +1,92 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Prometheus
+import ServiceLifecycle
+
+/// The operations endpoint of a service: `/healthz` (liveness), `/readyz` (readiness) and
+/// `/metrics` (Prometheus text), as a `Service` that stops with the group.
+public struct HTTPServer: Service {
+    public struct Configuration: Sendable {
+        public var host: String
+        public var port: Int
+        public var liveness: @Sendable () -> Bool
+        public var readiness: @Sendable () -> Bool
+        public var metrics: PrometheusCollectorRegistry
+
+        public init(host: String, port: Int, liveness: @escaping @Sendable () -> Bool, readiness: @escaping @Sendable () -> Bool, metrics: PrometheusCollectorRegistry) {
+            self.host = host
+            self.port = port
+            self.liveness = liveness
+            self.readiness = readiness
+            self.metrics = metrics
+        }
+    }
+
+    let configuration: Configuration
+    let logger: Logger
+
+    public init(configuration: Configuration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        let configuration = self.configuration
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.backlog, value: 64)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.pipeline.configureHTTPServerPipeline(withErrorHandling: true).flatMap {
+                    channel.pipeline.addHandler(OperationsHandler(configuration: configuration))
+                }
+            }
+            .bind(host: configuration.host, port: configuration.port)
+            .get()
+        logger.info("operations endpoint listening", metadata: ["address": "\(configuration.host):\(configuration.port)"])
+        await withGracefulShutdownHandler {
+            try? await channel.closeFuture.get()
+        } onGracefulShutdown: {
+            channel.close(promise: nil)
+        }
+    }
+}
+
+/// Answers one small GET per request on the operations endpoint.
+final class OperationsHandler: ChannelInboundHandler, Sendable {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    let configuration: HTTPServer.Configuration
+
+    init(configuration: HTTPServer.Configuration) { self.configuration = configuration }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .head(let head) = unwrapInboundIn(data) else { return }
+        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+        let (status, contentType, body): (HTTPResponseStatus, String, [UInt8])
+        switch (head.method, path) {
+        case (.GET, "/healthz"):
+            let live = configuration.liveness()
+            (status, contentType, body) = (live ? .ok : .serviceUnavailable, "text/plain", Array((live ? "ok\n" : "not live\n").utf8))
+        case (.GET, "/readyz"):
+            let ready = configuration.readiness()
+            (status, contentType, body) = (ready ? .ok : .serviceUnavailable, "text/plain", Array((ready ? "ready\n" : "not ready\n").utf8))
+        case (.GET, "/metrics"):
+            (status, contentType, body) = (.ok, "text/plain; version=0.0.4", MetricsSetup.render(configuration.metrics))
+        case (.GET, _):
+            (status, contentType, body) = (.notFound, "text/plain", Array("not found: use /healthz, /readyz or /metrics\n".utf8))
+        default:
+            (status, contentType, body) = (.methodNotAllowed, "text/plain", Array("only GET\n".utf8))
+        }
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: contentType)
+        headers.add(name: "Content-Length", value: "\(body.count)")
+        headers.add(name: "Connection", value: "close")
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))), promise: nil)
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+    }
+}

@@ -93,7 +93,7 @@ let package = Package(
         .executableTarget(
             name: "routectl",
             dependencies: [
-                "NATSClient", "SwitchboardProto", "RoutingCore",
+                "NATSClient", "SwitchboardProto", "RoutingCore", "FanoutService", "ServiceSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict

@@ -52,7 +52,7 @@ final class RoutingState: @unchecked Sendable {
             do {
                 try table.applyMembership(partition: partition, channel: change.channelID, user: change.userID, state: state, version: change.version)
             } catch {
-                throw StateError.rejected(error.description)
+                throw StateError.rejected("\(error)")
             }
         }
     }
@@ -63,8 +63,10 @@ final class RoutingState: @unchecked Sendable {
     }
 
     private func advance(_ partition: Int, to sequence: UInt64) {
-        progress[partition]?.sequence = max(progress[partition]?.sequence ?? 0, sequence)
-        progress[partition]?.changesSinceSnapshot += 1
+        guard var entry = progress[partition] else { return }
+        entry.sequence = max(entry.sequence, sequence)
+        entry.changesSinceSnapshot += 1
+        progress[partition] = entry
     }
 
     func isMember(partition: Int, channel: String, user: String) -> Bool {
@@ -83,7 +85,7 @@ final class RoutingState: @unchecked Sendable {
             do {
                 try table.applyPresence(instance: delta.instanceID, epoch: delta.epoch, change)
             } catch {
-                throw StateError.rejected(error.description)
+                throw StateError.rejected("\(error)")
             }
         }
     }
@@ -137,9 +139,11 @@ final class RoutingState: @unchecked Sendable {
 
     func snapshotWritten(partition: Int, sequence: UInt64) {
         lock.write {
-            progress[partition]?.lastSnapshot = .now
+            guard var entry = progress[partition] else { return }
+            entry.lastSnapshot = .now
             // Changes applied while the image was being written still count.
-            progress[partition]?.changesSinceSnapshot = progress[partition]?.sequence == sequence ? 0 : 1
+            entry.changesSinceSnapshot = entry.sequence == sequence ? 0 : 1
+            progress[partition] = entry
         }
     }
 

@@ -8,7 +8,7 @@
 /// A channel deletion at version v also rejects joins at or below v (no resurrection).
 public struct ChannelTable: Sendable {
     /// How many (channel, user) versions are remembered for reordering checks.
-    public static let recentVersionLimit = 1_024
+    public static let recentVersionLimit = 256
 
     public private(set) var names = StringInterner()
     public private(set) var members: [MemberSet] = []

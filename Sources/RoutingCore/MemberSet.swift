@@ -1,26 +1,24 @@
 /// A compressed sorted set of user ids: the members of one channel.
 ///
-/// Values are kept sorted in blocks; a block stores its first value and then each next
-/// value as a varint of `gap - 1`. Dense channels cost about one byte per member, sparse
-/// ones two or three. Blocks are capped at `maxBlockBytes` so an insert or removal rewrites
-/// at most one small block, and a set that fits one block (nearly every channel) costs a
-/// single heap object.
+/// Values are kept sorted in blocks of at most `maxBlockCount`. A block stores its first
+/// value, then each next value's gap (minus one) Rice-coded with the block's own parameter
+/// `k`: the gap's high bits in unary, its low `k` bits as they are. With `k` near
+/// log2(mean gap), a member costs about log2(mean gap) + 1.5 bits — ~2 bits in a dense
+/// channel, ~10 bits when members are 1 in 300 users — instead of a varint's 8 or 16.
+///
+/// Appends of a new largest value (bulk loads, replays) write bits in place; other inserts
+/// and removals re-encode one block (bounded work). A set that fits one block (nearly every
+/// channel) is a single heap object.
 public struct MemberSet: Sendable, Equatable {
-    /// Bounds the bytes moved by one insert or removal (and the slack of one block).
-    static let maxBlockBytes = 1024
-
-    struct Block: Sendable, Equatable {
-        var first: UInt32
-        var gaps: [UInt8]
-    }
+    /// Bounds the work of a non-append insert or removal (one block decoded and re-encoded).
+    static let maxBlockCount = 1024
 
     public private(set) var count: UInt32 = 0
-    /// The largest value, kept so that ascending inserts (bulk loads, replays of new users)
-    /// append without decoding a block.
+    /// The largest value, so ascending inserts append without decoding.
     private var largest: UInt32 = 0
     /// The only block while `blocks` is empty (the common, small case).
-    private var single = Block(first: 0, gaps: [])
-    private var blocks: [Block] = []
+    private var single = RiceBlock()
+    private var blocks: [RiceBlock] = []
 
     public init() {}
 
@@ -33,17 +31,14 @@ public struct MemberSet: Sendable, Equatable {
 
     /// Heap and inline bytes of this set (array headers included).
     public var byteCount: Int {
-        if blocks.isEmpty { return MemoryLayout<MemberSet>.stride + Self.arrayBytes(single.gaps) }
-        return MemoryLayout<MemberSet>.stride + 32 + blocks.capacity * MemoryLayout<Block>.stride
-            + blocks.reduce(0) { $0 + Self.arrayBytes($1.gaps) }
+        if blocks.isEmpty { return MemoryLayout<MemberSet>.stride + single.heapBytes }
+        return MemoryLayout<MemberSet>.stride + 32 + blocks.capacity * MemoryLayout<RiceBlock>.stride
+            + blocks.reduce(0) { $0 + $1.heapBytes }
     }
 
-    private static func arrayBytes(_ array: [UInt8]) -> Int { array.capacity == 0 ? 0 : 32 + array.capacity }
-
     public func contains(_ value: UInt32) -> Bool {
-        guard count > 0 else { return false }
-        if blocks.isEmpty { return Self.contains(value, in: single) }
-        return Self.contains(value, in: blocks[blockIndex(for: value)])
+        guard count > 0, value <= largest else { return false }
+        return blocks.isEmpty ? single.contains(value) : blocks[blockIndex(for: value)].contains(value)
     }
 
     /// Inserts `value`; returns false when it was already present.
@@ -53,22 +48,16 @@ public struct MemberSet: Sendable, Equatable {
             append(value)
             return true
         }
+        var scratch: [UInt32] = []
         if blocks.isEmpty {
-            guard Self.insert(value, into: &single) else { return false }
-            count += 1
-            largest = max(largest, value)
-            if single.gaps.count > Self.maxBlockBytes {
-                blocks = Self.split(single)
-                single = Block(first: 0, gaps: [])
-            }
-            return true
+            guard single.insert(value, scratch: &scratch) else { return false }
+            if single.count > Self.maxBlockCount { blocks = single.split(); single = RiceBlock() }
+        } else {
+            let index = blockIndex(for: value)
+            guard blocks[index].insert(value, scratch: &scratch) else { return false }
+            if blocks[index].count > Self.maxBlockCount { blocks.replaceSubrange(index...index, with: blocks[index].split()) }
         }
-        let index = blockIndex(for: value)
-        guard Self.insert(value, into: &blocks[index]) else { return false }
         count += 1
-        if blocks[index].gaps.count > Self.maxBlockBytes {
-            blocks.replaceSubrange(index...index, with: Self.split(blocks[index]))
-        }
         return true
     }
 
@@ -76,21 +65,21 @@ public struct MemberSet: Sendable, Equatable {
     @discardableResult
     public mutating func remove(_ value: UInt32) -> Bool {
         guard count > 0, value <= largest else { return false }
-        defer { if value == largest && count > 0 { largest = lastValue() } }
+        var scratch: [UInt32] = []
         if blocks.isEmpty {
-            guard Self.remove(value, from: &single) else { return false }
-            count -= 1
-            if count == 0 { single = Block(first: 0, gaps: []); largest = 0 }
-            return true
+            guard single.remove(value, scratch: &scratch) else { return false }
+        } else {
+            let index = blockIndex(for: value)
+            guard blocks[index].remove(value, scratch: &scratch) else { return false }
+            if blocks[index].count == 0 { blocks.remove(at: index) }
+            if blocks.count == 1 { single = blocks[0]; blocks = [] }
         }
-        let index = blockIndex(for: value)
-        let wasSingleValue = blocks[index].gaps.isEmpty
-        guard Self.remove(value, from: &blocks[index]) else { return false }
         count -= 1
-        if wasSingleValue { blocks.remove(at: index) }
-        if blocks.count == 1 {
-            single = blocks[0]
-            blocks = []
+        if count == 0 {
+            single = RiceBlock()
+            largest = 0
+        } else if value == largest {
+            largest = blocks.isEmpty ? single.last : blocks[blocks.count - 1].last
         }
         return true
     }
@@ -99,8 +88,8 @@ public struct MemberSet: Sendable, Equatable {
     @inline(__always)
     public func forEach(_ body: (UInt32) throws -> Void) rethrows {
         guard count > 0 else { return }
-        if blocks.isEmpty { return try Self.forEach(in: single, body) }
-        for block in blocks { try Self.forEach(in: block, body) }
+        if blocks.isEmpty { return try single.forEach(body) }
+        for block in blocks { try block.forEach(body) }
     }
 
     public var values: [UInt32] {
@@ -110,58 +99,44 @@ public struct MemberSet: Sendable, Equatable {
         return values
     }
 
-    /// Drops growth slack from every block (after a bulk load).
+    /// Re-encodes every block with its best parameter and drops growth slack (after a
+    /// bulk load).
     public mutating func compact() {
+        var scratch: [UInt32] = []
         if blocks.isEmpty {
-            single.gaps = Self.exact(single.gaps)
+            if count > 0 { single.reencode(scratch: &scratch) }
         } else {
-            blocks = blocks.map { Block(first: $0.first, gaps: Self.exact($0.gaps)) }
+            for index in blocks.indices { blocks[index].reencode(scratch: &scratch) }
         }
     }
 
-    private static func exact(_ bytes: [UInt8]) -> [UInt8] {
-        guard bytes.capacity > bytes.count else { return bytes }
-        var copy: [UInt8] = []
-        copy.reserveCapacity(bytes.count)
-        copy.append(contentsOf: bytes)
-        return copy
-    }
-
-    // MARK: building in order
-
-    /// Appends `value`, which must be greater than every value in the set (bulk loads).
+    /// Appends `value`, which must be greater than every value in the set.
     public mutating func append(_ value: UInt32) {
         defer {
             count += 1
             largest = value
         }
         if count == 0 {
-            single = Block(first: value, gaps: [])
+            single = RiceBlock(first: value)
             return
         }
         precondition(value > largest, "MemberSet.append needs ascending values")
         if blocks.isEmpty {
-            if single.gaps.count >= Self.maxBlockBytes {
-                blocks = [single, Block(first: value, gaps: [])]
-                single = Block(first: 0, gaps: [])
+            if single.count < Self.maxBlockCount {
+                single.append(value, after: largest)
             } else {
-                Varint.append(value - largest - 1, to: &single.gaps)
+                blocks = [single, RiceBlock(first: value, parameter: single.parameter)]
+                single = RiceBlock()
             }
         } else {
-            let lastIndex = blocks.count - 1
-            if blocks[lastIndex].gaps.count >= Self.maxBlockBytes {
-                blocks.append(Block(first: value, gaps: []))
+            let last = blocks.count - 1
+            if blocks[last].count < Self.maxBlockCount {
+                blocks[last].append(value, after: largest)
             } else {
-                Varint.append(value - largest - 1, to: &blocks[lastIndex].gaps)
+                blocks.append(RiceBlock(first: value, parameter: blocks[last].parameter))
             }
         }
     }
-
-    private func lastValue() -> UInt32 {
-        blocks.isEmpty ? Self.last(of: single) : Self.last(of: blocks[blocks.count - 1])
-    }
-
-    // MARK: blocks
 
     /// The block whose range holds `value`: the last one starting at or below it.
     private func blockIndex(for value: UInt32) -> Int {
@@ -172,128 +147,242 @@ public struct MemberSet: Sendable, Equatable {
         }
         return low
     }
+}
 
-    private static func forEach(in block: Block, _ body: (UInt32) throws -> Void) rethrows {
-        var current = block.first
+/// Sorted values as a first value and Rice-coded gaps (bit stream, least significant bit
+/// first). A gap whose unary part would reach `escapeLength` zeros is written as that many
+/// zeros and the raw 32-bit gap, which bounds the cost of a poor parameter.
+struct RiceBlock: Sendable, Equatable {
+    static let escapeLength: UInt32 = 24
+
+    private(set) var first: UInt32 = 0
+    private(set) var count: UInt32 = 0
+    private(set) var last: UInt32 = 0
+    private(set) var parameter: UInt8 = 0
+    private var bitLength: UInt32 = 0
+    private var bits: [UInt8] = []
+
+    init() {}
+
+    init(first: UInt32, parameter: UInt8 = 0) {
+        self.first = first
+        self.last = first
+        self.count = 1
+        self.parameter = parameter
+    }
+
+    var heapBytes: Int { bits.capacity == 0 ? 0 : 32 + bits.capacity }
+
+    // MARK: writing
+
+    mutating func append(_ value: UInt32, after previous: UInt32) {
+        write(gap: value - previous - 1)
+        count += 1
+        last = value
+        // Re-fit the parameter as the block doubles: amortized O(1) per append.
+        if count >= 8 && count & (count - 1) == 0 {
+            var scratch: [UInt32] = []
+            reencode(scratch: &scratch)
+        }
+    }
+
+    private mutating func write(gap: UInt32) {
+        let quotient = gap >> UInt32(parameter)
+        if quotient >= Self.escapeLength {
+            writeBits(0, count: Self.escapeLength)
+            writeBits(UInt64(gap), count: 32)
+        } else {
+            // quotient zeros, a one, then the low `parameter` bits.
+            let remainder = UInt64(gap) & ((1 << UInt64(parameter)) - 1)
+            writeBits((remainder << 1 | 1) << UInt64(quotient), count: quotient + 1 + UInt32(parameter))
+        }
+    }
+
+    /// Appends the low `count` (≤ 64) bits of `value`.
+    private mutating func writeBits(_ value: UInt64, count: UInt32) {
+        var value = value
+        var remaining = count
+        while remaining > 0 {
+            let offset = bitLength & 7
+            if offset == 0 { bits.append(0) }
+            let take = min(remaining, 8 - offset)
+            bits[bits.count - 1] |= UInt8(truncatingIfNeeded: (value & ((1 << UInt64(take)) - 1)) << UInt64(offset))
+            value >>= UInt64(take)
+            remaining -= take
+            bitLength += take
+        }
+    }
+
+    /// Rewrites the block from `values` (ascending, non-empty) with the best parameter,
+    /// into a buffer of exactly the needed size.
+    mutating func encode(_ values: ArraySlice<UInt32>) {
+        first = values.first!
+        last = values.last!
+        count = UInt32(values.count)
+        parameter = Self.bestParameter(first: first, last: last, count: count)
+        var totalBits = 0
+        var previous = first
+        for value in values.dropFirst() {
+            totalBits += Self.codeLength(gap: value - previous - 1, parameter: parameter)
+            previous = value
+        }
+        bitLength = 0
+        var fresh: [UInt8] = []
+        fresh.reserveCapacity((totalBits + 7) / 8)
+        bits = fresh
+        previous = first
+        for value in values.dropFirst() {
+            write(gap: value - previous - 1)
+            previous = value
+        }
+    }
+
+    static func codeLength(gap: UInt32, parameter: UInt8) -> Int {
+        let quotient = gap >> UInt32(parameter)
+        return quotient >= escapeLength ? Int(escapeLength) + 32 : Int(quotient) + 1 + Int(parameter)
+    }
+
+    mutating func reencode(scratch: inout [UInt32]) {
+        scratch.removeAll(keepingCapacity: true)
+        forEach { scratch.append($0) }
+        encode(scratch[...])
+    }
+
+    /// k ≈ log2(mean gap · ln 2): the Rice parameter minimizing the expected length for
+    /// geometrically distributed gaps.
+    static func bestParameter(first: UInt32, last: UInt32, count: UInt32) -> UInt8 {
+        guard count > 1 else { return 0 }
+        let meanGap = Double(last - first - (count - 1)) / Double(count - 1)
+        let scaled = meanGap * 0.69
+        guard scaled >= 2 else { return 0 }
+        return UInt8(min(31, Int(scaled.log2Floor)))
+    }
+
+    // MARK: reading
+
+    @inline(__always)
+    func forEach(_ body: (UInt32) throws -> Void) rethrows {
+        guard count > 0 else { return }
+        var current = first
         try body(current)
-        try block.gaps.withUnsafeBufferPointer { gaps in
-            var offset = 0
-            while offset < gaps.count {
-                current &+= Varint.decode(gaps, &offset) &+ 1
+        guard count > 1 else { return }
+        let k = UInt64(parameter)
+        let mask: UInt64 = (1 << k) - 1
+        try bits.withUnsafeBufferPointer { bytes in
+            var reader = BitReader(bytes)
+            for _ in 1..<count {
+                let zeros = reader.countZerosThenSkipOne(limit: Self.escapeLength)
+                let gap: UInt64
+                if zeros == Self.escapeLength {
+                    gap = reader.read(32)
+                } else {
+                    gap = UInt64(zeros) << k | (reader.read(k) & mask)
+                }
+                current &+= UInt32(truncatingIfNeeded: gap) &+ 1
                 try body(current)
             }
         }
     }
 
-    private static func last(of block: Block) -> UInt32 {
-        var last = block.first
-        forEach(in: block) { last = $0 }
-        return last
+    func contains(_ value: UInt32) -> Bool {
+        guard count > 0, value >= first, value <= last else { return false }
+        var found = false
+        // forEach cannot stop early without throwing; blocks are bounded, so a full scan
+        // of one block is acceptable here (not on the planning path).
+        forEach { if $0 == value { found = true } }
+        return found
     }
 
-    private static func contains(_ value: UInt32, in block: Block) -> Bool {
-        if value <= block.first { return value == block.first }
-        return block.gaps.withUnsafeBufferPointer { gaps in
-            var current = block.first, offset = 0
-            while offset < gaps.count {
-                current &+= Varint.decode(gaps, &offset) &+ 1
-                if current >= value { return current == value }
-            }
-            return false
-        }
-    }
+    // MARK: editing (decode, change, re-encode)
 
-    private static func insert(_ value: UInt32, into block: inout Block) -> Bool {
-        if value == block.first { return false }
-        if value < block.first {
-            block.gaps.insert(contentsOf: Varint.encode(block.first - value - 1), at: 0)
-            block.first = value
-            return true
-        }
-        // Find the gap that spans `value`: (previous, next) with previous < value <= next.
-        var previous = block.first
-        var found: (offset: Int, length: Int, next: UInt32)?
-        block.gaps.withUnsafeBufferPointer { gaps in
-            var offset = 0
-            while offset < gaps.count {
-                let start = offset
-                let next = previous &+ Varint.decode(gaps, &offset) &+ 1
-                if next >= value {
-                    found = (start, offset - start, next)
-                    return
-                }
-                previous = next
-            }
-        }
-        guard let found else {
-            Varint.append(value - previous - 1, to: &block.gaps)
-            return true
-        }
-        if found.next == value { return false }
-        var replacement = Varint.encode(value - previous - 1)
-        Varint.append(found.next - value - 1, to: &replacement)
-        block.gaps.replaceSubrange(found.offset..<(found.offset + found.length), with: replacement)
+    mutating func insert(_ value: UInt32, scratch: inout [UInt32]) -> Bool {
+        scratch.removeAll(keepingCapacity: true)
+        forEach { scratch.append($0) }
+        let position = Self.lowerBound(scratch, value)
+        if position < scratch.count && scratch[position] == value { return false }
+        scratch.insert(value, at: position)
+        encode(scratch[...])
         return true
     }
 
-    private static func remove(_ value: UInt32, from block: inout Block) -> Bool {
-        if value < block.first { return false }
-        if value == block.first {
-            guard !block.gaps.isEmpty else { return true }  // the caller drops the block
-            var offset = 0
-            let gap = block.gaps.withUnsafeBufferPointer { Varint.decode($0, &offset) }
-            block.first = block.first &+ gap &+ 1
-            block.gaps.removeSubrange(0..<offset)
-            return true
-        }
-        var previous = block.first
-        var found: (offset: Int, length: Int, following: (length: Int, gap: UInt32)?)?
-        block.gaps.withUnsafeBufferPointer { gaps in
-            var offset = 0
-            while offset < gaps.count {
-                let start = offset
-                let next = previous &+ Varint.decode(gaps, &offset) &+ 1
-                if next == value {
-                    var following: (Int, UInt32)?
-                    if offset < gaps.count {
-                        let followingStart = offset
-                        let gap = Varint.decode(gaps, &offset)
-                        following = (offset - followingStart, gap)
-                    }
-                    found = (start, offset - start - (following?.0 ?? 0), following)
-                    return
-                }
-                if next > value { return }
-                previous = next
-            }
-        }
-        guard let found else { return false }
-        if let following = found.following {
-            // previous → value → after becomes previous → after.
-            let after = value &+ following.gap &+ 1
-            let merged = Varint.encode(after - previous - 1)
-            block.gaps.replaceSubrange(found.offset..<(found.offset + found.length + following.length), with: merged)
-        } else {
-            block.gaps.removeSubrange(found.offset..<(found.offset + found.length))
-        }
+    mutating func remove(_ value: UInt32, scratch: inout [UInt32]) -> Bool {
+        scratch.removeAll(keepingCapacity: true)
+        forEach { scratch.append($0) }
+        let position = Self.lowerBound(scratch, value)
+        guard position < scratch.count && scratch[position] == value else { return false }
+        scratch.remove(at: position)
+        if scratch.isEmpty { self = RiceBlock() } else { encode(scratch[...]) }
         return true
     }
 
-    private static func split(_ block: Block) -> [Block] {
+    func split() -> [RiceBlock] {
         var values: [UInt32] = []
-        forEach(in: block) { values.append($0) }
+        forEach { values.append($0) }
         let middle = values.count / 2
-        return [encode(values[..<middle]), encode(values[middle...])]
+        var low = RiceBlock(), high = RiceBlock()
+        low.encode(values[..<middle])
+        high.encode(values[middle...])
+        return [low, high]
     }
 
-    private static func encode(_ values: ArraySlice<UInt32>) -> Block {
-        var block = Block(first: values.first!, gaps: [])
-        block.gaps.reserveCapacity(values.count * 2)
-        var previous = block.first
-        for value in values.dropFirst() {
-            Varint.append(value - previous - 1, to: &block.gaps)
-            previous = value
+    private static func lowerBound(_ values: [UInt32], _ value: UInt32) -> Int {
+        var low = 0, high = values.count
+        while low < high {
+            let mid = (low + high) / 2
+            if values[mid] < value { low = mid + 1 } else { high = mid }
         }
-        return block
+        return low
     }
 }
+
+/// Reads a little-endian bit stream through a 64-bit window. Reads past the end give zeros
+/// (only self-written streams are read, and their lengths are known).
+struct BitReader {
+    private let bytes: UnsafeBufferPointer<UInt8>
+    private var nextByte = 0
+    private var window: UInt64 = 0
+    private var available: UInt64 = 0
+
+    init(_ bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
+
+    @inline(__always)
+    private mutating func refill() {
+        while available <= 56 {
+            let byte: UInt64 = nextByte < bytes.count ? UInt64(bytes[nextByte]) : 0
+            window |= byte << available
+            available += 8
+            nextByte += 1
+        }
+    }
+
+    /// Counts zero bits up to `limit`; consumes them and, below the limit, the one after.
+    @inline(__always)
+    mutating func countZerosThenSkipOne(limit: UInt32) -> UInt32 {
+        refill()
+        let zeros = UInt32(min(UInt64(window.trailingZeroBitCount), UInt64(limit)))
+        if zeros == limit {
+            window >>= UInt64(limit)
+            available -= UInt64(limit)
+        } else {
+            window >>= UInt64(zeros + 1)
+            available -= UInt64(zeros + 1)
+        }
+        return zeros
+    }
+
+    @inline(__always)
+    mutating func read(_ count: UInt64) -> UInt64 {
+        guard count > 0 else { return 0 }
+        refill()
+        let value = window & ((1 << count) - 1)
+        window >>= count
+        available -= count
+        return value
+    }
+}
+
+extension Double {
+    var log2Floor: Int { Int(Foundation.log2(self).rounded(.down)) }
+}
+
+import Foundation

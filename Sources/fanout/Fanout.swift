@@ -38,7 +38,7 @@ struct Fanout: AsyncParsableCommand {
         )
         do {
             let command = try parseAsRoot(arguments)
-            guard let fanout = command as? Fanout else { return exit(withError: nil) }
+            guard let fanout = command as? Fanout else { exit(withError: nil) }
             try await fanout.start()
         } catch let error as FanoutError {
             FileHandle.standardError.write(Data("fanout: \(error)\n".utf8))

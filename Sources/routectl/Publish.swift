@@ -58,7 +58,7 @@ struct Publish: ParsableCommand {
                 channelID: channel, userID: parsed == .channelDeleted ? "" : user, state: parsed,
                 version: version ?? UInt64(Date().timeIntervalSince1970 * 1000)
             )
-            let subject = Subjects.membership(channel: channel, user: parsed == .channelDeleted ? nil : user, partitionCount: partitionCount)
+            let subject = Subjects.membership(channel: channel, user: parsed == .channelDeleted ? Subjects.channelDeletedUser : user, partitionCount: partitionCount)
             let connection = try connection.connect()
             defer { connection.close() }
             let ack = try connection.jetStream().publish(subject, payload: change.encoded())

@@ -24,12 +24,12 @@ import Testing
         var set = MemberSet()
         var model = Set<UInt32>()
         var rng = SplitMix(seed: 7)
-        for _ in 0..<50_000 {
-            let value = UInt32(rng.next() % 200_000)
+        for _ in 0..<6_000 {
+            let value = UInt32(rng.next() % 40_000)
             holds(set.insert(value) == model.insert(value).inserted)
         }
-        for _ in 0..<30_000 {
-            let value = UInt32(rng.next() % 200_000)
+        for _ in 0..<3_000 {
+            let value = UInt32(rng.next() % 40_000)
             holds(set.remove(value) == (model.remove(value) != nil))
         }
         #expect(set.values == model.sorted())
@@ -38,7 +38,7 @@ import Testing
 
     @Test func denseSetsCostAboutOneBytePerMember() {
         let set = MemberSet(sorted: 0..<100_000)
-        #expect(set.byteCount < 110_000)
+        #expect(set.byteCount < 40_000, "a fully dense set costs about 2 bits per member")
         #expect(set.values.count == 100_000)
     }
 

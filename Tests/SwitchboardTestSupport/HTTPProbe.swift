@@ -74,11 +74,12 @@ public enum RepositoryPaths {
 
 /// Polls `condition` every 20 ms until it holds or `timeout` passes; returns the last value.
 @discardableResult
-public func eventually(timeout: Duration, _ condition: () throws -> Bool) rethrows -> Bool {
+public func eventually(timeout: Duration, _ condition: () throws -> Bool) -> Bool {
+    // A condition that throws (a request that timed out, say) counts as not yet true.
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
-        if try condition() { return true }
+        if (try? condition()) == true { return true }
         usleep(20_000)
     }
-    return try condition()
+    return (try? condition()) == true
 }

@@ -1,0 +1,180 @@
+import CNATS
+
+/// A durable pull consumer with explicit acks (see `JetStream.pullSubscribe`).
+///
+/// `fetch` is meant for one consuming thread; `unsubscribe` may come from another. The
+/// consumer (server side) is kept: `unsubscribe` only stops this client's interest; use
+/// `JetStream.deleteConsumer` to remove it.
+public final class PullSubscription: @unchecked Sendable {
+    private let handle: OpaquePointer
+    /// Keeps the JetStream context (and so the connection) alive while messages are acked.
+    private let jetStream: JetStream
+    private let name: String
+
+    init(handle: OpaquePointer, jetStream: JetStream, description: String) {
+        self.handle = handle
+        self.jetStream = jetStream
+        self.name = description
+    }
+
+    /// Up to `batch` messages, waiting at most `timeout` for the first; an empty array when
+    /// none arrived in time (a timeout is not an error here).
+    public func fetch(batch: Int, timeout: Duration) throws -> [JetStreamMessage] {
+        guard batch > 0 else { throw NATSError.invalidArgument("fetch batch must be positive") }
+        var list = natsMsgList()
+        var code = jsErrCode(0)
+        let status = natsSubscription_Fetch(&list, handle, Int32(clamping: batch), timeout.natsTimeoutMilliseconds, &code)
+        defer { natsMsgList_Destroy(&list) }
+        if status == NATS_TIMEOUT && list.Count == 0 { return [] }
+        guard status == NATS_OK || status == NATS_TIMEOUT else {
+            throw jetStreamError(status, code: code, "fetch \(batch) from \(name)")
+        }
+        guard let msgs = list.Msgs else { return [] }
+        var messages: [JetStreamMessage] = []
+        messages.reserveCapacity(Int(list.Count))
+        for index in 0..<Int(list.Count) {
+            guard let msg = msgs[index] else { continue }
+            // The message now belongs to the JetStreamMessage; the list must not destroy it.
+            msgs[index] = nil
+            messages.append(try JetStreamMessage(adopting: msg, owner: self))
+        }
+        return messages
+    }
+
+    /// Stops this subscription; unacked messages are redelivered after their ack wait.
+    /// Idempotent.
+    public func unsubscribe() {
+        if natsSubscription_IsValid(handle) { _ = natsSubscription_Unsubscribe(handle) }
+    }
+
+    deinit {
+        unsubscribe()
+        natsSubscription_Destroy(handle)
+    }
+}
+
+/// An ordered consumer (see `JetStream.orderedConsumer`), read with `next(timeout:)` on one
+/// thread. Its messages need no ack.
+public final class OrderedConsumer: @unchecked Sendable {
+    private let handle: OpaquePointer
+    private let jetStream: JetStream
+    private let name: String
+
+    init(handle: OpaquePointer, jetStream: JetStream, description: String) {
+        self.handle = handle
+        self.jetStream = jetStream
+        self.name = description
+    }
+
+    /// The next message in stream order, or nil when none arrives within `timeout`.
+    public func next(timeout: Duration) throws -> JetStreamMessage? {
+        var msg: OpaquePointer?
+        let status = natsSubscription_NextMsg(&msg, handle, timeout.natsTimeoutMilliseconds)
+        if status == NATS_TIMEOUT { return nil }
+        guard status == NATS_OK, let msg else { throw coreError(status, "next message of \(name)") }
+        return try JetStreamMessage(adopting: msg, owner: self)
+    }
+
+    /// Stops the consumer (the server removes the ephemeral consumer). Idempotent.
+    public func close() {
+        if natsSubscription_IsValid(handle) { _ = natsSubscription_Unsubscribe(handle) }
+    }
+
+    deinit {
+        close()
+        natsSubscription_Destroy(handle)
+    }
+}
+
+/// A message delivered by a JetStream consumer. It owns the C message until deinit, because
+/// acks are sent on it; it also keeps its subscription alive for the same reason.
+///
+/// Ack, nak, term and inProgress each send one protocol message; send exactly one final
+/// answer (ack, nak or term) per message, from one thread at a time.
+public final class JetStreamMessage: @unchecked Sendable {
+    /// Where the message sits in its stream and consumer (from the ack reply subject).
+    public struct Metadata: Sendable, Equatable {
+        public var streamSequence: UInt64
+        public var consumerSequence: UInt64
+        /// 1 on the first delivery, 2 on the first redelivery, …
+        public var numDelivered: UInt64
+        /// Messages still pending for the consumer after this one.
+        public var numPending: UInt64
+        /// When the stream stored it, in nanoseconds since the Unix epoch.
+        public var timestampNs: Int64
+        public var stream: String
+        public var consumer: String
+    }
+
+    private let handle: OpaquePointer
+    private let owner: AnyObject
+    public let subject: String
+    public let payload: [UInt8]
+    public let headers: NATSHeaders
+    public let metadata: Metadata
+
+    init(adopting msg: OpaquePointer, owner: AnyObject) throws {
+        var meta: UnsafeMutablePointer<jsMsgMetaData>?
+        let status = natsMsg_GetMetaData(&meta, msg)
+        guard status == NATS_OK, let meta else {
+            let reply = CMessage.reply(msg) ?? "none"
+            natsMsg_Destroy(msg)
+            throw NATSError.malformedResponse(operation: "reading JetStream metadata", reason: "reply subject \(reply): \(statusText(status))")
+        }
+        defer { jsMsgMetaData_Destroy(meta) }
+        metadata = Metadata(
+            streamSequence: meta.pointee.Sequence.Stream,
+            consumerSequence: meta.pointee.Sequence.Consumer,
+            numDelivered: meta.pointee.NumDelivered,
+            numPending: meta.pointee.NumPending,
+            timestampNs: meta.pointee.Timestamp,
+            stream: meta.pointee.Stream.map { String(cString: $0) } ?? "",
+            consumer: meta.pointee.Consumer.map { String(cString: $0) } ?? ""
+        )
+        handle = msg
+        self.owner = owner
+        subject = CMessage.subject(msg)
+        payload = CMessage.payload(msg)
+        headers = CMessage.headers(msg)
+    }
+
+    deinit {
+        natsMsg_Destroy(handle)
+    }
+
+    private var name: String { "\(subject) (stream sequence \(metadata.streamSequence))" }
+
+    /// Acknowledges without waiting for the server (the fast path).
+    public func ack() throws {
+        try check(natsMsg_Ack(handle, nil), "ack \(name)")
+    }
+
+    /// Acknowledges and waits for the server to confirm it.
+    public func ackSync(timeout: Duration) throws {
+        var options = jsOptions()
+        jsOptions_Init(&options)
+        options.Wait = timeout.natsTimeoutMilliseconds
+        var code = jsErrCode(0)
+        let status = natsMsg_AckSync(handle, &options, &code)
+        if status != NATS_OK { throw jetStreamError(status, code: code, "ack \(name) within \(timeout)") }
+    }
+
+    /// Negative ack: the server redelivers, after `delay` when given.
+    public func nak(delay: Duration? = nil) throws {
+        if let delay {
+            try check(natsMsg_NakWithDelay(handle, delay.natsMilliseconds, nil), "nak \(name)")
+        } else {
+            try check(natsMsg_Nak(handle, nil), "nak \(name)")
+        }
+    }
+
+    /// Terminates the message: the server never redelivers it.
+    public func term() throws {
+        try check(natsMsg_Term(handle, nil), "term \(name)")
+    }
+
+    /// Tells the server work is still in progress, resetting the ack wait.
+    public func inProgress() throws {
+        try check(natsMsg_InProgress(handle, nil), "in-progress \(name)")
+    }
+}

@@ -1,0 +1,334 @@
+import CNATS
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// One connection to a NATS server (or cluster), owning a nats.c `natsConnection`.
+///
+/// Every method is safe to call from any thread (nats.c locks internally). Every call that
+/// waits on the network takes a timeout. `close()` is idempotent; `deinit` closes and frees
+/// the C connection. Subscriptions and JetStream contexts made from this connection stay
+/// valid memory-wise after it is closed (nats.c reference-counts them); their calls then fail
+/// with `NATSError.connectionClosed`.
+public final class NATSConnection: @unchecked Sendable {
+    /// How to connect and how to behave when the connection drops.
+    public struct Options: Sendable {
+        /// One URL or several, comma-separated (`nats://a:4222,nats://b:4222`).
+        public var url: String
+        /// The connection name the server shows in its monitoring.
+        public var name: String
+        /// Bounds each connect attempt (TCP connect plus the INFO/CONNECT handshake).
+        public var connectTimeout: Duration
+        /// Reconnect attempts per server after a disconnect; -1 retries forever, 0 never reconnects.
+        public var maxReconnects: Int
+        /// Pause between two reconnect attempts to the same server.
+        public var reconnectWait: Duration
+        /// Interval of client PINGs; two missed PONGs mark the connection stale.
+        public var pingInterval: Duration
+        /// Per-subscription limit on bytes delivered but not yet handled; past it, messages
+        /// are dropped and the subscription is a slow consumer (defends the process's memory
+        /// against a producer faster than the handler).
+        public var maxPendingBytes: Int
+        /// Per-subscription limit on messages delivered but not yet handled (same defence).
+        public var maxPendingMessages: Int
+        /// Bytes buffered for publishing while reconnecting; past it, publish fails.
+        public var reconnectBufferBytes: Int
+
+        public init(
+            url: String,
+            name: String = "switchboard",
+            connectTimeout: Duration = .seconds(5),
+            maxReconnects: Int = -1,
+            reconnectWait: Duration = .milliseconds(250),
+            pingInterval: Duration = .seconds(10),
+            maxPendingBytes: Int = 64 * 1024 * 1024,
+            maxPendingMessages: Int = 65_536,
+            reconnectBufferBytes: Int = 8 * 1024 * 1024
+        ) {
+            self.url = url
+            self.name = name
+            self.connectTimeout = connectTimeout
+            self.maxReconnects = maxReconnects
+            self.reconnectWait = reconnectWait
+            self.pingInterval = pingInterval
+            self.maxPendingBytes = maxPendingBytes
+            self.maxPendingMessages = maxPendingMessages
+            self.reconnectBufferBytes = reconnectBufferBytes
+        }
+
+        /// The URLs of `url`, trimmed, empty entries dropped.
+        var servers: [String] {
+            url.split(separator: ",").map { String($0.filter { !$0.isWhitespace }) }.filter { !$0.isEmpty }
+        }
+    }
+
+    public let options: Options
+    /// The `natsConnection*`; valid until deinit.
+    let handle: OpaquePointer
+
+    /// Connects, or throws `NATSError.connect` once every server refused or the connect
+    /// timeout passed. Never retries a failed first connect in the background.
+    public init(options: Options) throws {
+        try openLibrary()
+        let servers = options.servers
+        guard !servers.isEmpty else { throw NATSError.invalidArgument("no NATS URL given") }
+        guard options.connectTimeout > .zero else { throw NATSError.invalidArgument("connect timeout must be positive") }
+        guard options.maxReconnects >= -1 else { throw NATSError.invalidArgument("maxReconnects must be -1 (forever) or ≥ 0") }
+        guard options.maxPendingBytes > 0, options.maxPendingMessages > 0 else {
+            throw NATSError.invalidArgument("pending limits must be positive")
+        }
+        self.options = options
+
+        var opts: OpaquePointer?
+        try check(natsOptions_Create(&opts), "creating connection options")
+        guard let opts else { throw NATSError.failed(operation: "creating connection options", status: "no options") }
+        defer { natsOptions_Destroy(opts) }
+
+        let describe = options.url
+        func set(_ status: natsStatus, _ what: String) throws {
+            if status != NATS_OK { throw NATSError.invalidArgument("\(what) for \(describe): \(statusText(status))") }
+        }
+        var cServers = servers.map { strdup($0).map { UnsafePointer($0) } }
+        defer { for server in cServers { free(UnsafeMutablePointer(mutating: server)) } }
+        try set(natsOptions_SetServers(opts, &cServers, Int32(cServers.count)), "server list")
+        try set(natsOptions_SetName(opts, options.name), "connection name")
+        try set(natsOptions_SetTimeout(opts, options.connectTimeout.natsTimeoutMilliseconds), "connect timeout")
+        try set(natsOptions_SetMaxReconnect(opts, Int32(clamping: options.maxReconnects)), "max reconnects")
+        try set(natsOptions_SetAllowReconnect(opts, options.maxReconnects != 0), "allow reconnect")
+        try set(natsOptions_SetReconnectWait(opts, options.reconnectWait.natsMilliseconds), "reconnect wait")
+        try set(natsOptions_SetPingInterval(opts, options.pingInterval.natsTimeoutMilliseconds), "ping interval")
+        try set(natsOptions_SetMaxPendingMsgs(opts, Int32(clamping: options.maxPendingMessages)), "max pending messages")
+        try set(natsOptions_SetReconnectBufSize(opts, Int32(clamping: options.reconnectBufferBytes)), "reconnect buffer")
+        try set(natsOptions_SetRetryOnFailedConnect(opts, false, nil, nil), "retry on failed connect")
+
+        var connection: OpaquePointer?
+        let status = natsConnection_Connect(&connection, opts)
+        guard status == NATS_OK, let connection else {
+            throw NATSError.connect(url: options.url, status: statusText(status))
+        }
+        handle = connection
+    }
+
+    deinit {
+        natsConnection_Destroy(handle)
+    }
+
+    // MARK: Publishing
+
+    /// Publishes `payload` on `subject` (fire-and-forget: use `flush` to know the server has it).
+    public func publish(_ subject: String, payload: [UInt8], reply: String? = nil, headers: NATSHeaders? = nil) throws {
+        try payload.withUnsafeBytes { try publish(subject, payload: $0, reply: reply, headers: headers) }
+    }
+
+    /// Publishes without copying `payload`. Without headers this is a direct
+    /// `natsConnection_Publish` (no allocation on the Swift side); with headers one natsMsg is
+    /// built and freed.
+    public func publish(_ subject: String, payload: UnsafeRawBufferPointer, reply: String? = nil, headers: NATSHeaders? = nil) throws {
+        if let headers, !headers.isEmpty {
+            let msg = try CMessage.make(subject: subject, reply: reply, payload: payload, headers: headers)
+            defer { natsMsg_Destroy(msg) }
+            try check(natsConnection_PublishMsg(handle, msg), "publish to \(subject)", subject: subject)
+            return
+        }
+        let status = try withPayload(payload) { data, length in
+            if let reply {
+                return natsConnection_PublishRequest(handle, subject, reply, data, length)
+            }
+            return natsConnection_Publish(handle, subject, data, length)
+        }
+        try check(status, "publish to \(subject)", subject: subject)
+    }
+
+    /// Waits until the server has processed everything published so far (a PING/PONG round trip).
+    public func flush(timeout: Duration) throws {
+        try check(natsConnection_FlushTimeout(handle, timeout.natsTimeoutMilliseconds), "flush within \(timeout)")
+    }
+
+    /// Sends a request and waits for the first reply; throws `.timeout` or `.noResponders`.
+    public func request(_ subject: String, payload: [UInt8], timeout: Duration) throws -> NATSMessage {
+        var reply: OpaquePointer?
+        let status = try payload.withUnsafeBytes { bytes in
+            try withPayload(bytes) { data, length in
+                natsConnection_Request(&reply, handle, subject, data, length, timeout.natsTimeoutMilliseconds)
+            }
+        }
+        guard status == NATS_OK, let reply else {
+            throw coreError(status, "request on \(subject) within \(timeout)", subject: subject)
+        }
+        return NATSMessage(consuming: reply)
+    }
+
+    /// A unique inbox subject (`_INBOX.<nuid>`) for replies.
+    public func newInbox() -> String {
+        var inbox: UnsafeMutablePointer<natsInbox>?
+        guard natsInbox_Create(&inbox) == NATS_OK, let inbox else {
+            // Only fails on memory exhaustion; fall back to a random token in the same form.
+            return "_INBOX.\(UInt64.random(in: .min ... .max))\(UInt64.random(in: .min ... .max))"
+        }
+        defer { natsInbox_Destroy(inbox) }
+        return String(cString: inbox)
+    }
+
+    // MARK: Subscribing
+
+    /// Subscribes with a handler that nats.c calls on its delivery thread for this
+    /// subscription, one message at a time, in order.
+    ///
+    /// The bridge: the handler lives in one `SubscriptionHandlerBox`, retained once
+    /// (`Unmanaged.passRetained`) and passed to nats.c as the callback's closure pointer. The
+    /// box is released by nats.c's on-complete callback, which runs after the subscription is
+    /// closed (by `unsubscribe()`, the subscription's deinit, or the connection closing) *and*
+    /// its last handler call has returned, so the handler never runs on a freed box.
+    public func subscribe(_ subject: String, queue: String? = nil, handler: @escaping @Sendable (NATSMessage) -> Void) throws -> NATSSubscription {
+        let box = Unmanaged.passRetained(SubscriptionHandlerBox(handler)).toOpaque()
+        var sub: OpaquePointer?
+        let status = withOptionalCString(queue) { cQueue in
+            if let cQueue {
+                return natsConnection_QueueSubscribe(&sub, handle, subject, cQueue, deliverToHandler, box)
+            }
+            return natsConnection_Subscribe(&sub, handle, subject, deliverToHandler, box)
+        }
+        guard status == NATS_OK, let sub else {
+            Unmanaged<SubscriptionHandlerBox>.fromOpaque(box).release()
+            throw coreError(status, "subscribe to \(subject)", subject: subject)
+        }
+        if natsSubscription_SetOnCompleteCB(sub, releaseHandlerBox, box) != NATS_OK {
+            // Already closed (the connection went away): the handler may still be running, so
+            // the box is left allocated rather than risk freeing it under the handler.
+            natsSubscription_Destroy(sub)
+            throw NATSError.connectionClosed(operation: "subscribe to \(subject)")
+        }
+        _ = natsSubscription_SetPendingLimits(sub, Int32(clamping: options.maxPendingMessages), Int32(clamping: options.maxPendingBytes))
+        return NATSSubscription(handle: sub, subject: subject)
+    }
+
+    /// Subscribes for polling with `nextMessage(timeout:)` on the caller's thread.
+    public func subscribeSync(_ subject: String) throws -> NATSSyncSubscription {
+        var sub: OpaquePointer?
+        let status = natsConnection_SubscribeSync(&sub, handle, subject)
+        guard status == NATS_OK, let sub else { throw coreError(status, "subscribe to \(subject)", subject: subject) }
+        _ = natsSubscription_SetPendingLimits(sub, Int32(clamping: options.maxPendingMessages), Int32(clamping: options.maxPendingBytes))
+        return NATSSyncSubscription(handle: sub, subject: subject)
+    }
+
+    // MARK: JetStream
+
+    /// A JetStream context over this connection. `timeout` bounds each JetStream API call
+    /// (publish ack, stream management, ack sync); `maxPendingAsyncPublishes` bounds
+    /// `publishAsync` acks in flight (a publisher past it waits up to `timeout`).
+    public func jetStream(timeout: Duration = .seconds(5), maxPendingAsyncPublishes: Int = 4_096) throws -> JetStream {
+        try JetStream(connection: self, timeout: timeout, maxPendingAsyncPublishes: maxPendingAsyncPublishes)
+    }
+
+    // MARK: State and shutdown
+
+    /// True while connected (false while reconnecting, draining or closed).
+    public var isConnected: Bool {
+        natsConnection_Status(handle) == NATS_CONN_STATUS_CONNECTED
+    }
+
+    /// True once closed, by `close()`, a finished drain, or after giving up reconnecting.
+    public var isClosed: Bool {
+        natsConnection_IsClosed(handle)
+    }
+
+    /// Stops every subscription from receiving, lets their handlers finish what they already
+    /// have, flushes publishes, then closes. Returns when closed or after `timeout`, closing
+    /// the connection anyway in the latter case.
+    public func drain(timeout: Duration) {
+        let deadline = ContinuousClock.now + timeout
+        if natsConnection_DrainTimeout(handle, timeout.natsTimeoutMilliseconds) == NATS_OK {
+            while !natsConnection_IsClosed(handle) && ContinuousClock.now < deadline {
+                usleep(5_000)
+            }
+        }
+        close()
+    }
+
+    /// Closes the connection; pending publishes are lost unless `flush` ran first. Idempotent.
+    public func close() {
+        natsConnection_Close(handle)
+    }
+}
+
+/// Holds a subscription's handler for the C callback (see `NATSConnection.subscribe`).
+final class SubscriptionHandlerBox: Sendable {
+    let handler: @Sendable (NATSMessage) -> Void
+    init(_ handler: @escaping @Sendable (NATSMessage) -> Void) { self.handler = handler }
+}
+
+/// nats.c's message callback: copies the message into Swift, frees the C one, calls the handler.
+private let deliverToHandler: natsMsgHandler = { _, _, msg, closure in
+    guard let msg else { return }
+    let message = NATSMessage(consuming: msg)
+    guard let closure else { return }
+    Unmanaged<SubscriptionHandlerBox>.fromOpaque(closure).takeUnretainedValue().handler(message)
+}
+
+/// nats.c's on-complete callback: the subscription is closed and its handler returned.
+private let releaseHandlerBox: natsOnCompleteCB = { closure in
+    guard let closure else { return }
+    Unmanaged<SubscriptionHandlerBox>.fromOpaque(closure).release()
+}
+
+/// An asynchronous subscription (see `NATSConnection.subscribe`). Unsubscribes at deinit.
+public final class NATSSubscription: @unchecked Sendable {
+    private let handle: OpaquePointer
+    public let subject: String
+
+    init(handle: OpaquePointer, subject: String) {
+        self.handle = handle
+        self.subject = subject
+    }
+
+    /// Stops delivery; the handler may still be running for a message already dispatched.
+    /// Idempotent, and harmless after the connection closed.
+    public func unsubscribe() {
+        if natsSubscription_IsValid(handle) { _ = natsSubscription_Unsubscribe(handle) }
+    }
+
+    /// Messages dropped because the handler fell behind the pending limits.
+    public var droppedMessages: Int64 {
+        var dropped: Int64 = 0
+        _ = natsSubscription_GetDropped(handle, &dropped)
+        return dropped
+    }
+
+    deinit {
+        unsubscribe()
+        natsSubscription_Destroy(handle)
+    }
+}
+
+/// A synchronous subscription, polled with `nextMessage(timeout:)`. Unsubscribes at deinit.
+public final class NATSSyncSubscription: @unchecked Sendable {
+    private let handle: OpaquePointer
+    public let subject: String
+
+    init(handle: OpaquePointer, subject: String) {
+        self.handle = handle
+        self.subject = subject
+    }
+
+    /// The next message, or nil when none arrives within `timeout`.
+    public func nextMessage(timeout: Duration) throws -> NATSMessage? {
+        var msg: OpaquePointer?
+        let status = natsSubscription_NextMsg(&msg, handle, timeout.natsTimeoutMilliseconds)
+        if status == NATS_TIMEOUT { return nil }
+        guard status == NATS_OK, let msg else { throw coreError(status, "next message on \(subject)", subject: subject) }
+        return NATSMessage(consuming: msg)
+    }
+
+    /// Idempotent, and harmless after the connection closed.
+    public func unsubscribe() {
+        if natsSubscription_IsValid(handle) { _ = natsSubscription_Unsubscribe(handle) }
+    }
+
+    deinit {
+        unsubscribe()
+        natsSubscription_Destroy(handle)
+    }
+}

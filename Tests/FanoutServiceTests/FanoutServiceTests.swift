@@ -1,0 +1,206 @@
+import Foundation
+import NATSClient
+import RoutingCore
+import SwitchboardProto
+import SwitchboardTestSupport
+import Testing
+
+/// The fan-out as a process against real nats-server and redis-server (FanoutHarness).
+@Suite(.serialized) struct FanoutServiceTests {
+    @Test func eventReachesExactlyTheInstancesOfOnlineMembers() throws {
+        let harness = try FanoutHarness()
+        defer { harness.stop() }
+        for user in ["alice", "bob", "carol", "dave", "erin"] { try harness.join(user, "general") }
+        try harness.join("frank", "elsewhere")
+        try harness.goOnline(instance: "n1", users: ["alice": 3, "bob": 4])
+        try harness.goOnline(instance: "n2", users: ["carol": 0])
+        try harness.goOnline(instance: "n3", users: ["dave": 9])
+        try harness.goOnline(instance: "n4", users: ["frank": 1])  // online, but not a member
+        try harness.startFanout()
+        #expect(eventually(timeout: .seconds(5)) { try harness.inspect(Inspection.channelSubject, "general", as: Inspection.Channel.self).onlineMembers == 4 })
+
+        let sequence = try harness.publishEvent(channel: "general")
+        #expect(eventually(timeout: .seconds(5)) { harness.instancesWithMessages.count >= 3 })
+        Thread.sleep(forTimeInterval: 0.3)  // anything extra would arrive now
+        #expect(harness.instancesWithMessages == ["n1", "n2", "n3"])
+        let n1 = harness.deliveries("n1"), n2 = harness.deliveries("n2"), n3 = harness.deliveries("n3")
+        #expect(n1.count == 1 && n2.count == 1 && n3.count == 1)
+        #expect(n1.first?.slots.sorted() == [3, 4])
+        #expect(n2.first?.slots == [0])
+        #expect(n3.first?.slots == [9])
+        #expect(n1.first?.streamSeq == sequence)
+        #expect(n1.first?.channelID == "general")
+        let event = try ChatEvent(decoding: n1.first?.event ?? [])
+        #expect(event.channelID == "general")
+    }
+
+    @Test func eventWithoutOnlineRecipientsIsAckedWithoutPublishing() throws {
+        let harness = try FanoutHarness()
+        defer { harness.stop() }
+        try harness.join("alice", "quiet")
+        try harness.startFanout()
+        try harness.publishEvent(channel: "quiet")
+        #expect(eventually(timeout: .seconds(5)) {
+            try harness.inspect(Inspection.statsSubject, as: Inspection.Stats.self).eventLag.values.allSatisfy { $0 == 0 }
+                && harness.jetStreamConsumerPending(partition: Partitioner.partition(of: "quiet", count: FanoutHarness.partitionCount)) == 0
+        })
+        #expect(harness.instancesWithMessages.isEmpty)
+    }
+
+    @Test func perChannelOrderHoldsWithManyChannelsPublishedConcurrently() throws {
+        let harness = try FanoutHarness()
+        defer { harness.stop() }
+        let channels = (0..<24).map { "room\($0)" }
+        for channel in channels { try harness.join("alice", channel) }
+        try harness.goOnline(instance: "n1", users: ["alice": 0])
+        try harness.startFanout()
+        #expect(eventually(timeout: .seconds(5)) { try harness.inspect(Inspection.userSubject, "alice", as: Inspection.User.self).online })
+        let perChannel = 25
+        DispatchQueue.concurrentPerform(iterations: 4) { worker in
+            for round in 0..<perChannel {
+                for channel in channels.enumerated().filter({ $0.offset % 4 == worker }).map(\.element) {
+                    _ = try? harness.publishEvent(channel: channel, text: "\(round)")
+                }
+            }
+        }
+        #expect(eventually(timeout: .seconds(20)) { harness.deliveries("n1").count >= channels.count * perChannel })
+        var lastSequence: [String: UInt64] = [:]
+        var ordered = true
+        for delivery in harness.deliveries("n1") {
+            if let last = lastSequence[delivery.channelID], delivery.streamSeq <= last { ordered = false }
+            lastSequence[delivery.channelID] = delivery.streamSeq
+        }
+        #expect(ordered)
+        #expect(Set(harness.deliveries("n1").map(\.streamSeq)).count == channels.count * perChannel)
+    }
+
+    @Test func killedFanoutRedeliversEveryEventAfterRestart() throws {
+        let harness = try FanoutHarness()
+        defer { harness.stop() }
+        let channels = (0..<8).map { "team\($0)" }
+        for channel in channels { try harness.join("bob", channel) }
+        try harness.goOnline(instance: "n1", users: ["bob": 1])
+        let fanout = try harness.startFanout()
+        #expect(eventually(timeout: .seconds(5)) { try harness.inspect(Inspection.userSubject, "bob", as: Inspection.User.self).online })
+        var published: Set<UInt64> = []
+        for index in 0..<400 {
+            published.insert(try harness.publishEvent(channel: channels[index % channels.count]))
+            if index == 200 { fanout.send(SIGKILL) }
+        }
+        _ = fanout.waitForExit(timeout: .seconds(5))
+        try harness.startFanout()
+        #expect(eventually(timeout: .seconds(20)) { published.isSubset(of: Set(harness.deliveries("n1").map(\.streamSeq))) })
+        let delivered = harness.deliveries("n1")
+        #expect(published.subtracting(delivered.map(\.streamSeq)).isEmpty, "lost events")
+        // A duplicate is the same event again: same sequence, same payload.
+        var payloads: [UInt64: [UInt8]] = [:]
+        for delivery in delivered {
+            if let seen = payloads[delivery.streamSeq] { #expect(seen == delivery.event) }
+            payloads[delivery.streamSeq] = delivery.event
+        }
+    }
+
+    @Test func coldStartFromSnapshotAndFromFullReplayBuildTheSameTable() throws {
+        let harness = try FanoutHarness()
+        defer { harness.stop() }
+        for index in 0..<300 { try harness.join("user\(index % 37)", "chan\(index % 23)") }
+        for index in 0..<40 { try harness.leave("user\(index % 37)", "chan\(index % 23)") }
+        let first = try harness.startFanout(extra: ["--snapshot-every-changes", "1", "--snapshot-interval-seconds", "1"])
+        #expect(eventually(timeout: .seconds(15)) { harness.snapshotManifests() == FanoutHarness.partitionCount })
+        let fromReplay = try harness.tableFingerprint(channels: (0..<23).map { "chan\($0)" })
+        first.stop()
+        try harness.startFanout(name: "fanout-b")
+        #expect(harness.fanoutLog("fanout-b").contains("snapshot loaded"))
+        let fromSnapshot = try harness.tableFingerprint(channels: (0..<23).map { "chan\($0)" })
+        #expect(fromReplay == fromSnapshot)
+        #expect(fromReplay.values.reduce(0, +) == 300 - 40 - duplicateJoins())
+    }
+
+    /// 300 joins over (user % 37, chan % 23) pairs repeat some pairs; leaves hit distinct ones.
+    func duplicateJoins() -> Int {
+        var pairs = Set<String>()
+        for index in 0..<300 { pairs.insert("\(index % 37)-\(index % 23)") }
+        return 300 - pairs.count
+    }
+
+    @Test func poisonEventsGoToTheDeadLetterStreamAndThePipelineContinues() throws {
+        let harness = try FanoutHarness()
+        defer { harness.stop() }
+        try harness.join("alice", "general")
+        try harness.goOnline(instance: "n1", users: ["alice": 0])
+        try harness.startFanout()
+        #expect(eventually(timeout: .seconds(5)) { try harness.inspect(Inspection.userSubject, "alice", as: Inspection.User.self).online })
+        let subject = Subjects.event(channel: "general", partitionCount: FanoutHarness.partitionCount)
+        _ = try harness.jetStream.publish(subject, payload: [0xff, 0xff, 0x01, 0x02])
+        let wrongChannel = ChatEvent(eventID: "e1", channelID: "other", senderID: "alice", createdAtMs: 1, body: .messageCreated(messageID: "m", text: "x"))
+        _ = try harness.jetStream.publish(subject, payload: wrongChannel.encoded())
+        let good = try harness.publishEvent(channel: "general")
+        #expect(eventually(timeout: .seconds(10)) { harness.deliveries("n1").contains { $0.streamSeq == good } })
+        let partition = Partitioner.partition(of: "general", count: FanoutHarness.partitionCount)
+        #expect(eventually(timeout: .seconds(5)) { (try? harness.jetStream.streamState("CHAT_DLQ").messages) == 2 })
+        let letter = try #require(try harness.jetStream.lastMessage(stream: "CHAT_DLQ", subject: Subjects.deadLetter(partition: partition)))
+        #expect(letter.headers["Switchboard-Reason"]?.contains("does not match subject") == true)
+        #expect(harness.fanoutLog().contains("event dead-lettered"))
+    }
+
+    @Test func silentInstanceDisappearsFromRoutingWithinTenSeconds() throws {
+        let harness = try FanoutHarness()
+        defer { harness.stop() }
+        try harness.join("alice", "general")
+        try harness.join("bob", "general")
+        try harness.goOnline(instance: "n1", users: ["alice": 0])
+        try harness.goOnline(instance: "n2", users: ["bob": 0])
+        try harness.startFanout()
+        #expect(eventually(timeout: .seconds(5)) { try harness.inspect(Inspection.channelSubject, "general", as: Inspection.Channel.self).targets.count == 2 })
+        harness.stopHeartbeat(instance: "n2")
+        let stopped = ContinuousClock.now
+        #expect(eventually(timeout: .seconds(14)) { try harness.inspect(Inspection.channelSubject, "general", as: Inspection.Channel.self).targets.map(\.instance) == ["n1"] })
+        #expect(ContinuousClock.now - stopped < .seconds(13))
+        harness.clearInboxes()
+        try harness.publishEvent(channel: "general")
+        #expect(eventually(timeout: .seconds(5)) { !harness.deliveries("n1").isEmpty })
+        #expect(harness.deliveries("n2").isEmpty)
+    }
+
+    @Test func typingIsRelayedToMembersOnlyAndCoalesced() throws {
+        let harness = try FanoutHarness()
+        defer { harness.stop() }
+        try harness.join("alice", "general")
+        try harness.join("bob", "general")
+        try harness.goOnline(instance: "n1", users: ["alice": 0])
+        try harness.goOnline(instance: "n2", users: ["bob": 5])
+        try harness.startFanout()
+        #expect(eventually(timeout: .seconds(5)) { try harness.inspect(Inspection.channelSubject, "general", as: Inspection.Channel.self).targets.count == 2 })
+        let subject = Subjects.typing(channel: "general", partitionCount: FanoutHarness.partitionCount)
+        for _ in 0..<5 { try harness.connection.publish(subject, payload: Typing(channelID: "general", userID: "alice").encoded()) }
+        try harness.connection.publish(subject, payload: Typing(channelID: "general", userID: "mallory").encoded())
+        #expect(eventually(timeout: .seconds(5)) { !harness.inboxMessages("n2").isEmpty })
+        Thread.sleep(forTimeInterval: 0.3)
+        let typing = harness.inboxMessages("n2")
+        #expect(typing.count == 1)
+        #expect(typing.first?.headers[InboxKind.header] == InboxKind.typing)
+        let relayed = try Typing(decoding: typing.first?.payload ?? [])
+        #expect(relayed.userID == "alice" && relayed.slots == [5])
+        #expect(harness.inboxMessages("n1").isEmpty, "the typist gets no echo")
+    }
+
+    @Test func operationsEndpointServesHealthReadinessAndMetrics() throws {
+        let harness = try FanoutHarness()
+        defer { harness.stop() }
+        try harness.startFanout()
+        let port = try #require(harness.httpPort())
+        #expect(try HTTPProbe.get(port: port, path: "/healthz").status == 200)
+        #expect(try HTTPProbe.get(port: port, path: "/readyz").status == 200)
+        let metrics = try HTTPProbe.get(port: port, path: "/metrics")
+        #expect(metrics.body.contains("switchboard_fanout_cold_start_seconds"))
+        #expect(metrics.body.contains("switchboard_fanout_memberships"))
+    }
+
+    @Test func invalidConfigurationExitsWithOneClearLine() throws {
+        let logs = try TemporaryDirectory(prefix: "switchboard-test-config")
+        defer { logs.remove() }
+        let process = try ServerProcess(name: "fanout", executable: BuiltProducts.path("fanout"), arguments: ["--partitions", "0-99"], logURL: logs.url.appendingPathComponent("log"))
+        #expect(process.waitForExit(timeout: .seconds(10)) == 1)
+        #expect(process.log().contains("--partitions '0-99'"))
+    }
+}

@@ -1,0 +1,261 @@
+import Foundation
+import NATSClient
+import SwitchboardTestSupport
+import Testing
+
+@Suite("JetStream against a real nats-server")
+struct JetStreamTests {
+    @Test func applyStreamCreatesThenLeavesUnchangedThenUpdatesWhenALimitChanges() throws {
+        try withNATS { _, connection in
+            let jetStream = try connection.jetStream()
+            let definitions = try streamDefinitionFiles()
+            #expect(definitions.map(\.name).contains("CHAT_EVENTS"))
+            for definition in definitions {
+                #expect(try jetStream.applyStream(configJSON: definition.json) == .created, "\(definition.name)")
+            }
+            for definition in definitions {
+                #expect(try jetStream.applyStream(configJSON: definition.json) == .unchanged, "\(definition.name)")
+            }
+            let changed = try streamDefinition("CHAT_EVENTS", changing: ["max_msg_size": 2_097_152])
+            #expect(try jetStream.applyStream(configJSON: changed) == .updated)
+            #expect(try jetStream.applyStream(configJSON: changed) == .unchanged)
+            #expect(try jetStream.applyStream(configJSON: streamDefinition("CHAT_EVENTS")) == .updated)
+            #expect(JetStream.StreamApplyResult.created.description == "created")
+        }
+    }
+
+    @Test func applyStreamRejectsBadConfigWithTypedErrors() throws {
+        try withNATS { _, connection in
+            let jetStream = try connection.jetStream()
+            #expect(throws: NATSError.self) {
+                do {
+                    _ = try jetStream.applyStream(configJSON: bytes("{not json"))
+                } catch let error as NATSError {
+                    guard case .invalidArgument = error else { Issue.record("expected .invalidArgument, got \(error)"); return }
+                    throw error
+                }
+            }
+            #expect(throws: NATSError.invalidArgument("stream config has no \"name\"")) {
+                _ = try jetStream.applyStream(configJSON: bytes(#"{"subjects":["a.b"]}"#))
+            }
+            #expect(throws: NATSError.self) {
+                _ = try jetStream.applyStream(configJSON: bytes(#"{"name":"bad.name"}"#))
+            }
+            // Valid JSON the server refuses: the JetStream API's error comes back typed.
+            do {
+                _ = try jetStream.applyStream(configJSON: bytes(#"{"name":"BAD","subjects":["bad.>"],"retention":"sometimes"}"#))
+                Issue.record("the server accepted an invalid retention")
+            } catch let error as NATSError {
+                guard case .jetStream(let operation, let code, let description) = error else {
+                    Issue.record("expected .jetStream, got \(error)")
+                    return
+                }
+                #expect(operation.contains("BAD"))
+                #expect(code > 0)
+                #expect(!description.isEmpty)
+            }
+        }
+    }
+
+    @Test func publishWithMessageIDDeduplicatesInsideTheWindow() throws {
+        try withNATS { _, connection in
+            let jetStream = try connection.jetStream()
+            _ = try jetStream.applyStream(configJSON: streamDefinition("CHAT_EVENTS"))
+
+            let first = try jetStream.publish("chat.events.1.general", payload: bytes("a"), msgID: "event-1")
+            #expect(first == JetStream.PublishAck(stream: "CHAT_EVENTS", sequence: 1, duplicate: false))
+            let again = try jetStream.publish("chat.events.1.general", payload: bytes("a"), msgID: "event-1")
+            #expect(again.duplicate)
+            #expect(again.sequence == 1)
+            let other = try jetStream.publish("chat.events.1.general", payload: bytes("b"), msgID: "event-2")
+            #expect(other.sequence == 2 && !other.duplicate)
+            #expect(try jetStream.streamState("CHAT_EVENTS").messages == 2)
+        }
+    }
+
+    @Test func publishToSubjectWithoutStreamFailsClearly() throws {
+        try withNATS { _, connection in
+            let jetStream = try connection.jetStream(timeout: .seconds(1))
+            #expect(throws: NATSError.noResponders(subject: "no.stream.here")) {
+                _ = try jetStream.publish("no.stream.here", payload: [1])
+            }
+            #expect(throws: NATSError.self) { _ = try jetStream.streamState("MISSING") }
+        }
+    }
+
+    @Test func asyncPublishStoresEverythingAndReportsFailures() throws {
+        try withNATS { _, connection in
+            let jetStream = try connection.jetStream(maxPendingAsyncPublishes: 64)
+            _ = try jetStream.applyStream(configJSON: streamDefinition("CHAT_EVENTS"))
+            for index in 0..<500 {
+                try jetStream.publishAsync("chat.events.\(index % 16).load", payload: bytes("\(index)"), msgID: "load-\(index)")
+            }
+            try jetStream.publishAsyncComplete(timeout: .seconds(5))
+            #expect(try jetStream.streamState("CHAT_EVENTS").messages == 500)
+
+            try jetStream.publishAsync("no.stream.here", payload: [1])
+            #expect(throws: NATSError.self) { try jetStream.publishAsyncComplete(timeout: .seconds(5)) }
+            // Failures are reported once.
+            try jetStream.publishAsyncComplete(timeout: .seconds(1))
+        }
+    }
+
+    @Test func pullConsumerFetchesAcksNaksAndTerminates() throws {
+        try withNATS { _, connection in
+            let jetStream = try connection.jetStream()
+            _ = try jetStream.applyStream(configJSON: streamDefinition("CHAT_EVENTS"))
+            for index in 1...5 {
+                _ = try jetStream.publish("chat.events.2.room", payload: bytes("event \(index)"), msgID: "e\(index)")
+            }
+            _ = try jetStream.publish("chat.events.3.other", payload: bytes("other partition"))
+            let subscription = try jetStream.pullSubscribe(stream: "CHAT_EVENTS", durable: "fanout-p2", filterSubject: "chat.events.2.*")
+            defer { subscription.unsubscribe() }
+
+            let batch = try subscription.fetch(batch: 10, timeout: .seconds(2))
+            #expect(batch.map { text($0.payload) } == (1...5).map { "event \($0)" })
+            #expect(batch.map(\.metadata.streamSequence) == [1, 2, 3, 4, 5])
+            #expect(batch.allSatisfy { $0.metadata.numDelivered == 1 && $0.metadata.stream == "CHAT_EVENTS" && $0.metadata.consumer == "fanout-p2" })
+            #expect(batch.last?.metadata.numPending == 0)
+            #expect(batch.first?.headers["Nats-Msg-Id"] == "e1")
+            #expect(batch[0].metadata.timestampNs > 0)
+
+            try batch[0].ack()
+            try batch[1].ackSync(timeout: .seconds(2))
+            try batch[2].inProgress()
+            try batch[2].ack()
+            try batch[3].nak()
+            try batch[4].term()
+
+            let redelivered = try subscription.fetch(batch: 10, timeout: .seconds(2))
+            #expect(redelivered.map(\.metadata.streamSequence) == [4])
+            #expect(redelivered.first?.metadata.numDelivered == 2)
+            try redelivered.first?.ackSync(timeout: .seconds(2))
+
+            // Everything answered: the next fetch is empty, and returns within its timeout.
+            let started = ContinuousClock.now
+            let empty = try subscription.fetch(batch: 10, timeout: .milliseconds(300))
+            #expect(empty.isEmpty)
+            #expect(ContinuousClock.now - started < .seconds(2))
+
+            // The durable outlives the subscription: a new one resumes after the ack floor.
+            subscription.unsubscribe()
+            subscription.unsubscribe()
+            _ = try jetStream.publish("chat.events.2.room", payload: bytes("event 6"))
+            let resumed = try jetStream.pullSubscribe(stream: "CHAT_EVENTS", durable: "fanout-p2", filterSubject: "chat.events.2.*")
+            let next = try resumed.fetch(batch: 10, timeout: .seconds(2))
+            #expect(next.map { text($0.payload) } == ["event 6"])
+            #expect(next.first?.metadata.streamSequence == 7)
+            #expect(next.first?.metadata.consumerSequence == 7)  // 5 first deliveries + 1 redelivery before it
+            try next.first?.ack()
+            resumed.unsubscribe()
+            try jetStream.deleteConsumer(stream: "CHAT_EVENTS", durable: "fanout-p2")
+            #expect(throws: NATSError.self) { try jetStream.deleteConsumer(stream: "CHAT_EVENTS", durable: "fanout-p2") }
+        }
+    }
+
+    @Test func nakWithDelayRedeliversAfterTheDelay() throws {
+        try withNATS { _, connection in
+            let jetStream = try connection.jetStream()
+            _ = try jetStream.applyStream(configJSON: streamDefinition("CHAT_EVENTS"))
+            _ = try jetStream.publish("chat.events.5.room", payload: bytes("retry me"))
+            let subscription = try jetStream.pullSubscribe(stream: "CHAT_EVENTS", durable: "fanout-p5", filterSubject: "chat.events.5.*")
+            let first = try #require(try subscription.fetch(batch: 1, timeout: .seconds(2)).first)
+            try first.nak(delay: .milliseconds(300))
+            #expect(try subscription.fetch(batch: 1, timeout: .milliseconds(100)).isEmpty)
+            let again = try #require(try subscription.fetch(batch: 1, timeout: .seconds(2)).first)
+            #expect(again.metadata.numDelivered == 2)
+            try again.ack()
+        }
+    }
+
+    @Test func orderedConsumerReplaysFromStartSequenceInOrderWithPendingCount() throws {
+        try withNATS { _, connection in
+            let jetStream = try connection.jetStream()
+            _ = try jetStream.applyStream(configJSON: streamDefinition("CHAT_MEMBERSHIP"))
+            var partitionSevenSequences: [UInt64] = []
+            for index in 0..<20 {
+                let partition = index % 2 == 0 ? 7 : 8
+                let ack = try jetStream.publish("chat.membership.\(partition).channel.user\(index)", payload: bytes("\(index)"))
+                if partition == 7 { partitionSevenSequences.append(ack.sequence) }
+            }
+
+            let all = try jetStream.orderedConsumer(stream: "CHAT_MEMBERSHIP", filterSubject: "chat.membership.7.*.*", startSequence: 0)
+            defer { all.close() }
+            var replayed: [UInt64] = []
+            while let message = try all.next(timeout: .seconds(2)) {
+                replayed.append(message.metadata.streamSequence)
+                #expect(message.metadata.numPending == UInt64(partitionSevenSequences.count - replayed.count))
+                if message.metadata.numPending == 0 { break }
+            }
+            #expect(replayed == partitionSevenSequences)
+
+            let start = partitionSevenSequences[6]
+            let tail = try jetStream.orderedConsumer(stream: "CHAT_MEMBERSHIP", filterSubject: "chat.membership.7.*.*", startSequence: start)
+            defer { tail.close() }
+            var tailSequences: [UInt64] = []
+            var tailPayloads: [String] = []
+            while let message = try tail.next(timeout: .seconds(2)) {
+                tailSequences.append(message.metadata.streamSequence)
+                tailPayloads.append(text(message.payload))
+                if message.metadata.numPending == 0 { break }
+            }
+            #expect(tailSequences == Array(partitionSevenSequences[6...]))
+            #expect(tailPayloads == ["12", "14", "16", "18"])
+            #expect(try tail.next(timeout: .milliseconds(100)) == nil)
+
+            // New messages keep arriving on the same consumer, in order.
+            _ = try jetStream.publish("chat.membership.7.channel.late", payload: bytes("late"))
+            let late = try #require(try tail.next(timeout: .seconds(2)))
+            #expect(text(late.payload) == "late")
+            #expect(late.subject == "chat.membership.7.channel.late")
+        }
+    }
+
+    @Test func lastMessageReturnsTheNewestPerSubjectAndNilForNone() throws {
+        try withNATS { _, connection in
+            let jetStream = try connection.jetStream()
+            _ = try jetStream.applyStream(configJSON: streamDefinition("ROUTING_SNAPSHOTS"))
+            _ = try jetStream.publish("routing.snapshot.3.manifest", payload: bytes("old"))
+            var headers = NATSHeaders()
+            headers["Switchboard-Generation"] = "2"
+            let newest = try jetStream.publish("routing.snapshot.3.manifest", payload: bytes("new"), headers: headers)
+            _ = try jetStream.publish("routing.snapshot.4.manifest", payload: bytes("other"))
+
+            let message = try #require(try jetStream.lastMessage(stream: "ROUTING_SNAPSHOTS", subject: "routing.snapshot.3.manifest"))
+            #expect(text(message.payload) == "new")
+            #expect(message.sequence == newest.sequence)
+            #expect(message.subject == "routing.snapshot.3.manifest")
+            #expect(message.headers["Switchboard-Generation"] == "2")
+            #expect(try jetStream.lastMessage(stream: "ROUTING_SNAPSHOTS", subject: "routing.snapshot.9.manifest") == nil)
+            do {
+                _ = try jetStream.lastMessage(stream: "NO_SUCH_STREAM", subject: "x")
+                Issue.record("read from a missing stream")
+            } catch let error as NATSError {
+                guard case .jetStream(_, let code, _) = error else { Issue.record("expected .jetStream, got \(error)"); return }
+                #expect(code == 10059)
+            }
+        }
+    }
+
+    @Test func purgeBySubjectRemovesOnlyThatSubject() throws {
+        try withNATS { _, connection in
+            let jetStream = try connection.jetStream()
+            _ = try jetStream.applyStream(configJSON: streamDefinition("ROUTING_SNAPSHOTS"))
+            for chunk in 0..<3 {
+                _ = try jetStream.publish("routing.snapshot.1.g1.chunk.\(chunk)", payload: bytes("g1-\(chunk)"))
+                _ = try jetStream.publish("routing.snapshot.1.g2.chunk.\(chunk)", payload: bytes("g2-\(chunk)"))
+            }
+            #expect(try jetStream.streamState("ROUTING_SNAPSHOTS").messages == 6)
+
+            try jetStream.purge(stream: "ROUTING_SNAPSHOTS", subject: "routing.snapshot.1.g1.>")
+            let state = try jetStream.streamState("ROUTING_SNAPSHOTS")
+            #expect(state.messages == 3)
+            #expect(state.lastSequence == 6)
+            #expect(try jetStream.lastMessage(stream: "ROUTING_SNAPSHOTS", subject: "routing.snapshot.1.g1.chunk.0") == nil)
+            #expect(try jetStream.lastMessage(stream: "ROUTING_SNAPSHOTS", subject: "routing.snapshot.1.g2.chunk.0") != nil)
+
+            try jetStream.purge(stream: "ROUTING_SNAPSHOTS")
+            #expect(try jetStream.streamState("ROUTING_SNAPSHOTS").messages == 0)
+        }
+    }
+}

@@ -1,0 +1,50 @@
+import Foundation
+import NATSClient
+import SwitchboardTestSupport
+
+/// Starts a real nats-server with JetStream, connects, runs `body`, and stops both in every path.
+func withNATS<R>(_ body: (NATSServerFixture, NATSConnection) throws -> R) throws -> R {
+    let server = try NATSServerFixture()
+    defer { server.stop() }
+    let connection = try NATSConnection(options: .init(url: server.url, name: "natsclient-tests", connectTimeout: .seconds(2)))
+    defer { connection.close() }
+    return try body(server, connection)
+}
+
+/// Values collected from nats.c's delivery threads.
+final class Collected<Element: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var storage: [Element] = []
+
+    func append(_ element: Element) { lock.withLock { storage.append(element) } }
+    var values: [Element] { lock.withLock { storage } }
+    var count: Int { lock.withLock { storage.count } }
+}
+
+/// The JSON files of `streams/` that define a stream (deployment.json does not).
+func streamDefinitionFiles() throws -> [(name: String, json: [UInt8])] {
+    // Resolved: Foundation on Linux lists a symlinked directory as empty.
+    let directory = URL(fileURLWithPath: RepositoryPaths.streams).resolvingSymlinksInPath()
+    let files = try FileManager.default.contentsOfDirectory(at: directory, includingPropertiesForKeys: nil)
+        .filter { $0.pathExtension == "json" }
+        .sorted { $0.lastPathComponent < $1.lastPathComponent }
+    return try files.compactMap { url in
+        let data = try Data(contentsOf: url)
+        guard let object = try JSONSerialization.jsonObject(with: data) as? [String: Any], let name = object["name"] as? String else { return nil }
+        return (name, Array(data))
+    }
+}
+
+/// The definition of `name` from `streams/`, with `changes` applied to its JSON.
+func streamDefinition(_ name: String, changing changes: [String: Any] = [:]) throws -> [UInt8] {
+    guard let file = try streamDefinitionFiles().first(where: { $0.name == name }) else {
+        throw NATSError.invalidArgument("no streams/\(name).json")
+    }
+    if changes.isEmpty { return file.json }
+    var object = try JSONSerialization.jsonObject(with: Data(file.json)) as! [String: Any]
+    object.merge(changes) { _, new in new }
+    return Array(try JSONSerialization.data(withJSONObject: object))
+}
+
+func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
+func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8.self) }

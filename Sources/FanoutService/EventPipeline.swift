@@ -41,7 +41,7 @@ final class EventPipeline: @unchecked Sendable {
         self.logger = logger
         subscription = try jetStream.pullSubscribe(
             stream: "CHAT_EVENTS", durable: "fanout-p\(partition)", filterSubject: "chat.events.\(partition).*",
-            ackWait: .seconds(30), maxAckPending: 20_000
+            ackWait: config.ackWait, maxAckPending: 20_000
         )
     }
 
@@ -55,8 +55,11 @@ final class EventPipeline: @unchecked Sendable {
     }
 
     /// Asks the loop to stop after its current batch and waits for it (bounded by `timeout`).
+    /// Asks the loop to stop without waiting, so that many loops can wind down together.
+    func requestStop() { stopping.store(true, ordering: .relaxed) }
+
     func stop(timeout: Duration) {
-        stopping.store(true, ordering: .relaxed)
+        requestStop()
         let deadline = ContinuousClock.now + timeout
         while !finished.withLock({ $0 }) && ContinuousClock.now < deadline { usleep(10_000) }
         subscription.unsubscribe()

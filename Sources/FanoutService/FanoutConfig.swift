@@ -91,6 +91,9 @@ public struct FanoutConfig: Sendable {
     public var typingWindow: Duration = .seconds(3)
     /// Deliveries not flushed to the server within this time are not acked (redelivered later).
     public var flushTimeout: Duration = .seconds(2)
+    /// Events fetched but not acked within this time are redelivered: the bound on how long
+    /// a crashed replica's in-flight events wait before its successor gets them.
+    public var ackWait: Duration = .seconds(5)
 
     public init(partitions: PartitionSet) { self.partitions = partitions }
 }

@@ -160,6 +160,8 @@ public final class FanoutService: Service, @unchecked Sendable {
         await blocking { [self] in
             inspection?.stop()
             typing?.stop()
+            pipelines.forEach { $0.requestStop() }
+            membershipFeeds.forEach { $0.requestStop() }
             pipelines.forEach { $0.stop(timeout: .seconds(5)) }
             snapshots?.stop()
             membershipFeeds.forEach { $0.stop(timeout: .seconds(2)) }

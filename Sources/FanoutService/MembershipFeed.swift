@@ -43,8 +43,11 @@ final class MembershipFeed: @unchecked Sendable {
         }
     }
 
+    /// Asks the loop to stop without waiting, so that many loops can wind down together.
+    func requestStop() { stopping.store(true, ordering: .relaxed) }
+
     func stop(timeout: Duration) {
-        stopping.store(true, ordering: .relaxed)
+        requestStop()
         let deadline = ContinuousClock.now + timeout
         while !finished.withLock({ $0 }) && ContinuousClock.now < deadline { usleep(10_000) }
         consumer.close()

@@ -36,6 +36,11 @@ public struct MemberSet: Sendable, Equatable {
             + blocks.reduce(0) { $0 + $1.heapBytes }
     }
 
+    /// Bytes of coded gaps alone (what the encoding costs, without containers).
+    public var payloadBytes: Int {
+        blocks.isEmpty ? single.payloadBytes : blocks.reduce(0) { $0 + $1.payloadBytes }
+    }
+
     public func contains(_ value: UInt32) -> Bool {
         guard count > 0, value <= largest else { return false }
         return blocks.isEmpty ? single.contains(value) : blocks[blockIndex(for: value)].contains(value)
@@ -172,6 +177,7 @@ struct RiceBlock: Sendable, Equatable {
     }
 
     var heapBytes: Int { bits.capacity == 0 ? 0 : 32 + bits.capacity }
+    var payloadBytes: Int { (Int(bitLength) + 7) / 8 }
 
     // MARK: writing
 
@@ -227,9 +233,8 @@ struct RiceBlock: Sendable, Equatable {
             previous = value
         }
         bitLength = 0
-        var fresh: [UInt8] = []
-        fresh.reserveCapacity((totalBits + 7) / 8)
-        bits = fresh
+        bits = []
+        bits.reserveCapacity((totalBits + 7) / 8)
         previous = first
         for value in values.dropFirst() {
             write(gap: value - previous - 1)

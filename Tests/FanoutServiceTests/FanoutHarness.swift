@@ -1,3 +1,4 @@
+import FanoutService
 import Foundation
 import NATSClient
 import RedisClient
@@ -29,10 +30,12 @@ final class FanoutHarness: @unchecked Sendable {
         logs = try TemporaryDirectory(prefix: "switchboard-test-fanout")
         connection = try NATSConnection(options: .init(url: nats.url, name: "fanout-test"))
         jetStream = try connection.jetStream()
+        // The deployment's streams exist before upstream publishes (routectl streams apply).
+        _ = try StreamDefinitions(directory: RepositoryPaths.streams).apply(to: jetStream)
         redisClient = try RedisConnection(url: redis.url)
-        inboxSubscription = try connection.subscribe("notify.inbox.*") { [inboxes] message in
+        inboxSubscription = try connection.subscribe("notify.inbox.*") { [weak self] message in
             let instance = String(message.subject.dropFirst("notify.inbox.".count))
-            inboxes.withLock { $0[instance, default: []].append(message) }
+            self?.inboxes.withLock { $0[instance, default: []].append(message) }
         }
         // Heartbeats for the simulated notifiers, as a notifier would send them every 2 s.
         Thread { [self] in

@@ -61,11 +61,10 @@ struct CoreBench: ParsableCommand {
         let rssTable = Machine.residentBytes - rssBefore
         let memberships = table.membershipCount
         let channelBytes = table.channelBytes
-        if ProcessInfo.processInfo.environment["BENCH_DEBUG"] != nil {
-            let sets = table.partitions.values.reduce(0) { $0 + $1.members.reduce(0) { $0 + $1.byteCount } }
-            let names = table.partitions.values.reduce(0) { $0 + $1.names.byteCount }
-            print("debug: member sets \(sets), channel names \(names)")
-        }
+        let sets = table.partitions.values.reduce(0) { $0 + $1.members.reduce(0) { $0 + $1.byteCount } }
+        let gaps = table.partitions.values.reduce(0) { $0 + $1.members.reduce(0) { $0 + $1.payloadBytes } }
+        print(String(format: "member sets %.1f MB, of which Rice-coded gaps %.1f MB (%.2f bits/membership); channel ids and index %.1f MB",
+                     Double(sets) / 1e6, Double(gaps) / 1e6, Double(gaps * 8) / Double(memberships), Double(channelBytes - sets) / 1e6))
         print(String(format: "table: %.2f bytes/membership (member sets + channel index, self-accounted: %.1f MB); user ids %.1f MB; RSS growth %.1f MB incl. ids",
                      Double(channelBytes) / Double(memberships), Double(channelBytes) / 1e6, Double(table.users.byteCount) / 1e6, Double(rssTable) / 1e6))
         print(String(format: "apply: %.0f memberships/s (%.2f s, strings interned on the way)", Double(memberships) / applySeconds, applySeconds))

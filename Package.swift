@@ -101,7 +101,7 @@ let package = Package(
         .executableTarget(
             name: "switchboard-bench",
             dependencies: [
-                "RoutingCore", "NATSClient", "RedisClient", "SwitchboardProto",
+                "RoutingCore", "NATSClient", "RedisClient", "SwitchboardProto", "FanoutService",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
@@ -121,6 +121,7 @@ let package = Package(
         .testTarget(
             name: "FanoutServiceTests",
             dependencies: ["FanoutService", "SwitchboardTestSupport", "SwitchboardProto"],
+            exclude: ["Peers"],
             swiftSettings: strict
         ),
         .testTarget(
@@ -129,11 +130,6 @@ let package = Package(
                 "NotifierService", "SwitchboardTestSupport",
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
-            swiftSettings: strict
-        ),
-        .testTarget(
-            name: "IntegrationTests",
-            dependencies: ["SwitchboardTestSupport", "NATSClient", "RedisClient", "SwitchboardProto"],
             swiftSettings: strict
         ),
     ]

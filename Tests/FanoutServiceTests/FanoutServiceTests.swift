@@ -205,3 +205,27 @@ import Testing
         #expect(process.log().contains("--partitions '0-99'"))
     }
 }
+
+/// Upstream and presence written by clients nobody here wrote (nats-py, redis-py), with
+/// protobuf encoded by hand in Python: the partition hash and wire format interoperate.
+@Suite(.serialized) struct ForeignPublisherTests {
+    @Test func eventFromAPythonPublisherReachesThePythonRegisteredInstance() throws {
+        let harness = try FanoutHarness()
+        defer { harness.stop() }
+        try harness.startFanout()
+        let script = RepositoryPaths.root.appendingPathComponent("Tests/FanoutServiceTests/Peers/upstream.py").path
+        let logs = try TemporaryDirectory(prefix: "switchboard-test-python")
+        defer { logs.remove() }
+        let python = try ServerProcess(name: "upstream.py", executable: PythonPeer.interpreter, arguments: [script, harness.nats.url, harness.redis.url], logURL: logs.url.appendingPathComponent("out"))
+        #expect(python.waitForExit(timeout: .seconds(20)) == 0, "\(python.log())")
+        let sequence = UInt64(python.log().split(separator: "\n").last.map(String.init) ?? "")
+        #expect(sequence != nil, "\(python.log())")
+        #expect(eventually(timeout: .seconds(5)) { !harness.deliveries("py-notifier").isEmpty })
+        let delivery = try #require(harness.deliveries("py-notifier").first)
+        #expect(delivery.slots == [7])
+        #expect(delivery.streamSeq == sequence)
+        let event = try ChatEvent(decoding: delivery.event)
+        #expect(event.eventID == "py-event-1" && event.channelID == "py-room")
+        #expect(event.body == .messageCreated(messageID: "m-1", text: "hello from python"))
+    }
+}

@@ -127,7 +127,13 @@ let package = Package(
         .testTarget(
             name: "NotifierServiceTests",
             dependencies: [
-                "NotifierService", "SwitchboardTestSupport",
+                "NotifierService", "SwitchboardTestSupport", "NATSClient", "RedisClient", "SwitchboardProto",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             swiftSettings: strict

@@ -41,7 +41,7 @@ final class EventPipeline: @unchecked Sendable {
         self.logger = logger
         subscription = try jetStream.pullSubscribe(
             stream: "CHAT_EVENTS", durable: "fanout-p\(partition)", filterSubject: "chat.events.\(partition).*",
-            ackWait: config.ackWait, maxAckPending: 20_000
+            ackWait: config.ackWait, maxAckPending: 20_000, ackPolicy: .all, restartAtAckFloor: true
         )
     }
 
@@ -82,42 +82,52 @@ final class EventPipeline: @unchecked Sendable {
         }
     }
 
+    /// Handles a batch strictly in order. The consumer acks with `AckPolicy.all`, so one
+    /// ack of the last handled event covers the batch: it goes out only after the batch's
+    /// deliveries are flushed. The first event that cannot be delivered stops the batch; it
+    /// and everything after it come back (nak), so nothing is skipped.
     private func process(_ batch: [JetStreamMessage]) {
         metrics.fetchBatch.record(batch.count)
-        var done: [JetStreamMessage] = []
-        done.reserveCapacity(batch.count)
+        var handled = 0
         var published = 0
-        var publishFailed = false
+        var failure: String?
         for message in batch {
             switch handle(message) {
             case .delivered(let count):
                 published += count
-                done.append(message)
             case .poison(let reason):
-                deadLetter(message, reason: reason)
+                // Stored in the DLQ now; acked with the batch (a TERM here would ack earlier,
+                // unflushed events too).
+                guard deadLetter(message, reason: reason, terminate: false) else {
+                    failure = "dead-letter publish failed"
+                    break
+                }
             case .failed(let error):
-                publishFailed = true
-                logger.warning("delivery publish failed", metadata: ["partition": "\(partition)", "error": "\(error)"])
-                retryOrDeadLetter(message, reason: "publish failed: \(error)")
+                failure = "publish failed: \(error)"
             }
+            if failure != nil { break }
+            handled += 1
         }
         if let last = batch.last { lag.store(last.metadata.numPending, ordering: .relaxed) }
         metrics.setLag(partition: partition, lag.load(ordering: .relaxed))
-        // The deliveries must be on the server before the events are acked (at-least-once).
-        if published > 0 || publishFailed {
+        if published > 0 {
             do {
                 try connection.flush(timeout: config.flushTimeout)
             } catch {
-                logger.warning("flush failed; events will be redelivered", metadata: ["partition": "\(partition)", "events": "\(done.count)", "error": "\(error)"])
+                logger.warning("flush failed; events will be redelivered", metadata: ["partition": "\(partition)", "events": "\(handled)", "error": "\(error)"])
                 metrics.flushErrors.increment()
-                for message in done { retryOrDeadLetter(message, reason: "flush failed: \(error)") }
+                batch.forEach { try? $0.nak(delay: .milliseconds(250)) }
                 return
             }
         }
-        for message in done {
-            do { try message.ack() } catch { metrics.ackErrors.increment() }
+        if handled > 0 {
+            do { try batch[handled - 1].ack() } catch { metrics.ackErrors.increment() }
+            metrics.eventsAcked.increment(by: handled)
         }
-        metrics.eventsAcked.increment(by: done.count)
+        guard let failure, handled < batch.count else { return }
+        logger.warning("delivery failed; retrying the rest of the batch", metadata: ["partition": "\(partition)", "stream_seq": "\(batch[handled].metadata.streamSequence)", "reason": "\(failure)"])
+        retryOrDeadLetter(batch[handled], reason: failure)
+        batch[(handled + 1)...].forEach { try? $0.nak(delay: .milliseconds(250)) }
     }
 
     private enum Outcome {
@@ -165,15 +175,18 @@ final class EventPipeline: @unchecked Sendable {
     }
 
     private func retryOrDeadLetter(_ message: JetStreamMessage, reason: String) {
-        if message.metadata.numDelivered >= UInt64(Self.maxDeliveries) {
-            deadLetter(message, reason: "\(reason) (after \(message.metadata.numDelivered) deliveries)")
+        if message.metadata.numDelivered >= UInt64(Self.maxDeliveries),
+           deadLetter(message, reason: "\(reason) (after \(message.metadata.numDelivered) deliveries)", terminate: true) {
+            return
         } else {
             try? message.nak(delay: .milliseconds(250))
         }
     }
 
-    /// Keeps the poison event in `CHAT_DLQ` (stored, so nothing is lost), then terminates it.
-    private func deadLetter(_ message: JetStreamMessage, reason: String) {
+    /// Keeps the poison event in `CHAT_DLQ` (stored, so nothing is lost); with `terminate`
+    /// also ends its deliveries (only once every earlier event is acked). False when the
+    /// DLQ publish failed: the event must then be retried, not dropped.
+    private func deadLetter(_ message: JetStreamMessage, reason: String, terminate: Bool) -> Bool {
         metrics.deadLettered.increment()
         logger.error("event dead-lettered", metadata: [
             "partition": "\(partition)", "subject": "\(message.subject)",
@@ -185,11 +198,11 @@ final class EventPipeline: @unchecked Sendable {
         headers["Switchboard-Stream-Seq"] = "\(message.metadata.streamSequence)"
         do {
             _ = try jetStream.publish(Subjects.deadLetter(partition: partition), payload: message.payload, headers: headers)
-            try message.term()
+            if terminate { try message.term() }
+            return true
         } catch {
-            // Not stored in the DLQ: leave the event to be redelivered rather than lose it.
             logger.error("dead-letter publish failed; event left for redelivery", metadata: ["error": "\(error)"])
-            try? message.nak(delay: .seconds(1))
+            return false
         }
     }
 }

@@ -284,7 +284,7 @@ public final class JetStream: @unchecked Sendable {
 
     // MARK: Consumers
 
-    /// Binds to the durable pull consumer `durable` of `stream`, with explicit acks, creating
+    /// Binds to the durable pull consumer `durable` of `stream`, with `ackPolicy`, creating
     /// it if missing and updating it if `ackWait`, `maxAckPending` or `maxDeliver` changed.
     /// `ackWait` is how long the server waits for an ack before redelivering; `maxAckPending`
     /// bounds unacked messages in flight; `maxDeliver` (-1: unlimited) bounds deliveries of
@@ -293,14 +293,31 @@ public final class JetStream: @unchecked Sendable {
     /// The consumer is created here through the API, not by nats.c's subscribe, because nats.c
     /// deletes a consumer it created when the subscription is unsubscribed, durable or not;
     /// a durable must outlive the process (its ack floor is the partition's position).
-    public func pullSubscribe(stream: String, durable: String, filterSubject: String, ackWait: Duration = .seconds(30), maxAckPending: Int = 20_000, maxDeliver: Int = -1) throws -> PullSubscription {
+    /// How a durable pull consumer's acks count.
+    public enum AckPolicy: Sendable {
+        /// Each message is acked on its own.
+        case explicit
+        /// Acking a message acks every earlier one: one ack per batch for a consumer that
+        /// processes strictly in order.
+        case all
+
+        var c: jsAckPolicy { self == .explicit ? js_AckExplicit : js_AckAll }
+    }
+
+    ///
+    /// With `restartAtAckFloor`, an existing consumer is recreated to deliver from just past
+    /// its ack floor: everything a previous process fetched but did not ack comes first and
+    /// in order, now rather than after the ack wait. An `.all` consumer needs this: its first
+    /// ack would otherwise also ack what a crashed predecessor left pending.
+    public func pullSubscribe(stream: String, durable: String, filterSubject: String, ackWait: Duration = .seconds(30), maxAckPending: Int = 20_000, maxDeliver: Int = -1, ackPolicy: AckPolicy = .explicit, restartAtAckFloor: Bool = false) throws -> PullSubscription {
         try Self.validateStreamName(stream)
         try Self.validateStreamName(durable, what: "durable name")
         guard maxAckPending > 0 else { throw NATSError.invalidArgument("maxAckPending must be positive") }
         guard maxDeliver == -1 || maxDeliver > 0 else { throw NATSError.invalidArgument("maxDeliver must be -1 (unlimited) or positive") }
         try ensureDurablePullConsumer(
             stream: stream, durable: durable, filterSubject: filterSubject,
-            ackWait: ackWait.natsNanoseconds, maxAckPending: Int64(maxAckPending), maxDeliver: Int64(maxDeliver)
+            ackWait: ackWait.natsNanoseconds, maxAckPending: Int64(maxAckPending), maxDeliver: Int64(maxDeliver), ackPolicy: ackPolicy.c,
+            restartAtAckFloor: restartAtAckFloor
         )
         var options = callOptions()
         var code = jsErrCode(0)
@@ -320,21 +337,30 @@ public final class JetStream: @unchecked Sendable {
         return PullSubscription(handle: sub, jetStream: self, description: "consumer \(durable) of \(stream)")
     }
 
-    private func ensureDurablePullConsumer(stream: String, durable: String, filterSubject: String, ackWait: Int64, maxAckPending: Int64, maxDeliver: Int64) throws {
+    private func ensureDurablePullConsumer(stream: String, durable: String, filterSubject: String, ackWait: Int64, maxAckPending: Int64, maxDeliver: Int64, ackPolicy: jsAckPolicy, restartAtAckFloor: Bool) throws {
         var options = callOptions()
         var code = jsErrCode(0)
         var info: UnsafeMutablePointer<jsConsumerInfo>?
         let lookup = js_GetConsumerInfo(&info, context, stream, durable, &options, &code)
-        let exists: Bool
+        var exists: Bool
+        /// Where a recreated consumer resumes (0: from the start).
+        var resumeAt: UInt64 = 0
         if lookup == NATS_OK, let info {
             defer { jsConsumerInfo_Destroy(info) }
-            if let config = info.pointee.Config?.pointee,
+            if !restartAtAckFloor, let config = info.pointee.Config?.pointee,
                config.AckWait == ackWait, config.MaxAckPending == maxAckPending, config.MaxDeliver == maxDeliver,
-               config.AckPolicy == js_AckExplicit,
+               config.AckPolicy == ackPolicy,
                config.FilterSubject.map({ String(cString: $0) }) == filterSubject {
                 return
             }
             exists = true
+            if let config = info.pointee.Config?.pointee, restartAtAckFloor || config.AckPolicy != ackPolicy {
+                // The server cannot change an ack policy or rewind a consumer in place:
+                // recreate it just past its ack floor, so its position survives.
+                resumeAt = info.pointee.AckFloor.Stream + 1
+                try deleteConsumer(stream: stream, durable: durable)
+                exists = false
+            }
         } else if code == JSConsumerNotFoundErr {
             exists = false
         } else {
@@ -349,8 +375,9 @@ public final class JetStream: @unchecked Sendable {
                 jsConsumerConfig_Init(&config)
                 config.Durable = cDurable
                 config.FilterSubject = cFilter
-                config.AckPolicy = js_AckExplicit
-                config.DeliverPolicy = js_DeliverAll
+                config.AckPolicy = ackPolicy
+                config.DeliverPolicy = resumeAt > 0 ? js_DeliverByStartSequence : js_DeliverAll
+                config.OptStartSeq = resumeAt
                 config.AckWait = ackWait
                 config.MaxAckPending = maxAckPending
                 config.MaxDeliver = maxDeliver

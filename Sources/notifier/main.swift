@@ -1,1 +1,114 @@
-print("not built yet")
+import ArgumentParser
+import Foundation
+import Logging
+import NotifierService
+import ServiceLifecycle
+import ServiceSupport
+
+/// `notifier`: owns WebSocket connections for one instance id and routes its inbox to them.
+struct Notifier: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "notifier",
+        abstract: "Switchboard notifier: WebSocket connections, one NATS inbox, presence in Redis.",
+        discussion: "Every option falls back to SWITCHBOARD_<OPTION> (upper snake case), e.g. SWITCHBOARD_INSTANCE_ID."
+    )
+
+    /// The long names of every option, for the environment fallback.
+    static let optionNames = [
+        "nats-url", "redis-url", "instance-id", "listen", "jwt-secret", "jwt-secret-file", "max-connections",
+        "outbound-buffer-bytes", "heartbeat-seconds", "drain-seconds", "partition-count", "max-frame-bytes",
+        "max-inbound-per-second", "event-loop-threads", "log-level",
+    ]
+
+    @Option(help: "NATS server URL(s), comma-separated.") var natsUrl = "nats://127.0.0.1:4222"
+    @Option(help: "Redis URL for presence.") var redisUrl = "redis://127.0.0.1:6379"
+    @Option(help: "This instance's id (1-64 of A-Z a-z 0-9 _ -); names its inbox and presence hash.") var instanceId: String?
+    @Option(help: "HOST:PORT for WebSocket (/ws) and HTTP (/healthz /readyz /metrics).") var listen = "127.0.0.1:8080"
+    @Option(help: "HS256 secret for client tokens (prefer --jwt-secret-file).") var jwtSecret: String?
+    @Option(help: "File holding the HS256 secret (trailing newline ignored).") var jwtSecretFile: String?
+    @Option(help: "Open WebSocket connections at most (HTTP 503 past it).") var maxConnections = 50_000
+    @Option(help: "Unsent bytes per socket at most; past it the socket is closed with 4008 (slow consumer).") var outboundBufferBytes = 262_144
+    @Option(help: "Ping interval; a socket silent for two intervals is closed.") var heartbeatSeconds: Double = 15
+    @Option(help: "On SIGTERM, sockets are closed with 4000 spread over this many seconds.") var drainSeconds: Double = 5
+    @Option(help: "Partitions of the deployment (typing subjects).") var partitionCount = 16
+    @Option(help: "Largest WebSocket frame accepted from a client (close 1009 past it).") var maxFrameBytes = 16_384
+    @Option(help: "Inbound messages per second per socket (close 1008 past it).") var maxInboundPerSecond: Double = 20
+    @Option(help: "Event-loop threads (default: one per core).") var eventLoopThreads: Int?
+    @Option(help: "trace, debug, info, notice, warning, error, critical.") var logLevel = "info"
+
+    /// The configuration, or one line saying what is wrong.
+    func makeConfiguration() throws(ValidationError) -> (NotifierConfiguration, Logger.Level) {
+        guard let level = Logger.Level(rawValue: logLevel) else {
+            throw ValidationError("--log-level: '\(logLevel)' is not one of trace, debug, info, notice, warning, error, critical")
+        }
+        guard let instanceId else { throw ValidationError("--instance-id is required (or SWITCHBOARD_INSTANCE_ID)") }
+        let secret: [UInt8]
+        if let jwtSecretFile {
+            guard let data = FileManager.default.contents(atPath: jwtSecretFile) else {
+                throw ValidationError("--jwt-secret-file: cannot read '\(jwtSecretFile)'")
+            }
+            var bytes = [UInt8](data)
+            while let last = bytes.last, last == 0x0A || last == 0x0D { bytes.removeLast() }
+            secret = bytes
+        } else if let jwtSecret {
+            secret = Array(jwtSecret.utf8)
+        } else {
+            throw ValidationError("--jwt-secret or --jwt-secret-file is required")
+        }
+        let host: String
+        let port: Int
+        do {
+            (host, port) = try HostPort.parse(listen, flag: "--listen")
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        var config = NotifierConfiguration(instanceID: instanceId, jwtSecret: secret)
+        config.natsURL = natsUrl
+        config.redisURL = redisUrl
+        config.host = host
+        config.port = port
+        config.maxConnections = maxConnections
+        config.outboundBufferBytes = outboundBufferBytes
+        guard heartbeatSeconds.isFinite, drainSeconds.isFinite, heartbeatSeconds > 0, drainSeconds >= 0 else {
+            throw ValidationError("--heartbeat-seconds must be positive and --drain-seconds not negative")
+        }
+        config.heartbeatInterval = .milliseconds(Int64(heartbeatSeconds * 1000))
+        config.drainWindow = .milliseconds(Int64(drainSeconds * 1000))
+        config.partitionCount = partitionCount
+        config.maxFrameBytes = maxFrameBytes
+        config.maxMessageBytes = max(config.maxMessageBytes, maxFrameBytes)
+        config.maxInboundMessagesPerSecond = maxInboundPerSecond
+        config.inboundBurst = max(1, maxInboundPerSecond * 2)
+        if let eventLoopThreads { config.eventLoopThreads = eventLoopThreads }
+        if let problem = config.problem() { throw ValidationError(problem) }
+        return (config, level)
+    }
+
+    func run() async throws {
+        let (config, level) = try makeConfiguration()
+        LogSetup.bootstrap(label: "switchboard.notifier", level: level)
+        let registry = MetricsSetup.bootstrapPrometheus()
+        let logger = Logger(label: "switchboard.notifier")
+        let service = NotifierService(configuration: config, logger: logger, metricsText: { MetricsSetup.render(registry) })
+        let group = ServiceGroup(configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+}
+
+// Parse by hand so that any invalid configuration is one line on stderr and exit status 1.
+let arguments = EnvironmentFallback.apply(
+    to: Array(CommandLine.arguments.dropFirst()), options: Notifier.optionNames, environment: ProcessInfo.processInfo.environment
+)
+do {
+    let notifier = try Notifier.parse(arguments)
+    _ = try notifier.makeConfiguration()
+    try await notifier.run()
+} catch {
+    let code = Notifier.exitCode(for: error)
+    if code == .success {
+        Notifier.exit(withError: error)  // --help, --version
+    }
+    let message = Notifier.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
+    FileHandle.standardError.write(Data("notifier: \(message)\n".utf8))
+    exit(1)
+}

@@ -153,6 +153,28 @@ struct JetStreamTests {
         }
     }
 
+    @Test func ackAllAcksEveryEarlierMessageAndSwitchingPolicyKeepsThePosition() throws {
+        try withNATS { _, connection in
+            let jetStream = try connection.jetStream()
+            _ = try jetStream.applyStream(configJSON: streamDefinition("CHAT_EVENTS"))
+            for index in 1...6 { _ = try jetStream.publish("chat.events.2.room", payload: bytes("event \(index)")) }
+            // An explicit-ack consumer acks the first two, then the policy changes to ack-all.
+            let explicit = try jetStream.pullSubscribe(stream: "CHAT_EVENTS", durable: "fanout-p2", filterSubject: "chat.events.2.*", ackWait: .seconds(1))
+            let first = try explicit.fetch(batch: 2, timeout: .seconds(2))
+            for message in first { try message.ackSync(timeout: .seconds(2)) }
+            explicit.unsubscribe()
+
+            let all = try jetStream.pullSubscribe(stream: "CHAT_EVENTS", durable: "fanout-p2", filterSubject: "chat.events.2.*", ackWait: .seconds(1), ackPolicy: .all)
+            defer { all.unsubscribe() }
+            let rest = try all.fetch(batch: 10, timeout: .seconds(2))
+            #expect(rest.map(\.metadata.streamSequence) == [3, 4, 5, 6], "resumes past the ack floor")
+            try rest[2].ackSync(timeout: .seconds(2))  // acks 3, 4 and 5
+            Thread.sleep(forTimeInterval: 1.5)      // past the ack wait: only 6 comes back
+            let again = try all.fetch(batch: 10, timeout: .seconds(3))
+            #expect(again.map(\.metadata.streamSequence) == [6])
+        }
+    }
+
     @Test func nakWithDelayRedeliversAfterTheDelay() throws {
         try withNATS { _, connection in
             let jetStream = try connection.jetStream()

@@ -1,0 +1,267 @@
+import Foundation
+import RoutingCore
+import SwitchboardProto
+
+// The JSON text frames of the client protocol (DESIGN: Notifier).
+//
+// server → client
+//   {"type":"hello","instance":"n1","user":"u1","heartbeat_s":15}
+//   {"type":"event","channel":"c","seq":42,"event":{"id":…,"sender":…,"created_at_ms":…,"kind":…,…}}
+//   {"type":"typing","channel":"c","user":"u2"}
+//   {"type":"pong"}
+//   {"type":"resumed","channel":"c","seq":57,"replayed":15,"complete":true}
+//   {"type":"error","code":"bad_frame","message":"…"}
+// client → server
+//   {"type":"typing","channel":"c"}
+//   {"type":"ping"}
+//   {"type":"resume","channel":"c","after_seq":42}
+//
+// Resume (after a reconnect): the client names, per channel, the last `seq` it has. The
+// server checks the user is a member (CHAT_MEMBERSHIP), replays the channel's later events
+// from CHAT_EVENTS as ordinary event frames, then sends `resumed` with the last replayed
+// seq. Live events of that channel arriving meanwhile are held back and sent after
+// `resumed`, without the ones the replay already carried, so the client sees each seq once
+// and in order. `complete:false` means the replay was capped or the stream no longer has
+// the oldest events: the client must fetch history elsewhere.
+//
+// Close codes the server uses (RFC 6455 ones plus the application range):
+//   1003 binary frames are not part of the protocol
+//   1008 policy: inbound message rate over the per-socket limit
+//   1009 a frame or message over the size limit
+//   4000 "reconnect": the instance is draining; connect again (to another instance)
+//   4001 "heartbeat timeout": nothing heard for two heartbeat intervals
+//   4008 "slow consumer": the socket's outbound buffer went over its bound; the client
+//        should reconnect and resync (it missed frames)
+
+/// Encodes the server's frames. Event frames are built once per delivery and the same
+/// bytes go to every recipient socket, so the encoder writes straight into a byte array
+/// with no intermediate `Codable` tree.
+public enum ServerFrame {
+    public static func hello(instance: String, user: String, heartbeatSeconds: Int) -> [UInt8] {
+        var json = JSONWriter()
+        json.open()
+        json.field("type", "hello")
+        json.field("instance", instance)
+        json.field("user", user)
+        json.field("heartbeat_s", Int64(heartbeatSeconds))
+        json.close()
+        return json.bytes
+    }
+
+    /// The frame for one delivered event. `event` is rendered field by field; the `kind`
+    /// field names the body (`message_created`, `reaction`, …, or `unknown`).
+    public static func event(channel: String, seq: UInt64, event: ChatEvent) -> [UInt8] {
+        var json = JSONWriter(capacity: 160)
+        json.open()
+        json.field("type", "event")
+        json.field("channel", channel)
+        json.field("seq", seq)
+        json.key("event")
+        json.open()
+        json.field("id", event.eventID)
+        json.field("sender", event.senderID)
+        json.field("created_at_ms", event.createdAtMs)
+        switch event.body {
+        case .messageCreated(let messageID, let text)?:
+            json.field("kind", "message_created")
+            json.field("message_id", messageID)
+            json.field("text", text)
+        case .messageEdited(let messageID, let text)?:
+            json.field("kind", "message_edited")
+            json.field("message_id", messageID)
+            json.field("text", text)
+        case .messageDeleted(let messageID)?:
+            json.field("kind", "message_deleted")
+            json.field("message_id", messageID)
+        case .reaction(let messageID, let emoji, let removed)?:
+            json.field("kind", "reaction")
+            json.field("message_id", messageID)
+            json.field("emoji", emoji)
+            json.field("removed", removed)
+        case .readReceipt(let messageID)?:
+            json.field("kind", "read_receipt")
+            json.field("message_id", messageID)
+        case .channelUpdated(let name, let topic)?:
+            json.field("kind", "channel_updated")
+            json.field("name", name)
+            json.field("topic", topic)
+        case nil:
+            json.field("kind", "unknown")
+        }
+        json.close()
+        json.close()
+        return json.bytes
+    }
+
+    public static func typing(channel: String, user: String) -> [UInt8] {
+        var json = JSONWriter()
+        json.open()
+        json.field("type", "typing")
+        json.field("channel", channel)
+        json.field("user", user)
+        json.close()
+        return json.bytes
+    }
+
+    public static let pong: [UInt8] = Array(#"{"type":"pong"}"#.utf8)
+
+    public static func resumed(channel: String, seq: UInt64, replayed: Int, complete: Bool) -> [UInt8] {
+        var json = JSONWriter()
+        json.open()
+        json.field("type", "resumed")
+        json.field("channel", channel)
+        json.field("seq", seq)
+        json.field("replayed", Int64(replayed))
+        json.field("complete", complete)
+        json.close()
+        return json.bytes
+    }
+
+    public static func error(code: String, message: String) -> [UInt8] {
+        var json = JSONWriter()
+        json.open()
+        json.field("type", "error")
+        json.field("code", code)
+        json.field("message", message)
+        json.close()
+        return json.bytes
+    }
+}
+
+/// A frame a client sent, validated.
+public enum ClientFrame: Equatable, Sendable {
+    case ping
+    case typing(channel: String)
+    /// Replay `channel`'s events after `afterSeq` (a `seq` of an event frame).
+    case resume(channel: String, afterSeq: UInt64)
+
+    /// Why a text frame was rejected; `code` goes into the error frame.
+    public struct Rejection: Error, Equatable, Sendable {
+        public var code: String
+        public var message: String
+    }
+
+    private struct Wire: Decodable {
+        var type: String
+        var channel: String?
+        var afterSeq: UInt64?
+
+        enum CodingKeys: String, CodingKey {
+            case type, channel
+            case afterSeq = "after_seq"
+        }
+    }
+
+    /// Parses one text message. Anything that is not one of the protocol's frames is a
+    /// `Rejection`, never a trap.
+    public static func decode(_ bytes: some Collection<UInt8>) throws(Rejection) -> ClientFrame {
+        let wire: Wire
+        do {
+            wire = try JSONDecoder().decode(Wire.self, from: Data(bytes))
+        } catch {
+            throw Rejection(code: "bad_frame", message: "expected a JSON object with a string \"type\"")
+        }
+        switch wire.type {
+        case "ping":
+            return .ping
+        case "typing":
+            return .typing(channel: try channel(of: wire))
+        case "resume":
+            let channel = try channel(of: wire)
+            guard let afterSeq = wire.afterSeq else {
+                throw Rejection(code: "bad_frame", message: "resume needs a numeric \"after_seq\"")
+            }
+            return .resume(channel: channel, afterSeq: afterSeq)
+        default:
+            let shown = wire.type.count > 32 ? "\(wire.type.prefix(32))…" : wire.type
+            throw Rejection(code: "unknown_type", message: "unknown frame type '\(shown)'")
+        }
+    }
+
+    private static func channel(of wire: Wire) throws(Rejection) -> String {
+        guard let channel = wire.channel else {
+            throw Rejection(code: "bad_frame", message: "\(wire.type) needs a \"channel\"")
+        }
+        if let problem = Identifier.problem(channel, kind: "channel") {
+            throw Rejection(code: "invalid_channel", message: problem)
+        }
+        return channel
+    }
+}
+
+/// A minimal JSON writer for the server frames: objects, strings, integers, booleans.
+struct JSONWriter {
+    private(set) var bytes: [UInt8]
+    private var needsComma = false
+
+    init(capacity: Int = 64) {
+        bytes = []
+        bytes.reserveCapacity(capacity)
+    }
+
+    mutating func open() {
+        separate()
+        bytes.append(UInt8(ascii: "{"))
+        needsComma = false
+    }
+
+    mutating func close() {
+        bytes.append(UInt8(ascii: "}"))
+        needsComma = true
+    }
+
+    mutating func key(_ key: String) {
+        separate()
+        string(key)
+        bytes.append(UInt8(ascii: ":"))
+        needsComma = false
+    }
+
+    mutating func field(_ name: String, _ value: String) {
+        key(name)
+        string(value)
+        needsComma = true
+    }
+
+    mutating func field(_ name: String, _ value: Int64) {
+        key(name)
+        bytes.append(contentsOf: String(value).utf8)
+        needsComma = true
+    }
+
+    mutating func field(_ name: String, _ value: UInt64) {
+        key(name)
+        bytes.append(contentsOf: String(value).utf8)
+        needsComma = true
+    }
+
+    mutating func field(_ name: String, _ value: Bool) {
+        key(name)
+        bytes.append(contentsOf: (value ? "true" : "false").utf8)
+        needsComma = true
+    }
+
+    private mutating func separate() {
+        if needsComma { bytes.append(UInt8(ascii: ",")) }
+    }
+
+    /// A JSON string literal: quotes, backslashes and control characters escaped; other
+    /// UTF-8 passes through as is.
+    private mutating func string(_ value: String) {
+        bytes.append(UInt8(ascii: "\""))
+        for byte in value.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
+            case UInt8(ascii: "\\"): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
+            case 0x0A: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "n")])
+            case 0x0D: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "r")])
+            case 0x09: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "t")])
+            case 0x00..<0x20:
+                let hex: [UInt8] = Array("0123456789abcdef".utf8)
+                bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"), hex[Int(byte >> 4)], hex[Int(byte & 0xF)]])
+            default: bytes.append(byte)
+            }
+        }
+        bytes.append(UInt8(ascii: "\""))
+    }
+}

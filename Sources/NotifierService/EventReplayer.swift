@@ -1,0 +1,125 @@
+import NATSClient
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import RoutingCore
+import SwitchboardProto
+
+/// What a session needs to resume a channel (a protocol so tests can hold a replay open).
+protocol EventReplaying: Sendable {
+    func replay(channel: String, user: String, after: UInt64, on eventLoop: any EventLoop) -> EventLoopFuture<ReplayOutcome>
+}
+
+/// What a replay produced.
+enum ReplayOutcome: Sendable {
+    /// Event frames in stream order with their seqs; `lastSeq` is the last seq replayed
+    /// (or the requested one when nothing was newer).
+    case replayed(frames: [(seq: UInt64, frame: [UInt8])], lastSeq: UInt64, complete: Bool)
+    case refused(code: String, message: String)
+}
+
+/// Replays a channel's events from `CHAT_EVENTS` for a client that resumes after a
+/// reconnect (see ClientFrames.swift). JetStream calls block, so they run on a small
+/// thread pool, never on an event loop; at most `maxConcurrent` replays are in flight and
+/// each is capped at `maxEvents`.
+///
+/// The notifier does not know memberships, so before replaying it checks the user's own
+/// fact in `CHAT_MEMBERSHIP` (the stream keeps the latest per subject): the user must have
+/// JOINED, and the channel must not have been deleted after that.
+final class EventReplayer: EventReplaying {
+    static let eventsStream = "CHAT_EVENTS"
+    static let membershipStream = "CHAT_MEMBERSHIP"
+
+    private let jetStream: JetStream
+    private let partitionCount: Int
+    private let maxEvents: Int
+    private let maxConcurrent: Int
+    private let idleTimeout: Duration
+    private let pool: NIOThreadPool
+    private let inFlight = NIOLockedValueBox(0)
+
+    /// - Parameters:
+    ///   - maxEvents: events one replay sends at most (bounds the memory and time one
+    ///     reconnecting client can take); past it the replay reports `complete: false`.
+    ///   - maxConcurrent: replays running or queued at once; more are refused as `busy`.
+    init(jetStream: JetStream, partitionCount: Int, maxEvents: Int = 1000, maxConcurrent: Int = 64, threads: Int = 2, idleTimeout: Duration = .milliseconds(500)) {
+        self.jetStream = jetStream
+        self.partitionCount = partitionCount
+        self.maxEvents = maxEvents
+        self.maxConcurrent = maxConcurrent
+        self.idleTimeout = idleTimeout
+        pool = NIOThreadPool(numberOfThreads: threads)
+        pool.start()
+    }
+
+    func shutdown() {
+        pool.shutdownGracefully { _ in }
+    }
+
+    /// Runs the replay on the pool; the future completes on `eventLoop`.
+    func replay(channel: String, user: String, after: UInt64, on eventLoop: any EventLoop) -> EventLoopFuture<ReplayOutcome> {
+        let admitted = inFlight.withLockedValue { count -> Bool in
+            guard count < maxConcurrent else { return false }
+            count += 1
+            return true
+        }
+        guard admitted else {
+            return eventLoop.makeSucceededFuture(.refused(code: "busy", message: "too many resumes in progress; retry shortly"))
+        }
+        return pool.runIfActive(eventLoop: eventLoop) { [self] in
+            defer { inFlight.withLockedValue { $0 -= 1 } }
+            return replayBlocking(channel: channel, user: user, after: after)
+        }.flatMapErrorThrowing { _ in
+            .refused(code: "unavailable", message: "resume is unavailable right now")
+        }
+    }
+
+    /// The replay itself (blocking).
+    func replayBlocking(channel: String, user: String, after: UInt64) -> ReplayOutcome {
+        do {
+            guard try isMember(channel: channel, user: user) else {
+                return .refused(code: "not_member", message: "not a member of channel '\(channel)'")
+            }
+            let state = try jetStream.streamState(Self.eventsStream)
+            if state.lastSequence <= after {
+                return .replayed(frames: [], lastSeq: after, complete: true)
+            }
+            // Events before the stream's first sequence have aged out: the client has a gap.
+            var complete = after + 1 >= state.firstSequence || after == 0
+            let consumer = try jetStream.orderedConsumer(
+                stream: Self.eventsStream,
+                filterSubject: Subjects.event(channel: channel, partitionCount: partitionCount),
+                startSequence: after + 1
+            )
+            defer { consumer.close() }
+            var frames: [(seq: UInt64, frame: [UInt8])] = []
+            var lastSeq = after
+            while let message = try consumer.next(timeout: idleTimeout) {
+                let seq = message.metadata.streamSequence
+                lastSeq = seq
+                if let event = try? ChatEvent(decoding: message.payload), !(event.skipSenderEcho && event.senderID == user) {
+                    frames.append((seq, ServerFrame.event(channel: channel, seq: seq, event: event)))
+                }
+                if message.metadata.numPending == 0 { break }
+                if frames.count >= maxEvents {
+                    complete = false
+                    break
+                }
+            }
+            return .replayed(frames: frames, lastSeq: lastSeq, complete: complete)
+        } catch {
+            return .refused(code: "unavailable", message: "resume failed: \(error)")
+        }
+    }
+
+    private func isMember(channel: String, user: String) throws -> Bool {
+        let subject = Subjects.membership(channel: channel, user: user, partitionCount: partitionCount)
+        guard let fact = try jetStream.lastMessage(stream: Self.membershipStream, subject: subject),
+              let change = try? MembershipChange(decoding: fact.payload), change.state == .joined else { return false }
+        let deletion = Subjects.membership(channel: channel, user: Subjects.channelDeletedUser, partitionCount: partitionCount)
+        if let deleted = try jetStream.lastMessage(stream: Self.membershipStream, subject: deletion), deleted.sequence > fact.sequence {
+            return false
+        }
+        return true
+    }
+}

@@ -1,0 +1,137 @@
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// The shared, locked `LocalRouter` of one server, plus the admission count.
+///
+/// The lock is held for table updates (connect, disconnect) and for the slot lookups of one
+/// inbox message; socket writes happen after it is released, on the sockets' own loops.
+final class SessionRegistry: Sendable {
+    /// Receives a user's first-socket / last-socket transitions (the presence registrar).
+    /// Called with the table locked, so that the registrar sees them in table order.
+    struct PresenceSink: Sendable {
+        var online: @Sendable (_ user: String, _ slot: UInt32) -> Void
+        var offline: @Sendable (_ user: String, _ slot: UInt32) -> Void
+    }
+
+    private let router: NIOLockedValueBox<LocalRouter<WebSocketSession>>
+    private let admitted = NIOLockedValueBox(0)
+    private let tcpConnections = NIOLockedValueBox(0)
+    /// TCP connections allowed beyond `maxConnections`, for probes and for answering
+    /// refused upgrades with a proper 401/503.
+    static let tcpHeadroom = 1024
+    private let presence: NIOLockedValueBox<PresenceSink?> = NIOLockedValueBox(nil)
+    private let metrics: NotifierMetrics
+    let maxConnections: Int
+
+    init(maxConnections: Int, slotReuseDelay: Duration, metrics: NotifierMetrics) {
+        self.maxConnections = maxConnections
+        self.metrics = metrics
+        router = NIOLockedValueBox(LocalRouter(reuseDelay: slotReuseDelay))
+    }
+
+    func setPresenceSink(_ sink: PresenceSink?) {
+        presence.withLockedValue { $0 = sink }
+    }
+
+    // MARK: Admission
+
+    /// Takes one of the `maxConnections` places; false when all are taken.
+    func reserveConnection() -> Bool {
+        admitted.withLockedValue { count in
+            guard count < maxConnections else { return false }
+            count += 1
+            return true
+        }
+    }
+
+    func releaseConnection() {
+        admitted.withLockedValue { $0 -= 1 }
+    }
+
+    var admittedConnections: Int { admitted.withLockedValue { $0 } }
+
+    /// Counts `channel` until it closes; false (not counted) when over the TCP bound.
+    func openTCPConnection(_ channel: any Channel) -> Bool {
+        let limit = maxConnections + Self.tcpHeadroom
+        let accepted = tcpConnections.withLockedValue { count -> Bool in
+            guard count < limit else { return false }
+            count += 1
+            return true
+        }
+        if accepted {
+            channel.closeFuture.whenComplete { [tcpConnections] _ in tcpConnections.withLockedValue { $0 -= 1 } }
+        }
+        return accepted
+    }
+
+    // MARK: Table
+
+    func register(_ session: WebSocketSession) {
+        let sink = presence.withLockedValue { $0 }
+        let (sockets, users) = router.withLockedValue { router in
+            let (slot, isFirst) = router.add(session, user: session.userID, now: .now)
+            if isFirst { sink?.online(session.userID, slot) }
+            return (router.socketCount, router.userCount)
+        }
+        metrics.connections.record(sockets)
+        metrics.onlineUsers.record(users)
+    }
+
+    func unregister(_ session: WebSocketSession) {
+        let sink = presence.withLockedValue { $0 }
+        let (sockets, users) = router.withLockedValue { router in
+            let result = router.remove(session, user: session.userID, now: .now)
+            if let result, result.isLast { sink?.offline(session.userID, result.slot) }
+            return (router.socketCount, router.userCount)
+        }
+        metrics.connections.record(sockets)
+        metrics.onlineUsers.record(users)
+    }
+
+    func registrations() -> [(userID: String, slot: UInt32)] {
+        router.withLockedValue { $0.registrations() }
+    }
+
+    func allSessions() -> [WebSocketSession] {
+        router.withLockedValue { $0.allSockets() }
+    }
+
+    var socketCount: Int { router.withLockedValue { $0.socketCount } }
+    var userCount: Int { router.withLockedValue { $0.userCount } }
+
+    // MARK: Delivery (hot path)
+
+    /// Writes `frame` (an event of `channel` at `seq`, or a typing frame with seq 0) to
+    /// every socket of every slot: the sockets are looked up under the
+    /// lock and grouped by event loop, then each loop gets one task that writes the same
+    /// buffer to all of its sockets. Returns the number of slots that had no socket.
+    @discardableResult
+    func deliver(_ frame: ByteBuffer, channel: String, seq: UInt64, toSlots slots: [UInt32]) -> Int {
+        var groups: [(loop: any EventLoop, sessions: [WebSocketSession])] = []
+        var missing = 0
+        router.withLockedValue { router in
+            for slot in slots {
+                let found = router.forEachSocket(inSlot: slot) { session in
+                    if let index = groups.firstIndex(where: { $0.loop === session.eventLoop }) {
+                        groups[index].sessions.append(session)
+                    } else {
+                        groups.append((session.eventLoop, [session]))
+                    }
+                }
+                if !found { missing += 1 }
+            }
+        }
+        if missing > 0 { metrics.droppedNoSocket.increment(by: missing) }
+        let metrics = metrics
+        for group in groups {
+            let sessions = group.sessions
+            group.loop.execute {
+                var written = 0
+                for session in sessions where session.deliver(frame, channel: channel, seq: seq) { written += 1 }
+                metrics.framesWritten.increment(by: written)
+                if written < sessions.count { metrics.droppedClosing.increment(by: sessions.count - written) }
+            }
+        }
+        return missing
+    }
+}

@@ -1,0 +1,276 @@
+import Logging
+import NIOCore
+import NIOWebSocket
+
+/// What every session of one server shares.
+struct SessionEnvironment: Sendable {
+    let instanceID: String
+    let registry: SessionRegistry
+    let metrics: NotifierMetrics
+    let heartbeatInterval: TimeAmount
+    let closeHandshakeTimeout: TimeAmount
+    let typingPerSecond: Double
+    /// Publishes a client's typing indicator to the fan-out (core NATS).
+    let publishTyping: @Sendable (_ channel: String, _ user: String) -> Void
+    /// Replays events for `resume`; nil when JetStream is unavailable.
+    let replayer: (any EventReplaying)?
+    let logger: Logger
+
+    /// Channels one socket may be resuming at once.
+    static let maxConcurrentResumes = 16
+    /// Live frames held back per socket while its resumes run; past it the socket is a slow
+    /// consumer (the replay is taking far longer than the channel's traffic allows).
+    static let maxHeldFrames = 4096
+}
+
+/// One client's WebSocket: protocol state, heartbeat, backpressure, and the target of inbox
+/// deliveries (`deliver(_:)`).
+///
+/// Thread-safety: every mutable property is touched only on `eventLoop` (handler callbacks,
+/// and `deliver`/`closeForDrain`, which callers run on that loop). That is what makes the
+/// `@unchecked Sendable` sound: other threads only hold the reference and read the `let`s.
+final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+
+    enum State { case opening, open, closing, closed }
+
+    let userID: String
+    let eventLoop: any EventLoop
+    private let environment: SessionEnvironment
+    private var context: ChannelHandlerContext?
+    private var state = State.opening
+    private var lastHeard: NIODeadline
+    private var heartbeat: RepeatedTask?
+    private var typingBucket: TokenBucket
+    private var registered = false
+    /// Channels being resumed → live frames held back until their replay is written.
+    private var resuming: [String: [(seq: UInt64, payload: ByteBuffer)]] = [:]
+    private var heldFrames = 0
+
+    init(userID: String, eventLoop: any EventLoop, environment: SessionEnvironment) {
+        self.userID = userID
+        self.eventLoop = eventLoop
+        self.environment = environment
+        lastHeard = eventLoop.now
+        typingBucket = TokenBucket(rate: environment.typingPerSecond, burst: max(1, environment.typingPerSecond), nowNanos: eventLoop.now.uptimeNanoseconds)
+    }
+
+    // MARK: Lifecycle
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        guard context.channel.isActive else { return }
+        state = .open
+        registered = true
+        environment.registry.register(self)
+        environment.logger.debug("socket open", metadata: ["user": "\(userID)"])
+        let hello = ServerFrame.hello(instance: environment.instanceID, user: userID, heartbeatSeconds: Int((environment.heartbeatInterval.nanoseconds + 999_999_999) / 1_000_000_000))
+        context.writeAndFlush(wrapOutboundOut(.text(context.channel.allocator.buffer(bytes: hello))), promise: nil)
+        let interval = environment.heartbeatInterval
+        heartbeat = context.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { [weak self] _ in
+            self?.heartbeatTick()
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        finish()
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        finish()
+        self.context = nil
+    }
+
+    private func finish() {
+        state = .closed
+        heartbeat?.cancel()
+        heartbeat = nil
+        if registered {
+            registered = false
+            environment.registry.unregister(self)
+            environment.logger.debug("socket closed", metadata: ["user": "\(userID)"])
+        }
+    }
+
+    // MARK: Inbound
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        lastHeard = eventLoop.now
+        switch frame.opcode {
+        case .text:
+            guard state == .open else { return }
+            handleText(frame.unmaskedData, context: context)
+        case .binary:
+            initiateClose(code: CloseCode.unsupportedData, reason: "binary frames are not supported")
+        case .ping:
+            guard state == .open else { return }
+            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)), promise: nil)
+        case .pong:
+            break
+        case .connectionClose:
+            receivedClose(frame, context: context)
+        default:
+            break
+        }
+    }
+
+    private func handleText(_ payload: ByteBuffer, context: ChannelHandlerContext) {
+        let reply: [UInt8]?
+        do {
+            switch try ClientFrame.decode(payload.readableBytesView) {
+            case .ping:
+                reply = ServerFrame.pong
+            case .typing(let channel):
+                if typingBucket.take(nowNanos: eventLoop.now.uptimeNanoseconds) {
+                    environment.publishTyping(channel, userID)
+                    environment.metrics.typingPublished.increment()
+                }
+                reply = nil
+            case .resume(let channel, let afterSeq):
+                reply = startResume(channel: channel, after: afterSeq)
+            }
+        } catch {
+            reply = ServerFrame.error(code: error.code, message: error.message)
+        }
+        if let reply {
+            context.writeAndFlush(wrapOutboundOut(.text(context.channel.allocator.buffer(bytes: reply))), promise: nil)
+        }
+    }
+
+    private func receivedClose(_ frame: WebSocketFrame, context: ChannelHandlerContext) {
+        let channel = context.channel
+        if state == .open {
+            // Echo the peer's code (RFC 6455 §5.5.1), then close the connection.
+            var data = frame.unmaskedData
+            let code = data.readInteger(as: UInt16.self) ?? 1000
+            state = .closing
+            let close = WebSocketFrame.close(code: code, reason: "", allocator: channel.allocator)
+            context.writeAndFlush(wrapOutboundOut(close)).whenComplete { _ in channel.close(promise: nil) }
+        } else {
+            channel.close(promise: nil)
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        // The channel turns unwritable once the bytes written but not yet taken by the
+        // kernel pass the high watermark, which the server sets to the outbound budget.
+        if !context.channel.isWritable && state == .open {
+            environment.metrics.slowConsumerCloses.increment()
+            initiateClose(code: CloseCode.slowConsumer, reason: "slow consumer")
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        switch error {
+        case is NIOWebSocketFrameAggregator.Error:
+            environment.metrics.frameTooLargeCloses.increment()
+            initiateClose(code: CloseCode.messageTooBig, reason: "message too large")
+        case NIOWebSocketError.invalidFrameLength:
+            // WebSocketProtocolErrorHandler has already sent close 1009 and closes.
+            environment.metrics.frameTooLargeCloses.increment()
+            state = .closing
+        default:
+            environment.logger.debug("closing socket after error", metadata: ["user": "\(userID)", "error": "\(error)"])
+            context.close(promise: nil)
+        }
+    }
+
+    // MARK: Resume
+
+    /// Starts replaying `channel` after `after`; returns an error frame when it cannot.
+    private func startResume(channel: String, after: UInt64) -> [UInt8]? {
+        guard let replayer = environment.replayer else {
+            return ServerFrame.error(code: "unavailable", message: "resume is not available on this instance")
+        }
+        guard resuming[channel] == nil else {
+            return ServerFrame.error(code: "already_resuming", message: "channel '\(channel)' is already being resumed")
+        }
+        guard resuming.count < SessionEnvironment.maxConcurrentResumes else {
+            return ServerFrame.error(code: "too_many_resumes", message: "at most \(SessionEnvironment.maxConcurrentResumes) channels at once")
+        }
+        resuming[channel] = []
+        replayer.replay(channel: channel, user: userID, after: after, on: eventLoop).whenSuccess { [self] outcome in
+            finishResume(channel: channel, outcome: outcome)
+        }
+        return nil
+    }
+
+    /// Writes the replay, then `resumed`, then the live frames held meanwhile that the
+    /// replay did not already carry.
+    private func finishResume(channel: String, outcome: ReplayOutcome) {
+        let held = resuming.removeValue(forKey: channel) ?? []
+        heldFrames -= held.count
+        guard state == .open, let context else { return }
+        let allocator = context.channel.allocator
+        var lastSeq: UInt64 = 0
+        switch outcome {
+        case .refused(let code, let message):
+            context.write(wrapOutboundOut(.text(allocator.buffer(bytes: ServerFrame.error(code: code, message: message)))), promise: nil)
+        case .replayed(let frames, let last, let complete):
+            for (_, frame) in frames {
+                context.write(wrapOutboundOut(.text(allocator.buffer(bytes: frame))), promise: nil)
+            }
+            let resumed = ServerFrame.resumed(channel: channel, seq: last, replayed: frames.count, complete: complete)
+            context.write(wrapOutboundOut(.text(allocator.buffer(bytes: resumed))), promise: nil)
+            lastSeq = last
+        }
+        for (seq, payload) in held where seq > lastSeq {
+            context.write(wrapOutboundOut(.text(payload)), promise: nil)
+        }
+        context.flush()
+    }
+
+    // MARK: Outbound
+
+    /// Writes one frame whose payload is shared by every recipient. Must run on `eventLoop`.
+    /// False when the socket is not open (the frame is dropped). `seq` is 0 for frames
+    /// that are not events (typing), which are never held back.
+    @inline(__always)
+    func deliver(_ payload: ByteBuffer, channel: String, seq: UInt64) -> Bool {
+        guard state == .open, let context else { return false }
+        if seq != 0 && !resuming.isEmpty && resuming[channel] != nil {
+            resuming[channel]!.append((seq, payload))
+            heldFrames += 1
+            if heldFrames > SessionEnvironment.maxHeldFrames {
+                environment.metrics.slowConsumerCloses.increment()
+                initiateClose(code: CloseCode.slowConsumer, reason: "slow consumer")
+            }
+            return true
+        }
+        context.writeAndFlush(wrapOutboundOut(.text(payload)), promise: nil)
+        return true
+    }
+
+    /// Tells the client to reconnect elsewhere (close 4000). Must run on `eventLoop`.
+    func closeForDrain() {
+        guard state == .open || state == .opening else { return }
+        environment.metrics.drainCloses.increment()
+        initiateClose(code: CloseCode.reconnect, reason: "reconnect")
+    }
+
+    /// Sends a close frame and closes the connection when the peer answers, or after the
+    /// handshake timeout.
+    private func initiateClose(code: UInt16, reason: String) {
+        guard state != .closing && state != .closed, let context else { return }
+        state = .closing
+        heartbeat?.cancel()
+        heartbeat = nil
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(.close(code: code, reason: reason, allocator: channel.allocator)), promise: nil)
+        channel.eventLoop.scheduleTask(in: environment.closeHandshakeTimeout) { channel.close(promise: nil) }
+    }
+
+    private func heartbeatTick() {
+        guard state == .open, let context else { return }
+        if eventLoop.now - lastHeard > environment.heartbeatInterval * 2 {
+            environment.metrics.heartbeatCloses.increment()
+            initiateClose(code: CloseCode.heartbeatTimeout, reason: "heartbeat timeout")
+            return
+        }
+        context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .ping, data: context.channel.allocator.buffer(capacity: 0))), promise: nil)
+    }
+}

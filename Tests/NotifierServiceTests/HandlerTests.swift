@@ -1,0 +1,289 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
+import NIOWebSocket
+import Testing
+@testable import NotifierService
+
+/// The pipeline's handlers driven through `EmbeddedChannel`, without sockets.
+@Suite struct HandlerTests {
+    // MARK: Helpers
+
+    private static func textFrame(_ text: String) -> WebSocketFrame {
+        WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: text))
+    }
+
+    private static func readFrames(_ channel: EmbeddedChannel) throws -> [WebSocketFrame] {
+        var frames: [WebSocketFrame] = []
+        while let frame = try channel.readOutbound(as: WebSocketFrame.self) { frames.append(frame) }
+        return frames
+    }
+
+    private static func closeCode(_ frame: WebSocketFrame?) -> UInt16? {
+        guard let frame, frame.opcode == .connectionClose else { return nil }
+        var data = frame.unmaskedData
+        return data.readInteger(as: UInt16.self)
+    }
+
+    struct Harness {
+        let channel: EmbeddedChannel
+        let session: WebSocketSession
+        let registry: SessionRegistry
+        let published: Recorder<(String, String)>
+    }
+
+    final class Recorder<T>: @unchecked Sendable {
+        private let lock = NSLock()
+        private var items: [T] = []
+        func append(_ item: T) { lock.withLock { items.append(item) } }
+        var all: [T] { lock.withLock { items } }
+    }
+
+    /// A replayer whose replays the test completes by hand.
+    final class HeldReplayer: EventReplaying, @unchecked Sendable {
+        var pending: [(channel: String, after: UInt64, promise: EventLoopPromise<ReplayOutcome>)] = []
+        func replay(channel: String, user: String, after: UInt64, on eventLoop: any EventLoop) -> EventLoopFuture<ReplayOutcome> {
+            let promise = eventLoop.makePromise(of: ReplayOutcome.self)
+            pending.append((channel, after, promise))
+            return promise.futureResult
+        }
+    }
+
+    private static func session(user: String = "alice", heartbeat: TimeAmount = .seconds(15), replayer: (any EventReplaying)? = nil) throws -> Harness {
+        let channel = EmbeddedChannel()
+        let metrics = NotifierMetrics()
+        let registry = SessionRegistry(maxConnections: 10, slotReuseDelay: .zero, metrics: metrics)
+        let published = Recorder<(String, String)>()
+        let environment = SessionEnvironment(
+            instanceID: "n1", registry: registry, metrics: metrics, heartbeatInterval: heartbeat,
+            closeHandshakeTimeout: .seconds(1), typingPerSecond: 1,
+            publishTyping: { published.append(($0, $1)) }, replayer: replayer, logger: Logger(label: "test")
+        )
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        let session = WebSocketSession(userID: user, eventLoop: channel.eventLoop, environment: environment)
+        try channel.pipeline.syncOperations.addHandler(session)
+        return Harness(channel: channel, session: session, registry: registry, published: published)
+    }
+
+    // MARK: WebSocketSession
+
+    @Test func sessionGreetsRegistersAndAnswersPings() throws {
+        let h = try Self.session()
+        let hello = try #require(try h.channel.readOutbound(as: WebSocketFrame.self))
+        #expect(String(buffer: hello.data).contains(#""type":"hello""#))
+        #expect(h.registry.socketCount == 1)
+        try h.channel.writeInbound(Self.textFrame(#"{"type":"ping"}"#))
+        let pong1 = try #require(try h.channel.readOutbound(as: WebSocketFrame.self))
+        #expect(String(buffer: pong1.data) == #"{"type":"pong"}"#)
+        try h.channel.writeInbound(WebSocketFrame(fin: true, opcode: .ping, data: ByteBuffer(string: "abc")))
+        let pong = try #require(try h.channel.readOutbound(as: WebSocketFrame.self))
+        #expect(pong.opcode == .pong && String(buffer: pong.data) == "abc")
+        _ = try h.channel.finish()
+        #expect(h.registry.socketCount == 0)
+    }
+
+    @Test func malformedTextGetsAnErrorFrameAndTheSocketStaysOpen() throws {
+        let h = try Self.session()
+        _ = try Self.readFrames(h.channel)
+        try h.channel.writeInbound(Self.textFrame("{nope"))
+        let error = try #require(try h.channel.readOutbound(as: WebSocketFrame.self))
+        #expect(String(buffer: error.data).contains(#""type":"error""#))
+        #expect(h.channel.isActive)
+        _ = try h.channel.finish()
+    }
+
+    @Test func binaryFramesAreClosedWith1003() throws {
+        let h = try Self.session()
+        _ = try Self.readFrames(h.channel)
+        try h.channel.writeInbound(WebSocketFrame(fin: true, opcode: .binary, data: ByteBuffer(bytes: [1, 2])))
+        #expect(Self.closeCode(try h.channel.readOutbound(as: WebSocketFrame.self)) == 1003)
+        _ = try? h.channel.finish()
+    }
+
+    @Test func typingIsPublishedAndRateLimited() throws {
+        let h = try Self.session()
+        try h.channel.writeInbound(Self.textFrame(#"{"type":"typing","channel":"general"}"#))
+        try h.channel.writeInbound(Self.textFrame(#"{"type":"typing","channel":"general"}"#))
+        #expect(h.published.all.count == 1)
+        #expect(h.published.all.first?.0 == "general" && h.published.all.first?.1 == "alice")
+        _ = try h.channel.finish()
+    }
+
+    @Test func deliveriesAreWrittenAsTextFramesSharingOneBuffer() throws {
+        let h = try Self.session()
+        _ = try Self.readFrames(h.channel)
+        let payload = ByteBuffer(string: #"{"type":"event"}"#)
+        let missing = h.registry.deliver(payload, channel: "c", seq: 1, toSlots: [0, 5])
+        #expect(missing == 1)
+        h.channel.embeddedEventLoop.run()
+        let frame = try #require(try h.channel.readOutbound(as: WebSocketFrame.self))
+        #expect(frame.opcode == .text && frame.data == payload)
+        _ = try h.channel.finish()
+    }
+
+    @Test func resumeHoldsLiveFramesBackUntilTheReplayAndDropsDuplicates() throws {
+        let replayer = HeldReplayer()
+        let h = try Self.session(replayer: replayer)
+        _ = try Self.readFrames(h.channel)
+        try h.channel.writeInbound(Self.textFrame(#"{"type":"resume","channel":"general","after_seq":2}"#))
+        let request = try #require(replayer.pending.first)
+        #expect(request.channel == "general" && request.after == 2)
+        // Live frames during the replay: general is held, other channels and typing pass.
+        h.registry.deliver(ByteBuffer(string: "live-4"), channel: "general", seq: 4, toSlots: [0])
+        h.registry.deliver(ByteBuffer(string: "live-6"), channel: "general", seq: 6, toSlots: [0])
+        h.registry.deliver(ByteBuffer(string: "other-9"), channel: "random", seq: 9, toSlots: [0])
+        h.registry.deliver(ByteBuffer(string: "typing"), channel: "general", seq: 0, toSlots: [0])
+        h.channel.embeddedEventLoop.run()
+        #expect(try Self.readFrames(h.channel).map { String(buffer: $0.data) } == ["other-9", "typing"])
+        // The replay carried 3..5; live 4 is a duplicate, live 6 comes after `resumed`.
+        let replayed: [(seq: UInt64, frame: [UInt8])] = [(3, Array("r3".utf8)), (4, Array("r4".utf8)), (5, Array("r5".utf8))]
+        request.promise.succeed(.replayed(frames: replayed, lastSeq: 5, complete: true))
+        h.channel.embeddedEventLoop.run()
+        let texts = try Self.readFrames(h.channel).map { String(buffer: $0.data) }
+        #expect(texts == ["r3", "r4", "r5", #"{"type":"resumed","channel":"general","seq":5,"replayed":3,"complete":true}"#, "live-6"])
+        // After the resume, live frames flow directly again.
+        h.registry.deliver(ByteBuffer(string: "live-7"), channel: "general", seq: 7, toSlots: [0])
+        h.channel.embeddedEventLoop.run()
+        #expect(try Self.readFrames(h.channel).map { String(buffer: $0.data) } == ["live-7"])
+        _ = try h.channel.finish()
+    }
+
+    @Test func refusedResumeSendsAnErrorAndReleasesHeldFrames() throws {
+        let replayer = HeldReplayer()
+        let h = try Self.session(replayer: replayer)
+        _ = try Self.readFrames(h.channel)
+        try h.channel.writeInbound(Self.textFrame(#"{"type":"resume","channel":"secret","after_seq":0}"#))
+        try h.channel.writeInbound(Self.textFrame(#"{"type":"resume","channel":"secret","after_seq":0}"#))
+        #expect(try Self.readFrames(h.channel).map { String(buffer: $0.data) }.first?.contains("already_resuming") == true)
+        h.registry.deliver(ByteBuffer(string: "live-1"), channel: "secret", seq: 1, toSlots: [0])
+        h.channel.embeddedEventLoop.run()
+        try #require(replayer.pending.first).promise.succeed(.refused(code: "not_member", message: "no"))
+        h.channel.embeddedEventLoop.run()
+        let texts = try Self.readFrames(h.channel).map { String(buffer: $0.data) }
+        #expect(texts.count == 2)
+        #expect(texts.first?.contains(#""code":"not_member""#) == true)
+        #expect(texts.last == "live-1")
+        _ = try h.channel.finish()
+    }
+
+    @Test func resumeWithoutJetStreamIsAnError() throws {
+        let h = try Self.session()
+        _ = try Self.readFrames(h.channel)
+        try h.channel.writeInbound(Self.textFrame(#"{"type":"resume","channel":"general","after_seq":1}"#))
+        #expect(try Self.readFrames(h.channel).first.map { String(buffer: $0.data) }?.contains("unavailable") == true)
+        _ = try h.channel.finish()
+    }
+
+    @Test func unwritableSocketIsClosedWith4008AndGetsNoMoreFrames() throws {
+        let h = try Self.session()
+        _ = try Self.readFrames(h.channel)
+        h.channel.isWritable = false
+        h.channel.pipeline.fireChannelWritabilityChanged()
+        let close = try #require(try h.channel.readOutbound(as: WebSocketFrame.self))
+        #expect(Self.closeCode(close) == 4008)
+        h.registry.deliver(ByteBuffer(string: "x"), channel: "c", seq: 2, toSlots: [0])
+        h.channel.embeddedEventLoop.run()
+        #expect(try h.channel.readOutbound(as: WebSocketFrame.self) == nil)
+        // No close reply from the peer: the connection is closed after the handshake timeout.
+        h.channel.embeddedEventLoop.advanceTime(by: .seconds(2))
+        #expect(!h.channel.isActive)
+        #expect(h.registry.socketCount == 0)
+    }
+
+    @Test func drainSendsReconnectAndPeerCloseEndsTheConnection() throws {
+        let h = try Self.session()
+        _ = try Self.readFrames(h.channel)
+        h.session.closeForDrain()
+        #expect(Self.closeCode(try h.channel.readOutbound(as: WebSocketFrame.self)) == 4000)
+        try h.channel.writeInbound(WebSocketFrame(fin: true, opcode: .connectionClose, data: ByteBuffer(bytes: [0x0F, 0xA0])))
+        #expect(!h.channel.isActive)
+    }
+
+    @Test func peerCloseIsEchoedWithItsCode() throws {
+        let h = try Self.session()
+        _ = try Self.readFrames(h.channel)
+        try h.channel.writeInbound(WebSocketFrame(fin: true, opcode: .connectionClose, data: ByteBuffer(bytes: [0x03, 0xE8])))
+        #expect(Self.closeCode(try h.channel.readOutbound(as: WebSocketFrame.self)) == 1000)
+        #expect(!h.channel.isActive)
+    }
+
+    @Test func silentSocketGetsPingsThenCloses4001() throws {
+        let h = try Self.session(heartbeat: .seconds(1))
+        _ = try Self.readFrames(h.channel)
+        h.channel.embeddedEventLoop.advanceTime(by: .seconds(1))
+        #expect(try h.channel.readOutbound(as: WebSocketFrame.self)?.opcode == .ping)
+        h.channel.embeddedEventLoop.advanceTime(by: .seconds(1))
+        #expect(try h.channel.readOutbound(as: WebSocketFrame.self)?.opcode == .ping)
+        h.channel.embeddedEventLoop.advanceTime(by: .seconds(1))
+        #expect(Self.closeCode(try h.channel.readOutbound(as: WebSocketFrame.self)) == 4001)
+        _ = try? h.channel.finish()
+    }
+
+    // MARK: InboundRateLimitHandler
+
+    @Test func rateLimiterPassesTheBurstThenCloses1008() throws {
+        let channel = EmbeddedChannel()
+        var tripped = 0
+        try channel.pipeline.syncOperations.addHandler(InboundRateLimitHandler(messagesPerSecond: 1, burst: 3) { tripped += 1 })
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        for _ in 0..<5 { try channel.writeInbound(Self.textFrame("x")) }
+        var passed = 0
+        while try channel.readInbound(as: WebSocketFrame.self) != nil { passed += 1 }
+        #expect(passed == 3)
+        #expect(tripped == 1)
+        #expect(Self.closeCode(try channel.readOutbound(as: WebSocketFrame.self)) == 1008)
+        #expect(!channel.isActive)
+    }
+
+    // MARK: HTTPRequestHandler
+
+    private static func http(path: String, refusal: UpgradeRefusal? = nil, ready: Bool = true) throws -> (status: HTTPResponseStatus, headers: HTTPHeaders, body: String) {
+        let channel = EmbeddedChannel()
+        let box = NIOLoopBoundBox<UpgradeRefusal?>(refusal, eventLoop: channel.eventLoop)
+        let endpoints = OpsEndpoints(isReady: { ready }, metricsText: { Array("metric 1\n".utf8) })
+        try channel.pipeline.syncOperations.addHandler(HTTPRequestHandler(endpoints: endpoints, refusal: box))
+        try channel.writeInbound(HTTPServerRequestPart.head(HTTPRequestHead(version: .http1_1, method: .GET, uri: path)))
+        try channel.writeInbound(HTTPServerRequestPart.end(nil))
+        guard case .head(let head)? = try channel.readOutbound(as: HTTPServerResponsePart.self),
+              case .body(.byteBuffer(let body))? = try channel.readOutbound(as: HTTPServerResponsePart.self) else {
+            throw HTTPTestError.noResponse
+        }
+        return (head.status, head.headers, String(buffer: body))
+    }
+
+    enum HTTPTestError: Error { case noResponse }
+
+    @Test func opsEndpointsAnswer() throws {
+        #expect(try Self.http(path: "/healthz").status == .ok)
+        #expect(try Self.http(path: "/readyz").status == .ok)
+        #expect(try Self.http(path: "/readyz", ready: false).status == .serviceUnavailable)
+        #expect(try Self.http(path: "/metrics").body == "metric 1\n")
+        #expect(try Self.http(path: "/nope").status == .notFound)
+    }
+
+    @Test func connectionWithoutACompleteRequestIsClosedAfterTheTimeout() throws {
+        let channel = EmbeddedChannel()
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        let box = NIOLoopBoundBox<UpgradeRefusal?>(nil, eventLoop: channel.eventLoop)
+        let endpoints = OpsEndpoints(isReady: { true }, metricsText: nil)
+        try channel.pipeline.syncOperations.addHandler(HTTPRequestHandler(endpoints: endpoints, refusal: box, requestTimeout: .seconds(10)))
+        try channel.writeInbound(HTTPServerRequestPart.head(HTTPRequestHead(version: .http1_1, method: .GET, uri: "/healthz")))
+        channel.embeddedEventLoop.advanceTime(by: .seconds(9))
+        #expect(channel.isActive)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(1))
+        #expect(!channel.isActive)
+    }
+
+    @Test func wsRefusalsCarryTheirStatusAndReason() throws {
+        let unauthorized = try Self.http(path: "/ws?token=x", refusal: .unauthorized(.expired))
+        #expect(unauthorized.status == .unauthorized)
+        #expect(unauthorized.headers.first(name: "X-Switchboard-Auth-Error") == "expired")
+        #expect(unauthorized.body.hasPrefix("expired: "))
+        #expect(try Self.http(path: "/ws", refusal: .overCapacity).status == .serviceUnavailable)
+        #expect(try Self.http(path: "/ws", refusal: .draining).status == .serviceUnavailable)
+        #expect(try Self.http(path: "/ws").status == .upgradeRequired)
+    }
+}
+

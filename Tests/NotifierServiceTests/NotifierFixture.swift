@@ -1,0 +1,114 @@
+import Foundation
+import NATSClient
+import NotifierService
+import RedisClient
+import SwitchboardProto
+import SwitchboardTestSupport
+
+/// A real nats-server and redis-server with the built `notifier` executable between them.
+/// `stop()` in a `defer`; every process is also stopped by its deinit.
+final class NotifierFixture: @unchecked Sendable {
+    static let secret = "switchboard-notifier-test-secret-0123456789"
+
+    let nats: NATSServerFixture
+    let redis: RedisServerFixture
+    let instanceID: String
+    let port: Int
+    let notifier: ServerProcess
+    let directory: TemporaryDirectory
+    let issuer: TokenIssuer
+
+    init(instanceID: String = "n1", arguments: [String] = [], environment: [String: String] = [:]) async throws {
+        nats = try NATSServerFixture()
+        redis = try RedisServerFixture()
+        directory = try TemporaryDirectory(prefix: "switchboard-test-notifier")
+        self.instanceID = instanceID
+        port = Int(try LoopbackPort.free())
+        notifier = try ServerProcess(
+            name: "notifier",
+            executable: BuiltProducts.path("notifier"),
+            arguments: [
+                "--instance-id", instanceID, "--nats-url", nats.url, "--redis-url", redis.url,
+                "--listen", "127.0.0.1:\(port)", "--jwt-secret", Self.secret, "--event-loop-threads", "2",
+            ] + (arguments.contains("--drain-seconds") ? [] : ["--drain-seconds", "0.2"]) + arguments,
+            environment: environment,
+            logURL: directory.url.appendingPathComponent("notifier.log")
+        )
+        issuer = await TokenIssuer(secret: Array(Self.secret.utf8))
+        guard HTTPProbe.waitFor200(port: UInt16(port), path: "/readyz", timeout: .seconds(15)) else {
+            throw FixtureError.notListening(name: "notifier", port: UInt16(port), log: notifier.log())
+        }
+    }
+
+    func stop() {
+        notifier.stop()
+        nats.stop()
+        shutDownRedis()
+        redis.stop()
+        directory.remove()
+    }
+
+    /// Stops redis-server with `SHUTDOWN NOSAVE`: started from the test runner it does not
+    /// act on SIGTERM (seen: `ServerProcess.stop` then waits out its 5 s grace period).
+    func shutDownRedis() {
+        guard let connection = try? redisConnection() else { return }
+        _ = try? connection.command(["SHUTDOWN", "NOSAVE"])
+        connection.close()
+        _ = redis.process.waitForExit(timeout: .seconds(2))
+    }
+
+    func token(_ user: String) async throws -> String {
+        try await issuer.token(user: user)
+    }
+
+    /// A WebSocket for `user`, past its hello frame.
+    func connect(_ token: String, receiveBuffer: Int? = nil) throws -> WebSocketTestClient {
+        let client = try WebSocketTestClient(port: port, headers: ["Authorization": "Bearer \(token)"], receiveBuffer: receiveBuffer)
+        guard let hello = try client.receiveText(), hello.contains(#""type":"hello""#) else {
+            throw WebSocketTestClient.Failure.io("no hello frame")
+        }
+        return client
+    }
+
+    func natsConnection() throws -> NATSConnection {
+        try NATSConnection(options: .init(url: nats.url, name: "notifier-test"))
+    }
+
+    func redisConnection() throws -> RedisConnection {
+        try RedisConnection(url: redis.url, timeout: .seconds(2))
+    }
+
+    /// The slot the notifier registered for `user` in Redis (waits for it).
+    func slot(of user: String, timeout: Duration = .seconds(5)) throws -> UInt32? {
+        let redis = try redisConnection()
+        defer { redis.close() }
+        var slot: UInt32?
+        eventually(timeout: timeout) {
+            slot = (try? redis.command(["HGET", "presence:\(instanceID)", user]))?.text.flatMap { UInt32($0) }
+            return slot != nil
+        }
+        return slot
+    }
+
+    /// Publishes a `Delivery` of a message-created event to this instance's inbox.
+    func deliver(seq: UInt64, channel: String = "general", text: String = "hello", slots: [UInt32], over connection: NATSConnection) throws {
+        let event = ChatEvent(eventID: "e\(seq)", channelID: channel, senderID: "sender", createdAtMs: 1_700_000_000_000, body: .messageCreated(messageID: "m\(seq)", text: text))
+        let delivery = Delivery(streamSeq: seq, channelID: channel, event: event.encoded(), slots: slots)
+        var headers = NATSHeaders()
+        headers[InboxKind.header] = InboxKind.delivery
+        try connection.publish("notify.inbox.\(instanceID)", payload: delivery.encoded(), headers: headers)
+        try connection.flush(timeout: .seconds(2))
+    }
+
+    func metrics() -> String {
+        (try? HTTPProbe.get(port: UInt16(port), path: "/metrics").body) ?? ""
+    }
+
+    /// The value of one series of `/metrics`, e.g. `switchboard_notifier_closes_total{reason="slow_consumer"}`.
+    func metric(_ series: String) -> Double? {
+        for line in metrics().split(separator: "\n") where line.hasPrefix(series + " ") {
+            return Double(line.dropFirst(series.count + 1).trimmingCharacters(in: .whitespaces))
+        }
+        return nil
+    }
+}

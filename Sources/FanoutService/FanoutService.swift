@@ -153,23 +153,50 @@ public final class FanoutService: Service, @unchecked Sendable {
         metrics.instances.record(Double(stats.instances))
     }
 
+    /// Bounds the wind-down after SIGTERM, so the process exits even when NATS is gone.
+    static let shutdownBudget: Duration = .seconds(8)
+
     private func shutDown() async {
         readyFlag.store(false, ordering: .relaxed)
         metrics.ready.record(0)
         logger.info("fan-out stopping")
-        await blocking { [self] in
+        let completed = await blocking { [self] in
             inspection?.stop()
             typing?.stop()
             pipelines.forEach { $0.requestStop() }
             membershipFeeds.forEach { $0.requestStop() }
-            pipelines.forEach { $0.stop(timeout: .seconds(5)) }
-            snapshots?.stop()
-            membershipFeeds.forEach { $0.stop(timeout: .seconds(2)) }
-            presence?.stop(timeout: .seconds(2))
-            connection?.drain(timeout: .seconds(5))
+            // Stopped side by side and bounded as a whole: with NATS unreachable, each
+            // consumer close waits for its own API timeout.
+            var stops: [@Sendable () -> Void] = []
+            for pipeline in pipelines { stops.append { pipeline.stop(timeout: .seconds(5)) } }
+            for feed in membershipFeeds { stops.append { feed.stop(timeout: .seconds(2)) } }
+            if let snapshots { stops.append { snapshots.stop() } }
+            if let presence { stops.append { presence.stop(timeout: .seconds(2)) } }
+            let completed = runConcurrently(stops, within: Self.shutdownBudget)
+            if connection?.isConnected == true && completed {
+                connection?.drain(timeout: .seconds(3))
+            } else {
+                connection?.close()
+            }
+            return completed
         }
-        logger.info("fan-out stopped")
+        logger.info("fan-out stopped", metadata: completed ? [:] : ["note": "some consumers did not close within \(Self.shutdownBudget)"])
     }
+}
+
+/// Runs `works` on threads of their own; true if all finished within `budget` (the rest are
+/// left running: the caller is on its way out).
+func runConcurrently(_ works: [@Sendable () -> Void], within budget: Duration) -> Bool {
+    let group = DispatchGroup()
+    for work in works {
+        group.enter()
+        Thread {
+            work()
+            group.leave()
+        }.start()
+    }
+    let nanoseconds = UInt64(max(0, budget.nanoseconds))
+    return group.wait(timeout: .now() + .nanoseconds(Int(nanoseconds))) == .success
 }
 
 /// Runs blocking C-library work on a dedicated thread so it never stalls the cooperative

@@ -182,7 +182,13 @@ func gather<Reply: Decodable>(_ subject: String, payload: String, _ options: Con
     var partitionCount: Int?
     let decoder = JSONDecoder()
     while ContinuousClock.now < deadline {
-        guard let message = try subscription.nextMessage(timeout: deadline - ContinuousClock.now) else { break }
+        let next: NATSMessage?
+        do {
+            next = try subscription.nextMessage(timeout: deadline - ContinuousClock.now)
+        } catch NATSError.noResponders {
+            break  // nobody subscribes to the inspection subject: no replica is running
+        }
+        guard let message = next else { break }
         let data = Data(message.payload)
         if let failure = try? decoder.decode(Inspection.Failure.self, from: data) {
             FileHandle.standardError.write(Data("routectl: replica \(failure.replica.id): \(failure.error)\n".utf8))

@@ -155,3 +155,7 @@ extension FanoutHarness {
 
     func httpPort(_ name: String = "fanout-a") -> UInt16? { fanouts[name]?.httpPort }
 }
+
+extension FanoutHarness {
+    func stopFanout(_ name: String) { fanouts[name]?.process.stop() }
+}

@@ -229,3 +229,57 @@ import Testing
         #expect(event.body == .messageCreated(messageID: "m-1", text: "hello from python"))
     }
 }
+
+/// `routectl` as an operator runs it: a process against a running deployment.
+@Suite(.serialized) struct RoutectlTests {
+    func routectl(_ arguments: [String], nats: String, in logs: TemporaryDirectory) throws -> (status: Int32?, output: String) {
+        let process = try ServerProcess(
+            name: "routectl", executable: BuiltProducts.path("routectl"), arguments: arguments,
+            environment: ["SWITCHBOARD_NATS_URL": nats], logURL: logs.url.appendingPathComponent("routectl-\(UUID().uuidString.prefix(6)).log")
+        )
+        let status = process.waitForExit(timeout: .seconds(15))
+        return (status, process.log())
+    }
+
+    @Test func answersMergesAndFailsWithDocumentedExitCodes() throws {
+        let harness = try FanoutHarness()
+        defer { harness.stop() }
+        let logs = try TemporaryDirectory(prefix: "switchboard-test-routectl")
+        defer { logs.remove() }
+        // No replica yet: exit 2, naming what did not answer.
+        let silent = try routectl(["stats", "--timeout", "0.5"], nats: harness.nats.url, in: logs)
+        #expect(silent.status == 2)
+        #expect(silent.output.contains("no fan-out replica answered"))
+
+        try harness.join("alice", "general")
+        try harness.goOnline(instance: "n1", users: ["alice": 4])
+        try harness.startFanout(name: "fanout-a", partitions: "0-7")
+        try harness.startFanout(name: "fanout-b", partitions: "8-15")
+        #expect(eventually(timeout: .seconds(5)) { try harness.inspect(Inspection.userSubject, "alice", as: Inspection.User.self).online })
+
+        let channel = try routectl(["channel", "general"], nats: harness.nats.url, in: logs)
+        #expect(channel.status == 0)
+        #expect(channel.output.contains("n1"))
+        let user = try routectl(["user", "alice", "--json"], nats: harness.nats.url, in: logs)
+        #expect(user.status == 0)
+        #expect(user.output.contains("\"slot\" : 4"))
+        let stats = try routectl(["stats"], nats: harness.nats.url, in: logs)
+        #expect(stats.status == 0)
+        #expect(stats.output.contains("fanout-a") && stats.output.contains("fanout-b") && stats.output.contains("total"))
+        #expect(!stats.output.contains("PARTIAL"))
+
+        let unknown = try routectl(["user", "nobody"], nats: harness.nats.url, in: logs)
+        #expect(unknown.status == 1)
+        let invalid = try routectl(["channel", "bad.id"], nats: harness.nats.url, in: logs)
+        #expect(invalid.status == 1)
+        #expect(invalid.output.contains("invalid channel id"))
+
+        // One of two replicas gone: the answer is marked partial.
+        harness.stopFanout("fanout-b")
+        let partial = try routectl(["stats", "--timeout", "1"], nats: harness.nats.url, in: logs)
+        #expect(partial.output.contains("PARTIAL"))
+
+        let unreachable = try routectl(["stats"], nats: "nats://127.0.0.1:1", in: logs)
+        #expect(unreachable.status == 3)
+    }
+}

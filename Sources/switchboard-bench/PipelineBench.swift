@@ -160,7 +160,13 @@ struct PipelineBench: ParsableCommand {
         lines.append(row("fan-out", fanout.histogram))
         lines.append("| **added by the fan-out** | " + added.map { signedMs($0) }.joined(separator: " | ") + " | |")
         lines.append("")
-        lines.append("- added p99 target ≤ 1 ms at \(rate) events/s: **\(addedP99 <= 1_000_000 ? "met" : "NOT met")** (\(signedMs(addedP99)) ms)")
+        // A difference of two saturated queues says nothing about the fan-out's own cost.
+        let relayP99 = Int64(relay.histogram.valueAtPercentile(99))
+        if relayP99 > 10_000_000 {
+            lines.append("- added p99 target ≤ 1 ms at \(rate) events/s: **not measurable in this run**: the relay baseline alone had p99 \(signedMs(relayP99)) ms (the machine could not keep up with the rate)")
+        } else {
+            lines.append("- added p99 target ≤ 1 ms at \(rate) events/s: **\(addedP99 <= 1_000_000 ? "met" : "NOT met")** (\(signedMs(addedP99)) ms)")
+        }
         lines.append("- relay: \(relay.notes)")
         lines.append("- fan-out: \(fanout.notes)")
         return lines.joined(separator: "\n") + "\n"

@@ -79,6 +79,8 @@ public struct FanoutConfig: Sendable {
     public var httpPort = 9090
     /// Folder with the `streams/*.json` definitions applied at start-up.
     public var streamsDirectory = "streams"
+    /// Overrides `num_replicas` of every stream (R3 on a three-node cluster); nil keeps the files'.
+    public var streamReplicas: Int?
     /// Messages fetched per pull request; bounds the work between two acks.
     public var fetchBatch = 256
     /// Snapshot a partition after this many membership changes...

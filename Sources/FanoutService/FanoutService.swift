@@ -59,7 +59,7 @@ public final class FanoutService: Service, @unchecked Sendable {
         }
         self.connection = connection
         let jetStream = try connection.jetStream()
-        let definitions = try StreamDefinitions(directory: config.streamsDirectory)
+        let definitions = try StreamDefinitions(directory: config.streamsDirectory, replicas: config.streamReplicas)
         guard definitions.partitionCount == config.partitions.count else {
             throw FanoutError.invalidConfiguration("--partition-count \(config.partitions.count) differs from the deployment's \(definitions.partitionCount) (\(config.streamsDirectory)/\(StreamDefinitions.deploymentFile))")
         }

@@ -16,7 +16,9 @@ public struct StreamDefinitions: Sendable {
     /// `P`: fixed per deployment, every publisher and replica must agree on it.
     public var partitionCount: Int
 
-    public init(directory: String) throws(FanoutError) {
+    /// `replicas` overrides every stream's `num_replicas` (a clustered deployment runs R3 from
+    /// the same files a single server runs R1).
+    public init(directory: String, replicas: Int? = nil) throws(FanoutError) {
         let url = URL(fileURLWithPath: directory)
         let files: [String]
         do {
@@ -41,7 +43,17 @@ public struct StreamDefinitions: Sendable {
             guard let name = object["name"] as? String, !name.isEmpty, object["subjects"] is [String] else {
                 throw .streamDefinition(file: path, reason: "needs \"name\" and \"subjects\"")
             }
-            streams.append(Stream(name: name, file: path, json: Array(data)))
+            var json = Array(data)
+            if let replicas {
+                guard (1...5).contains(replicas) else { throw .invalidConfiguration("stream replicas must be 1 to 5, not \(replicas)") }
+                var overridden = object
+                overridden["num_replicas"] = replicas
+                guard let encoded = try? JSONSerialization.data(withJSONObject: overridden, options: [.sortedKeys]) else {
+                    throw .streamDefinition(file: path, reason: "cannot re-encode with num_replicas \(replicas)")
+                }
+                json = Array(encoded)
+            }
+            streams.append(Stream(name: name, file: path, json: json))
         }
         guard let partitionCount else { throw .streamDefinition(file: url.appendingPathComponent(Self.deploymentFile).path, reason: "missing") }
         self.streams = streams

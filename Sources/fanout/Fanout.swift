@@ -22,13 +22,14 @@ struct Fanout: AsyncParsableCommand {
     @Option(help: "Name of this replica in logs and inspection replies.") var replicaID: String?
     @Option(help: "host:port of /healthz, /readyz and /metrics.") var http = "127.0.0.1:9090"
     @Option(help: "Folder with the stream definitions (streams/*.json).") var streamsDir = "streams"
+    @Option(help: "Replicas of every stream, overriding streams/*.json (3 on a three-node NATS cluster).") var streamReplicas: Int?
     @Option(help: "Write a partition snapshot after this many membership changes.") var snapshotEveryChanges = 100_000
     @Option(help: "...or this many seconds after the last one if anything changed.") var snapshotIntervalSeconds = 60
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel = "info"
 
     static let environmentOptions = [
         "nats-url", "redis-url", "partition-count", "partitions", "ordinal", "replicas", "replica-id", "http",
-        "streams-dir", "snapshot-every-changes", "snapshot-interval-seconds", "log-level",
+        "streams-dir", "stream-replicas", "snapshot-every-changes", "snapshot-interval-seconds", "log-level",
     ]
 
     static func main() async {
@@ -70,6 +71,7 @@ struct Fanout: AsyncParsableCommand {
         config.httpHost = host
         config.httpPort = port
         config.streamsDirectory = streamsDir
+        config.streamReplicas = streamReplicas
         config.snapshotEveryChanges = snapshotEveryChanges
         config.snapshotInterval = .seconds(snapshotIntervalSeconds)
 

@@ -9,11 +9,12 @@ struct Streams: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create or update the streams defined in streams/*.json (idempotent).")
         @OptionGroup var connection: ConnectionOptions
         @Option(help: "Folder with the stream definitions.") var dir = "streams"
+        @Option(help: "Replicas of every stream, overriding the files (3 on a three-node NATS cluster).") var replicas: Int?
 
         func run() throws {
             let definitions: StreamDefinitions
             do {
-                definitions = try StreamDefinitions(directory: dir)
+                definitions = try StreamDefinitions(directory: dir, replicas: replicas)
             } catch {
                 throw RoutectlFailure(code: 1, message: "\(error)")
             }

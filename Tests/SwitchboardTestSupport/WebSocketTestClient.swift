@@ -7,23 +7,23 @@ import Glibc
 /// way misbehaving clients would: it can stop reading (slow consumer), send frames larger
 /// than allowed, flood, or stay silent. Frames are masked as RFC 6455 requires of clients.
 /// Not thread-safe: one test thread uses it.
-final class WebSocketTestClient: @unchecked Sendable {
-    struct Frame: Equatable {
-        var opcode: UInt8
-        var payload: [UInt8]
-        var text: String { String(decoding: payload, as: UTF8.self) }
+public final class WebSocketTestClient: @unchecked Sendable {
+    public struct Frame: Equatable {
+        public var opcode: UInt8
+        public var payload: [UInt8]
+        public var text: String { String(decoding: payload, as: UTF8.self) }
         /// For a close frame: its status code.
-        var closeCode: UInt16? {
+        public var closeCode: UInt16? {
             guard opcode == 0x8, payload.count >= 2 else { return nil }
             return UInt16(payload[0]) << 8 | UInt16(payload[1])
         }
-        var closeReason: String { opcode == 0x8 && payload.count > 2 ? String(decoding: payload[2...], as: UTF8.self) : "" }
+        public var closeReason: String { opcode == 0x8 && payload.count > 2 ? String(decoding: payload[2...], as: UTF8.self) : "" }
     }
 
-    enum Failure: Error, CustomStringConvertible {
+    public enum Failure: Error, CustomStringConvertible {
         case refused(status: Int, headers: [String: String], body: String)
         case io(String)
-        var description: String {
+        public var description: String {
             switch self {
             case .refused(let status, _, let body): "upgrade refused: HTTP \(status) \(body)"
             case .io(let what): what
@@ -33,11 +33,11 @@ final class WebSocketTestClient: @unchecked Sendable {
 
     private let fd: Int32
     private var buffer: [UInt8] = []
-    private(set) var isClosed = false
+    public private(set) var isClosed = false
 
     /// Connects and upgrades `path`; throws `.refused` with the HTTP answer when not upgraded.
     /// `receiveBuffer` shrinks SO_RCVBUF (before connecting) to make a slow reader slower.
-    init(port: Int, path: String = "/ws", headers: [String: String] = [:], receiveBuffer: Int? = nil) throws {
+    public init(port: Int, path: String = "/ws", headers: [String: String] = [:], receiveBuffer: Int? = nil) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw Failure.io("socket() failed") }
         if var size = receiveBuffer.map(Int32.init) {
@@ -72,18 +72,18 @@ final class WebSocketTestClient: @unchecked Sendable {
 
     // MARK: Sending
 
-    func send(text: String) throws { try send(opcode: 0x1, payload: Array(text.utf8)) }
+    public func send(text: String) throws { try send(opcode: 0x1, payload: Array(text.utf8)) }
 
-    func send(opcode: UInt8, payload: [UInt8], fin: Bool = true) throws {
+    public func send(opcode: UInt8, payload: [UInt8], fin: Bool = true) throws {
         try sendAll(Self.frame(opcode: opcode, payload: payload, fin: fin))
     }
 
     /// Sends a close frame with `code`.
-    func sendClose(code: UInt16 = 1000) throws {
+    public func sendClose(code: UInt16 = 1000) throws {
         try send(opcode: 0x8, payload: [UInt8(code >> 8), UInt8(code & 0xFF)])
     }
 
-    static func frame(opcode: UInt8, payload: [UInt8], fin: Bool = true) -> [UInt8] {
+    public static func frame(opcode: UInt8, payload: [UInt8], fin: Bool = true) -> [UInt8] {
         var bytes: [UInt8] = [(fin ? 0x80 : 0) | opcode]
         if payload.count < 126 {
             bytes.append(0x80 | UInt8(payload.count))
@@ -100,7 +100,7 @@ final class WebSocketTestClient: @unchecked Sendable {
         return bytes
     }
 
-    func sendAll(_ bytes: [UInt8]) throws {
+    public func sendAll(_ bytes: [UInt8]) throws {
         var offset = 0
         while offset < bytes.count {
             let n = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
@@ -112,7 +112,7 @@ final class WebSocketTestClient: @unchecked Sendable {
     // MARK: Receiving
 
     /// The next frame, or nil when none arrives within `timeout` (or the connection ended).
-    func receive(timeout: Duration = .seconds(5)) throws -> Frame? {
+    public func receive(timeout: Duration = .seconds(5)) throws -> Frame? {
         let deadline = ContinuousClock.now + timeout
         while true {
             if let frame = parseFrame() { return frame }
@@ -122,7 +122,7 @@ final class WebSocketTestClient: @unchecked Sendable {
     }
 
     /// The next text frame, skipping pings; nil on timeout, close or end of stream.
-    func receiveText(timeout: Duration = .seconds(5)) throws -> String? {
+    public func receiveText(timeout: Duration = .seconds(5)) throws -> String? {
         let deadline = ContinuousClock.now + timeout
         while let frame = try receive(timeout: deadline - ContinuousClock.now) {
             switch frame.opcode {
@@ -135,7 +135,7 @@ final class WebSocketTestClient: @unchecked Sendable {
     }
 
     /// Reads until a close frame arrives; returns it (nil on timeout or a bare TCP close).
-    func receiveClose(timeout: Duration = .seconds(5)) throws -> Frame? {
+    public func receiveClose(timeout: Duration = .seconds(5)) throws -> Frame? {
         let deadline = ContinuousClock.now + timeout
         while let frame = try receive(timeout: deadline - ContinuousClock.now) {
             if frame.opcode == 0x8 { return frame }
@@ -144,7 +144,7 @@ final class WebSocketTestClient: @unchecked Sendable {
     }
 
     /// Reads and discards everything until a close frame; counts the text frames seen.
-    func drainUntilClose(timeout: Duration) throws -> (texts: Int, close: Frame?) {
+    public func drainUntilClose(timeout: Duration) throws -> (texts: Int, close: Frame?) {
         let deadline = ContinuousClock.now + timeout
         var texts = 0
         while let frame = try receive(timeout: deadline - ContinuousClock.now) {
@@ -154,7 +154,7 @@ final class WebSocketTestClient: @unchecked Sendable {
         return (texts, nil)
     }
 
-    func closeSocket() {
+    public func closeSocket() {
         guard !isClosed else { return }
         isClosed = true
         close(fd)

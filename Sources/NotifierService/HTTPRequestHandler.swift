@@ -19,8 +19,9 @@ struct OpsEndpoints: Sendable {
 }
 
 /// Answers every HTTP request that was not upgraded: `/healthz`, `/readyz`, `/metrics`,
-/// and refusals of `/ws` (401 with the reason in the body and in
-/// `X-Switchboard-Auth-Error`, 503 over capacity or while draining, 426 without an upgrade).
+/// refusals of `/ws` (401 with the reason in the body and in `X-Switchboard-Auth-Error`,
+/// 503 over capacity or while draining, 426 without an upgrade), the demo page at `/`, and
+/// `POST /demo/send` where the executable installed a `DemoSender` (404 otherwise).
 /// Each response closes the connection: these are probes and refusals, not a web server.
 /// A connection that has not completed a request within `requestTimeout` is closed, so
 /// idle or trickling TCP connections cannot pile up before the upgrade.
@@ -34,6 +35,9 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let refusal: NIOLoopBoundBox<UpgradeRefusal?>
     private let requestTimeout: TimeAmount
     private var head: HTTPRequestHead?
+    /// The request body, kept only for `/demo/send` and only up to `DemoSender.maxBodyBytes`.
+    private var body: [UInt8] = []
+    private var bodyTooLarge = false
     private var timeout: Scheduled<Void>?
 
     init(endpoints: OpsEndpoints, refusal: NIOLoopBoundBox<UpgradeRefusal?>, requestTimeout: TimeAmount = .seconds(10)) {
@@ -57,21 +61,64 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         switch unwrapInboundIn(data) {
         case .head(let head):
             self.head = head
-        case .body:
-            break
+            body = []
+            bodyTooLarge = false
+        case .body(var chunk):
+            guard !bodyTooLarge, Self.path(of: head) == "/demo/send" else { return }
+            if body.count + chunk.readableBytes > DemoSender.maxBodyBytes {
+                bodyTooLarge = true
+                body = []
+            } else {
+                body += chunk.readBytes(length: chunk.readableBytes) ?? []
+            }
         case .end:
             guard let head else { return }
             self.head = nil
-            respond(to: head, context: context)
+            if Self.path(of: head) == "/demo/send", let sender = DemoSender.installed {
+                sendDemoMessage(head: head, sender: sender, context: context)
+            } else {
+                respond(to: head, context: context)
+            }
+        }
+    }
+
+    private static func path(of head: HTTPRequestHead?) -> String? {
+        guard let uri = head?.uri else { return nil }
+        return uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? uri
+    }
+
+    /// `POST /demo/send`: the sender works off the event loop; the reply is written back on it.
+    private func sendDemoMessage(head: HTTPRequestHead, sender: DemoSender, context: ChannelHandlerContext) {
+        if head.method != .POST {
+            return write(head: head, status: .methodNotAllowed, headers: ["Allow": "POST"], body: Array("use POST\n".utf8), context: context)
+        }
+        if bodyTooLarge {
+            return write(head: head, status: .payloadTooLarge, headers: [:], body: Array("body over \(DemoSender.maxBodyBytes) bytes\n".utf8), context: context)
+        }
+        let token = TokenAuthenticator.token(from: head)
+        let requestBody = body
+        body = []
+        let promise = context.eventLoop.makePromise(of: DemoSender.Reply.self)
+        promise.completeWithTask { await sender.send(token: token, body: requestBody) }
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        promise.futureResult.whenSuccess { reply in
+            let (handler, context) = bound.value
+            var headers = HTTPHeaders(reply.headers)
+            headers.add(name: "Content-Type", value: "application/json")
+            handler.write(head: head, status: reply.status, headers: headers, body: Array(reply.body.utf8), context: context)
         }
     }
 
     private func respond(to head: HTTPRequestHead, context: ChannelHandlerContext) {
-        let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? head.uri
+        let path = Self.path(of: head) ?? head.uri
         var headers = HTTPHeaders()
         let status: HTTPResponseStatus
         var body: [UInt8]
         switch path {
+        case "/", "/index.html":
+            status = .ok
+            headers = HTTPHeaders(DemoPage.headers)
+            body = DemoPage.bytes
         case "/healthz":
             status = .ok
             body = Array("ok\n".utf8)
@@ -112,6 +159,11 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
             status = .notFound
             body = Array("not found\n".utf8)
         }
+        write(head: head, status: status, headers: headers, body: body, context: context)
+    }
+
+    private func write(head: HTTPRequestHead, status: HTTPResponseStatus, headers: HTTPHeaders, body: [UInt8], context: ChannelHandlerContext) {
+        var headers = headers
         if headers["Content-Type"].isEmpty { headers.add(name: "Content-Type", value: "text/plain; charset=utf-8") }
         headers.add(name: "Content-Length", value: String(body.count))
         headers.add(name: "Connection", value: "close")

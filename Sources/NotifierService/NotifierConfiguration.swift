@@ -58,6 +58,10 @@ public struct NotifierConfiguration: Sendable {
     public var slotReuseDelay: Duration = .seconds(30)
     /// Event-loop threads serving sockets.
     public var eventLoopThreads: Int = System.coreCountForNotifier
+    /// Development only: `POST /demo/send` lets the demo page publish messages as the
+    /// token's user (see `DemoSender`). Off by default; never enable it in production,
+    /// where messages come from upstream services.
+    public var demoSend: Bool = false
 
     public init(instanceID: String, jwtSecret: [UInt8]) {
         self.instanceID = instanceID

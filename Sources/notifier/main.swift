@@ -35,6 +35,15 @@ struct Notifier: AsyncParsableCommand {
     @Option(help: "Inbound messages per second per socket (close 1008 past it).") var maxInboundPerSecond: Double = 20
     @Option(help: "Event-loop threads (default: one per core).") var eventLoopThreads: Int?
     @Option(help: "trace, debug, info, notice, warning, error, critical.") var logLevel = "info"
+    @Flag(help: "Development only: enable POST /demo/send (the demo page publishes messages as the token's user; env SWITCHBOARD_DEMO_SEND=1).")
+    var demoSend = false
+
+    /// `--demo-send` is a flag without a value, so its environment fallback is handled here.
+    static func applyDemoSendEnvironment(to arguments: [String], environment: [String: String]) -> [String] {
+        let value = environment[EnvironmentFallback.variable(for: "demo-send")]?.lowercased()
+        guard let value, ["1", "true", "yes"].contains(value), !arguments.contains("--demo-send") else { return arguments }
+        return arguments + ["--demo-send"]
+    }
 
     /// The configuration, or one line saying what is wrong.
     func makeConfiguration() throws(ValidationError) -> (NotifierConfiguration, Logger.Level) {
@@ -80,6 +89,7 @@ struct Notifier: AsyncParsableCommand {
         config.maxInboundMessagesPerSecond = maxInboundPerSecond
         config.inboundBurst = max(1, maxInboundPerSecond * 2)
         if let eventLoopThreads { config.eventLoopThreads = eventLoopThreads }
+        config.demoSend = demoSend
         if let problem = config.problem() { throw ValidationError(problem) }
         return (config, level)
     }
@@ -89,6 +99,11 @@ struct Notifier: AsyncParsableCommand {
         LogSetup.bootstrap(label: "switchboard.notifier", level: level)
         let registry = MetricsSetup.bootstrapPrometheus()
         let logger = Logger(label: "switchboard.notifier")
+        if config.demoSend {
+            logger.warning("POST /demo/send is enabled: clients can publish messages (development only)")
+            DemoSender.install(await DemoSender(natsURL: config.natsURL, jwtSecret: config.jwtSecret, partitionCount: config.partitionCount))
+        }
+        defer { DemoSender.install(nil) }
         let service = NotifierService(configuration: config, logger: logger, metricsText: { MetricsSetup.render(registry) })
         let group = ServiceGroup(configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
@@ -96,8 +111,11 @@ struct Notifier: AsyncParsableCommand {
 }
 
 // Parse by hand so that any invalid configuration is one line on stderr and exit status 1.
-let arguments = EnvironmentFallback.apply(
-    to: Array(CommandLine.arguments.dropFirst()), options: Notifier.optionNames, environment: ProcessInfo.processInfo.environment
+let arguments = Notifier.applyDemoSendEnvironment(
+    to: EnvironmentFallback.apply(
+        to: Array(CommandLine.arguments.dropFirst()), options: Notifier.optionNames, environment: ProcessInfo.processInfo.environment
+    ),
+    environment: ProcessInfo.processInfo.environment
 )
 do {
     let notifier = try Notifier.parse(arguments)

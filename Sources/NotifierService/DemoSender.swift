@@ -1,0 +1,146 @@
+import Foundation
+import NATSClient
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import RoutingCore
+import SwitchboardProto
+
+/// `POST /demo/send` for local demos only: publishes a `MessageCreated` into `CHAT_EVENTS`
+/// as the user of a bearer token, so that two browser tabs can talk through the real
+/// pipeline (JetStream → fan-out → inbox → WebSocket).
+///
+/// Clients never publish chat messages in the product (messages come from upstream
+/// services); this endpoint exists only when the notifier runs with `--demo-send`, and it
+/// refuses everything a real upstream would: a bad token (401), a sender who is not a member
+/// of the channel by `CHAT_MEMBERSHIP` (403, the same check the resume path makes), invalid
+/// ids or text (400), and more than a few sends per second per process (429).
+public final class DemoSender: Sendable {
+    /// What `POST /demo/send` answers.
+    struct Reply: Sendable {
+        var status: HTTPResponseStatus
+        var headers: [(String, String)] = []
+        var body: String
+    }
+
+    /// The sender the `notifier` executable installed, or nil (then `/demo/send` is 404).
+    /// A process-wide slot because the HTTP pipeline is built inside `NotifierServer` and
+    /// this development-only switch should not widen its API.
+    static var installed: DemoSender? { slot.withLockedValue { $0 } }
+    private static let slot = NIOLockedValueBox<DemoSender?>(nil)
+
+    /// Makes `sender` answer `POST /demo/send` in this process (nil removes it).
+    public static func install(_ sender: DemoSender?) {
+        let previous = slot.withLockedValue { slot in
+            defer { slot = sender }
+            return slot
+        }
+        previous?.shutdown()
+    }
+
+    static let maxBodyBytes = 4096
+    static let maxTextCharacters = 2000
+
+    private let natsURL: String
+    private let authenticator: TokenAuthenticator
+    private let partitionCount: Int
+    private let pool = NIOThreadPool(numberOfThreads: 1)
+    private let connection = NIOLockedValueBox<(NATSConnection, JetStream)?>(nil)
+    private let bucket = NIOLockedValueBox(TokenBucket(rate: 5, burst: 10, nowNanos: DispatchTime.now().uptimeNanoseconds))
+
+    /// The NATS connection is opened on the first send, so a notifier with the flag starts
+    /// as fast as one without it.
+    public init(natsURL: String, jwtSecret: [UInt8], partitionCount: Int) async {
+        self.natsURL = natsURL
+        authenticator = await TokenAuthenticator(secret: jwtSecret)
+        self.partitionCount = partitionCount
+        pool.start()
+    }
+
+    public func shutdown() {
+        connection.withLockedValue { $0?.0.close(); $0 = nil }
+        pool.shutdownGracefully { _ in }
+    }
+
+    /// Handles one request; `token` is the bearer token (or `?token=`), `body` the JSON
+    /// `{"channel":"…","text":"…"}`.
+    func send(token: String?, body: [UInt8]) async -> Reply {
+        let admitted = bucket.withLockedValue { $0.take(nowNanos: DispatchTime.now().uptimeNanoseconds) }
+        guard admitted else { return Self.failure(.tooManyRequests, "rate_limited", "too many demo sends; slow down") }
+        let user: String
+        switch await authenticator.authenticate(token) {
+        case .failure(let failure):
+            var reply = Self.failure(.unauthorized, failure.rawValue, failure.message)
+            reply.headers = [(HTTPRequestHandler.authErrorHeader, failure.rawValue), ("WWW-Authenticate", "Bearer")]
+            return reply
+        case .success(let subject):
+            user = subject
+        }
+        struct Request: Decodable { var channel: String; var text: String }
+        guard let request = try? JSONDecoder().decode(Request.self, from: Data(body)) else {
+            return Self.failure(.badRequest, "bad_request", #"send JSON {"channel":"…","text":"…"}"#)
+        }
+        if let problem = Identifier.problem(request.channel, kind: "channel") {
+            return Self.failure(.badRequest, "bad_channel", problem)
+        }
+        let text = request.text.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !text.isEmpty, text.count <= Self.maxTextCharacters else {
+            return Self.failure(.badRequest, "bad_text", "text must be 1-\(Self.maxTextCharacters) characters")
+        }
+        do {
+            return try await pool.runIfActive { [self] in try publish(user: user, channel: request.channel, text: text) }
+        } catch {
+            connection.withLockedValue { $0?.0.close(); $0 = nil }
+            return Self.failure(.serviceUnavailable, "unavailable", "cannot publish: \(error)")
+        }
+    }
+
+    /// Membership check and JetStream publish (blocking; runs on the pool).
+    private func publish(user: String, channel: String, text: String) throws -> Reply {
+        let jetStream = try jetStream()
+        guard try isMember(channel: channel, user: user, jetStream: jetStream) else {
+            return Self.failure(.forbidden, "not_member", "'\(user)' is not a member of channel '\(channel)'")
+        }
+        let id = UUID().uuidString
+        let event = ChatEvent(
+            eventID: id, channelID: channel, senderID: user, createdAtMs: Int64(Date().timeIntervalSince1970 * 1000),
+            body: .messageCreated(messageID: id, text: text)
+        )
+        let ack = try jetStream.publish(Subjects.event(channel: channel, partitionCount: partitionCount), payload: event.encoded(), msgID: id)
+        return Reply(status: .ok, body: #"{"channel":"\#(channel)","seq":\#(ack.sequence),"event_id":"\#(id)"}"#)
+    }
+
+    private func jetStream() throws -> JetStream {
+        try connection.withLockedValue { connection in
+            if let existing = connection { return existing.1 }
+            let nats = try NATSConnection(options: .init(url: natsURL, name: "notifier-demo-send"))
+            do {
+                let jetStream = try nats.jetStream()
+                connection = (nats, jetStream)
+                return jetStream
+            } catch {
+                nats.close()
+                throw error
+            }
+        }
+    }
+
+    /// The sender's own latest fact in `CHAT_MEMBERSHIP` is JOINED and the channel was not
+    /// deleted after it (as `EventReplayer` checks before a resume).
+    private func isMember(channel: String, user: String, jetStream: JetStream) throws -> Bool {
+        let subject = Subjects.membership(channel: channel, user: user, partitionCount: partitionCount)
+        guard let fact = try jetStream.lastMessage(stream: EventReplayer.membershipStream, subject: subject),
+              let change = try? MembershipChange(decoding: fact.payload), change.state == .joined else { return false }
+        let deletion = Subjects.membership(channel: channel, user: Subjects.channelDeletedUser, partitionCount: partitionCount)
+        if let deleted = try jetStream.lastMessage(stream: EventReplayer.membershipStream, subject: deletion), deleted.sequence > fact.sequence {
+            return false
+        }
+        return true
+    }
+
+    private static func failure(_ status: HTTPResponseStatus, _ code: String, _ message: String) -> Reply {
+        let json = (try? JSONSerialization.data(withJSONObject: ["error": code, "message": message], options: [.sortedKeys])) ?? Data()
+        return Reply(status: status, body: String(decoding: json, as: UTF8.self))
+    }
+}

@@ -1,0 +1,136 @@
+import Foundation
+import NATSClient
+import NotifierService
+import RoutingCore
+import SwitchboardProto
+import SwitchboardTestSupport
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The demo page at `/` and the development-only `POST /demo/send`, against the real
+/// `notifier` executable with real nats-server and redis-server.
+@Suite(.serialized) struct DemoPageTests {
+    @Test func pageIsServedAndSendDoesNotExistWithoutTheFlag() async throws {
+        let fixture = try await NotifierFixture()
+        defer { fixture.stop() }
+        let page = try HTTPProbe.get(port: UInt16(fixture.port), path: "/?token=abc")
+        #expect(page.status == 200)
+        #expect(page.headers["content-type"] == "text/html; charset=utf-8")
+        #expect(page.headers["content-security-policy"]?.contains("default-src 'none'") == true)
+        #expect(page.headers["referrer-policy"] == "no-referrer")
+        #expect(page.body.contains("/ws?token="))
+        #expect(page.body.contains(#"type: "resume""#))
+        #expect(page.body.hasSuffix("</html>"))
+
+        let token = try await fixture.token("alice")
+        let send = try post(port: fixture.port, path: "/demo/send", token: token, body: #"{"channel":"general","text":"hi"}"#)
+        #expect(send.status == 404)
+    }
+
+    @Test func sendAuthenticatesChecksMembershipAndPublishesToJetStream() async throws {
+        let fixture = try await NotifierFixture(arguments: ["--demo-send"])
+        defer { fixture.stop() }
+        let nats = try fixture.natsConnection()
+        defer { nats.close() }
+        let jetStream = try nats.jetStream()
+        for name in ["CHAT_EVENTS", "CHAT_MEMBERSHIP"] {
+            let definition = try Data(contentsOf: URL(fileURLWithPath: RepositoryPaths.streams).appendingPathComponent("\(name).json"))
+            _ = try jetStream.applyStream(configJSON: Array(definition))
+        }
+        let membership = Subjects.membership(channel: "general", user: "alice", partitionCount: 16)
+        _ = try jetStream.publish(membership, payload: MembershipChange(channelID: "general", userID: "alice", state: .joined, version: 1).encoded())
+        let alice = try await fixture.token("alice")
+        let message = #"{"channel":"general","text":"hello from the page"}"#
+
+        let missing = try post(port: fixture.port, path: "/demo/send", token: nil, body: message)
+        #expect(missing.status == 401)
+        #expect(missing.headers["x-switchboard-auth-error"] == "missing_token")
+        let forger = await TokenIssuer(secret: Array("not-the-shared-secret-0123456789abcdef".utf8))
+        let forged = try post(port: fixture.port, path: "/demo/send", token: try await forger.token(user: "alice"), body: message)
+        #expect(forged.status == 401)
+        #expect(forged.headers["x-switchboard-auth-error"] == "bad_signature")
+        #expect(try post(port: fixture.port, path: "/demo/send", token: alice, body: message, method: "GET").status == 405)
+        let huge = #"{"channel":"general","text":""# + String(repeating: "x", count: 5000) + #""}"#
+        #expect(try post(port: fixture.port, path: "/demo/send", token: alice, body: huge).status == 413)
+        let badChannel = try post(port: fixture.port, path: "/demo/send", token: alice, body: #"{"channel":"bad id!","text":"x"}"#)
+        #expect(badChannel.status == 400)
+        #expect(badChannel.body.contains("bad_channel"))
+        #expect(try post(port: fixture.port, path: "/demo/send", token: alice, body: "not json").status == 400)
+
+        // Bob is not a member of general: refused, nothing stored.
+        let bob = try post(port: fixture.port, path: "/demo/send", token: try await fixture.token("bob"), body: message)
+        #expect(bob.status == 403)
+        #expect(bob.body.contains("not_member"))
+        #expect(try jetStream.streamState("CHAT_EVENTS").messages == 0)
+
+        let sent = try post(port: fixture.port, path: "/demo/send", token: alice, body: message)
+        #expect(sent.status == 200)
+        let reply = try #require(try JSONSerialization.jsonObject(with: Data(sent.body.utf8)) as? [String: Any])
+        #expect(reply["seq"] as? Int == 1)
+        let stored = try #require(try jetStream.lastMessage(stream: "CHAT_EVENTS", subject: Subjects.event(channel: "general", partitionCount: 16)))
+        let event = try ChatEvent(decoding: stored.payload)
+        #expect(event.senderID == "alice")
+        #expect(event.channelID == "general")
+        #expect(event.eventID == reply["event_id"] as? String)
+        guard case .messageCreated(_, let text)? = event.body else {
+            Issue.record("stored event is not MessageCreated: \(String(describing: event.body))")
+            return
+        }
+        #expect(text == "hello from the page")
+        #expect(stored.headers["Nats-Msg-Id"] == event.eventID)
+    }
+
+    private struct Response {
+        var status: Int
+        var headers: [String: String]
+        var body: String
+    }
+
+    /// One HTTP/1.1 request with a body over a loopback socket (HTTPProbe only GETs).
+    private func post(port: Int, path: String, token: String?, body: String, method: String = "POST") throws -> Response {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw FixtureError.socket("socket() failed") }
+        defer { close(fd) }
+        var tv = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = UInt16(port).bigEndian
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+        guard connected else { throw FixtureError.socket("connect to 127.0.0.1:\(port) failed") }
+        var request = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        if let token { request += "Authorization: Bearer \(token)\r\n" }
+        request += "Content-Length: \(body.utf8.count)\r\n\r\n\(body)"
+        let bytes = Array(request.utf8)
+        var sent = 0
+        while sent < bytes.count {
+            let n = bytes[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n <= 0 { break }  // the server may answer (413) and close before reading it all
+            sent += n
+        }
+        var data = [UInt8]()
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = recv(fd, &buffer, buffer.count, 0)
+            if n <= 0 { break }
+            data.append(contentsOf: buffer[0..<n])
+        }
+        let text = String(decoding: data, as: UTF8.self)
+        guard let headerEnd = text.range(of: "\r\n\r\n") else { throw FixtureError.socket("no HTTP response from \(method) \(path)") }
+        let lines = text[..<headerEnd.lowerBound].split(separator: "\r\n")
+        let statusParts = lines.first?.split(separator: " ") ?? []
+        guard statusParts.count >= 2, let status = Int(statusParts[1]) else { throw FixtureError.socket("bad status line from \(path)") }
+        var headers: [String: String] = [:]
+        for line in lines.dropFirst() {
+            if let colon = line.firstIndex(of: ":") {
+                headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            }
+        }
+        return Response(status: status, headers: headers, body: String(text[headerEnd.upperBound...]))
+    }
+}

@@ -142,5 +142,11 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: ["SwitchboardTestSupport", "NATSClient", "RedisClient", "SwitchboardProto", "RoutingCore", "NotifierService"],
+            exclude: ["Peers"],
+            swiftSettings: strict
+        ),
     ]
 )

@@ -1,0 +1,188 @@
+import Foundation
+import SwitchboardTestSupport
+import Synchronization
+
+/// A chat client as an application would write one against the client protocol: it reads
+/// frames on its own thread, answers pings, records every event frame as received (raw,
+/// duplicates included), and — when `reconnects` — connects to the next notifier after
+/// its socket ends and sends `resume` per channel with the last `seq` it saw there.
+final class ChatClient: @unchecked Sendable {
+    /// One event frame as it arrived.
+    struct Received: Sendable, Equatable {
+        var channel: String
+        var seq: UInt64
+        var eventID: String
+        /// The notifier instance whose socket delivered it.
+        var instance: String
+    }
+
+    /// One `resumed` frame.
+    struct Resumed: Sendable, Equatable {
+        var channel: String
+        var seq: UInt64
+        var replayed: Int
+        var complete: Bool
+    }
+
+    private struct State {
+        var events: [Received] = []
+        var resumed: [Resumed] = []
+        var errors: [String] = []
+        /// Close codes of ended sockets (nil: the TCP connection ended without a close frame).
+        var closes: [UInt16?] = []
+        var instance: String?
+        var connections = 0
+        var lastSeq: [String: UInt64] = [:]
+    }
+
+    let user: String
+    private let token: String
+    private let ports: [Int]
+    private let reconnects: Bool
+    private let state = Mutex(State())
+    private let stopped = Atomic<Bool>(false)
+    private let finished = Atomic<Bool>(false)
+
+    /// Connects to `ports[0]` (throws if that fails or no hello arrives), then reads on a
+    /// thread of its own. Later connections go round the other ports.
+    init(user: String, token: String, ports: [Int], reconnects: Bool = false) throws {
+        self.user = user
+        self.token = token
+        self.ports = ports
+        self.reconnects = reconnects
+        let socket = try connect(port: ports[0], resume: false)
+        Thread { [self] in run(socket, portIndex: 0) }.start()
+    }
+
+    var events: [Received] { state.withLock { $0.events } }
+    func events(in channel: String) -> [Received] { state.withLock { $0.events.filter { $0.channel == channel } } }
+    var resumed: [Resumed] { state.withLock { $0.resumed } }
+    var errors: [String] { state.withLock { $0.errors } }
+    var closes: [UInt16?] { state.withLock { $0.closes } }
+    var instance: String? { state.withLock { $0.instance } }
+    var connections: Int { state.withLock { $0.connections } }
+
+    /// Distinct event ids received.
+    var eventIDs: Set<String> { Set(events.map(\.eventID)) }
+
+    /// Stops reading and closes the socket; waits for the reader thread.
+    func stop() {
+        stopped.store(true, ordering: .relaxed)
+        let deadline = ContinuousClock.now + .seconds(3)
+        while !finished.load(ordering: .relaxed) && ContinuousClock.now < deadline { usleep(10_000) }
+    }
+
+    // MARK: Connection
+
+    private func connect(port: Int, resume: Bool) throws -> WebSocketTestClient {
+        let socket = try WebSocketTestClient(port: port, headers: ["Authorization": "Bearer \(token)"])
+        guard let hello = try socket.receiveText(timeout: .seconds(5)),
+              let object = Self.json(hello), object["type"] as? String == "hello" else {
+            socket.closeSocket()
+            throw WebSocketTestClient.Failure.io("no hello frame from port \(port)")
+        }
+        let lastSeq = state.withLock { state in
+            state.instance = object["instance"] as? String
+            state.connections += 1
+            return state.lastSeq
+        }
+        if resume {
+            // One resume per channel seen so far: the notifier replays what was missed.
+            for (channel, seq) in lastSeq.sorted(by: { $0.key < $1.key }) {
+                try socket.send(text: #"{"type":"resume","channel":"\#(channel)","after_seq":\#(seq)}"#)
+            }
+        }
+        return socket
+    }
+
+    private func run(_ first: WebSocketTestClient, portIndex index: Int) {
+        defer { finished.store(true, ordering: .relaxed) }
+        var socket: WebSocketTestClient? = first
+        var portIndex = index
+        while !stopped.load(ordering: .relaxed) {
+            guard let current = socket else {
+                // Reconnect round the other notifiers until one accepts.
+                portIndex = (portIndex + 1) % ports.count
+                socket = try? connect(port: ports[portIndex], resume: true)
+                if socket == nil { usleep(100_000) }
+                continue
+            }
+            let frame: WebSocketTestClient.Frame?
+            do {
+                frame = try current.receive(timeout: .milliseconds(100))
+            } catch {
+                frame = nil
+            }
+            guard let frame else {
+                if current.isClosed { ended(current, code: nil, socket: &socket) }
+                continue
+            }
+            switch frame.opcode {
+            case 0x1: handle(frame.text)
+            case 0x8:
+                try? current.sendClose(code: frame.closeCode ?? 1000)
+                ended(current, code: frame.closeCode, socket: &socket)
+            case 0x9: try? current.send(opcode: 0xA, payload: frame.payload)
+            default: break
+            }
+        }
+        // A client that leaves says so (close 1000) before closing the connection.
+        try? socket?.sendClose(code: 1000)
+        socket?.closeSocket()
+    }
+
+    private func ended(_ current: WebSocketTestClient, code: UInt16?, socket: inout WebSocketTestClient?) {
+        current.closeSocket()
+        state.withLock { $0.closes.append(code) }
+        if reconnects {
+            socket = nil
+        } else {
+            stopped.store(true, ordering: .relaxed)
+            socket = nil
+        }
+    }
+
+    private func handle(_ text: String) {
+        guard let object = Self.json(text) else { return }
+        switch object["type"] as? String {
+        case "event":
+            guard let channel = object["channel"] as? String, let seq = (object["seq"] as? NSNumber)?.uint64Value else { return }
+            let id = (object["event"] as? [String: Any])?["id"] as? String ?? ""
+            state.withLock { state in
+                state.events.append(Received(channel: channel, seq: seq, eventID: id, instance: state.instance ?? "?"))
+                state.lastSeq[channel] = max(state.lastSeq[channel] ?? 0, seq)
+            }
+        case "resumed":
+            guard let channel = object["channel"] as? String else { return }
+            let resumed = Resumed(
+                channel: channel, seq: (object["seq"] as? NSNumber)?.uint64Value ?? 0,
+                replayed: (object["replayed"] as? NSNumber)?.intValue ?? 0, complete: object["complete"] as? Bool ?? false
+            )
+            state.withLock { $0.resumed.append(resumed) }
+        case "error":
+            state.withLock { $0.errors.append(text) }
+        default:
+            break
+        }
+    }
+
+    static func json(_ text: String) -> [String: Any]? {
+        (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any]
+    }
+}
+
+extension [ChatClient.Received] {
+    /// Seqs in arrival order.
+    var seqs: [UInt64] { map(\.seq) }
+
+    /// Seqs in arrival order with repeats dropped, as the protocol tells clients to do.
+    var firstSeen: [UInt64] {
+        var seen = Set<UInt64>()
+        return map(\.seq).filter { seen.insert($0).inserted }
+    }
+
+    /// How many frames repeated a seq already received.
+    var duplicates: Int { count - Set(map(\.seq)).count }
+
+    var isStrictlyIncreasing: Bool { zip(seqs, seqs.dropFirst()).allSatisfy { $0 < $1 } }
+}

@@ -1,0 +1,227 @@
+import Foundation
+import NATSClient
+import NotifierService
+import RedisClient
+import RoutingCore
+import SwitchboardProto
+import SwitchboardTestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A whole Switchboard deployment as processes: nats-server (one, or a three-node JetStream
+/// cluster), redis-server, `fanout` and `notifier` executables, with the test playing the
+/// upstream publisher and the operator (`routectl`). `stop()` in a `defer`; every process
+/// is also stopped by its own deinit.
+final class Deployment: @unchecked Sendable {
+    static let partitionCount = 16
+    static let secret = "switchboard-end-to-end-test-secret-0123456789"
+
+    enum Topology { case single, cluster }
+
+    let single: NATSServerFixture?
+    let cluster: NATSClusterFixture?
+    let redis: RedisServerFixture
+    let logs: TemporaryDirectory
+    let issuer: TokenIssuer
+    /// The test's own NATS client: publishes upstream traffic and asks the fan-out.
+    let connection: NATSConnection
+    let jetStream: JetStream
+    private let lock = NSLock()
+    private var fanouts: [String: (process: ServerProcess, httpPort: UInt16, arguments: [String])] = [:]
+    private var notifiers: [String: (process: ServerProcess, port: Int)] = [:]
+
+    /// What services get as `--nats-url`: every node of a cluster, comma-separated.
+    var natsURL: String { cluster?.url ?? single!.url }
+
+    init(topology: Topology = .single) async throws {
+        switch topology {
+        case .single:
+            single = try NATSServerFixture()
+            cluster = nil
+        case .cluster:
+            single = nil
+            cluster = try NATSClusterFixture()
+        }
+        redis = try RedisServerFixture()
+        logs = try TemporaryDirectory(prefix: "switchboard-test-e2e")
+        issuer = await TokenIssuer(secret: Array(Self.secret.utf8))
+        let url = cluster?.url ?? single!.url
+        connection = try NATSConnection(options: .init(url: url, name: "e2e-test", connectTimeout: .seconds(2), reconnectWait: .milliseconds(100)))
+        jetStream = try connection.jetStream(timeout: .seconds(2))
+    }
+
+    // MARK: fan-out
+
+    /// Starts a `fanout` replica (it applies the streams, R3 on a cluster) and waits for ready.
+    func startFanout(name: String = "fanout-0", partitions: String = "0-15") throws {
+        var arguments = [
+            "--nats-url", natsURL, "--redis-url", redis.url, "--partitions", partitions, "--replica-id", name,
+            "--streams-dir", RepositoryPaths.streams, "--log-level", "info",
+        ]
+        if cluster != nil { arguments += ["--stream-replicas", "3"] }
+        try launchFanout(name: name, arguments: arguments)
+    }
+
+    private func launchFanout(name: String, arguments: [String]) throws {
+        let port = try LoopbackPort.free()
+        let process = try ServerProcess(
+            name: name, executable: BuiltProducts.path("fanout"), arguments: arguments + ["--http", "127.0.0.1:\(port)"],
+            logURL: logs.url.appendingPathComponent("\(name)-\(UUID().uuidString.prefix(4)).log")
+        )
+        lock.withLock { fanouts[name] = (process, port, arguments) }
+        guard HTTPProbe.waitFor200(port: port, path: "/readyz", timeout: .seconds(40)) else {
+            throw FixtureError.notListening(name: name, port: port, log: process.log())
+        }
+    }
+
+    func fanout(_ name: String = "fanout-0") -> ServerProcess? { lock.withLock { fanouts[name]?.process } }
+    func fanoutHTTPPort(_ name: String = "fanout-0") -> UInt16? { lock.withLock { fanouts[name]?.httpPort } }
+
+    /// Starts a replica again with the flags it had (after a kill), and waits for ready.
+    func restartFanout(_ name: String = "fanout-0") throws {
+        guard let previous = lock.withLock({ fanouts[name] }) else { return }
+        previous.process.stop(grace: .seconds(2))
+        try launchFanout(name: name, arguments: previous.arguments)
+    }
+
+    // MARK: notifiers
+
+    /// Starts a `notifier` on a free port and waits until `/readyz` answers 200.
+    @discardableResult
+    func startNotifier(_ instance: String, drainSeconds: Double = 0.5) throws -> Int {
+        let port = Int(try LoopbackPort.free())
+        let process = try ServerProcess(
+            name: instance, executable: BuiltProducts.path("notifier"),
+            arguments: [
+                "--instance-id", instance, "--nats-url", natsURL, "--redis-url", redis.url,
+                "--listen", "127.0.0.1:\(port)", "--jwt-secret", Self.secret, "--event-loop-threads", "1",
+                "--drain-seconds", "\(drainSeconds)", "--partition-count", "\(Self.partitionCount)",
+            ],
+            logURL: logs.url.appendingPathComponent("\(instance)-\(UUID().uuidString.prefix(4)).log")
+        )
+        lock.withLock { notifiers[instance] = (process, port) }
+        guard HTTPProbe.waitFor200(port: UInt16(port), path: "/readyz", timeout: .seconds(20)) else {
+            throw FixtureError.notListening(name: instance, port: UInt16(port), log: process.log())
+        }
+        return port
+    }
+
+    func notifier(_ instance: String) -> ServerProcess? { lock.withLock { notifiers[instance]?.process } }
+    func port(_ instance: String) -> Int { lock.withLock { notifiers[instance]!.port } }
+
+    func token(_ user: String) async throws -> String { try await issuer.token(user: user) }
+
+    // MARK: upstream
+
+    /// Publishes a JOINED fact to `CHAT_MEMBERSHIP`, as the membership service would.
+    func join(_ user: String, _ channel: String) throws {
+        let change = MembershipChange(channelID: channel, userID: user, state: .joined, version: 1)
+        _ = try jetStream.publish(Subjects.membership(channel: channel, user: user, partitionCount: Self.partitionCount), payload: change.encoded())
+    }
+
+    /// Publishes a message event and returns its stream sequence. A failed publish (no
+    /// stream leader for a moment, a paused server) is retried with the same `Nats-Msg-Id`,
+    /// so a retry of a stored event is deduplicated rather than stored twice.
+    func publishEvent(channel: String, id: String, text: String = "hi", retryFor: Duration = .seconds(20)) throws -> UInt64 {
+        let event = ChatEvent(eventID: id, channelID: channel, senderID: "upstream", createdAtMs: Int64(Date().timeIntervalSince1970 * 1000), body: .messageCreated(messageID: id, text: text))
+        let subject = Subjects.event(channel: channel, partitionCount: Self.partitionCount)
+        let deadline = ContinuousClock.now + retryFor
+        while true {
+            do {
+                return try jetStream.publish(subject, payload: event.encoded(), msgID: id, timeout: .seconds(1)).sequence
+            } catch {
+                if ContinuousClock.now >= deadline { throw error }
+                usleep(50_000)
+            }
+        }
+    }
+
+    // MARK: operator
+
+    /// The fan-out's view of `user` (first replica's answer), or nil if none answered.
+    func inspectUser(_ user: String) -> Inspection.User? {
+        guard let reply = try? connection.request(Inspection.userSubject, payload: Array(user.utf8), timeout: .seconds(1)) else { return nil }
+        return try? JSONDecoder().decode(Inspection.User.self, from: Data(reply.payload))
+    }
+
+    /// Members of `channel` as the fan-out reports them (0 when unknown or no answer).
+    func members(of channel: String) -> Int {
+        guard let reply = try? connection.request(Inspection.channelSubject, payload: Array(channel.utf8), timeout: .seconds(1)),
+              let answer = try? JSONDecoder().decode(Inspection.Channel.self, from: Data(reply.payload)) else { return 0 }
+        return answer.members
+    }
+
+    /// Runs `routectl` against this deployment as an operator would; returns its exit status and output.
+    func routectl(_ arguments: [String]) throws -> (status: Int32?, output: String) {
+        let process = try ServerProcess(
+            name: "routectl", executable: BuiltProducts.path("routectl"), arguments: arguments,
+            environment: ["SWITCHBOARD_NATS_URL": natsURL],
+            logURL: logs.url.appendingPathComponent("routectl-\(UUID().uuidString.prefix(8)).log")
+        )
+        let status = process.waitForExit(timeout: .seconds(10))
+        return (status, process.log())
+    }
+
+    /// `routectl user <id> --json`: the instances the user is placed on (empty when offline),
+    /// or nil when routectl failed.
+    func routectlPlacements(_ user: String) -> Set<String>? {
+        guard let result = try? routectl(["user", user, "--json", "--timeout", "1"]), result.status == 0,
+              let start = result.output.firstIndex(of: "{"),
+              let object = try? JSONSerialization.jsonObject(with: Data(result.output[start...].utf8)) as? [String: Any],
+              let replies = object["replies"] as? [[String: Any]] else { return nil }
+        var instances = Set<String>()
+        for reply in replies {
+            for placement in reply["placements"] as? [[String: Any]] ?? [] {
+                if let instance = placement["instance"] as? String { instances.insert(instance) }
+            }
+        }
+        return instances
+    }
+
+    /// `routectl channel <id> --json`: online members of the channel per the owning replica.
+    func routectlOnlineMembers(_ channel: String) -> Int? {
+        guard let result = try? routectl(["channel", channel, "--json", "--timeout", "1"]), result.status == 0,
+              let start = result.output.firstIndex(of: "{"),
+              let object = try? JSONSerialization.jsonObject(with: Data(result.output[start...].utf8)) as? [String: Any],
+              let replies = object["replies"] as? [[String: Any]],
+              let owner = replies.first(where: { $0["owned"] as? Bool == true }) else { return nil }
+        return owner["online_members"] as? Int
+    }
+
+    func redisConnection() throws -> RedisConnection { try RedisConnection(url: redis.url, timeout: .seconds(2)) }
+
+    /// Stops redis-server with `SHUTDOWN NOSAVE` (started from the test runner it may not act
+    /// on SIGTERM); its data is gone, as after a crash of a cache node.
+    func shutDownRedis() {
+        if let redis = try? redisConnection() {
+            _ = try? redis.command(["SHUTDOWN", "NOSAVE"])
+            redis.close()
+        }
+        _ = redis.process.waitForExit(timeout: .seconds(3))
+    }
+
+    /// Every process's log, for failure messages.
+    func logsText() -> String {
+        var text = ""
+        let all = lock.withLock { fanouts.map { ($0.key, $0.value.process) } + notifiers.map { ($0.key, $0.value.process) } }
+        for (name, process) in all.sorted(by: { $0.0 < $1.0 }) {
+            text += "=== \(name)\n" + String(process.log().suffix(3000)) + "\n"
+        }
+        return text
+    }
+
+    func stop() {
+        let (allNotifiers, allFanouts) = lock.withLock { (Array(notifiers.values), Array(fanouts.values)) }
+        for notifier in allNotifiers { notifier.process.send(SIGKILL) }
+        for fanout in allFanouts { fanout.process.send(SIGKILL) }
+        for notifier in allNotifiers { notifier.process.stop(grace: .seconds(1)) }
+        for fanout in allFanouts { fanout.process.stop(grace: .seconds(1)) }
+        connection.close()
+        if redis.process.isRunning { shutDownRedis() }
+        redis.stop()
+        single?.stop()
+        cluster?.stop()
+        logs.remove()
+    }
+}

@@ -1,0 +1,123 @@
+import Foundation
+import SwitchboardTestSupport
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension EndToEnd {
+    /// SIGKILL of the `CHAT_EVENTS` stream leader, one node of three, while events flow:
+    /// streams are R3 and every service holds a multi-URL connection, so no acknowledged
+    /// event is lost and each client sees every channel's events in stream order.
+    @Test func killingOneNATSNodeOfThreeLosesNoEventAndKeepsChannelOrder() async throws {
+        let deployment = try await Deployment(topology: .cluster)
+        defer { deployment.stop() }
+        let cluster = try #require(deployment.cluster)
+        try deployment.startFanout()
+        let channels = ["room-a", "room-b"]
+        for channel in channels {
+            for user in ["alice", "bob"] { try deployment.join(user, channel) }
+        }
+        #expect(eventually(timeout: .seconds(5)) { channels.allSatisfy { deployment.members(of: $0) == 2 } })
+        let n1 = try deployment.startNotifier("n1")
+        let n2 = try deployment.startNotifier("n2")
+        let alice = try ChatClient(user: "alice", token: try await deployment.token("alice"), ports: [n1])
+        let bob = try ChatClient(user: "bob", token: try await deployment.token("bob"), ports: [n2])
+        defer { alice.stop(); bob.stop() }
+        #expect(eventually(timeout: .seconds(5)) {
+            deployment.inspectUser("alice")?.online == true && deployment.inspectUser("bob")?.online == true
+        })
+
+        let flow = EventFlow(deployment, channels: channels, interval: .milliseconds(20), prefix: "cluster")
+        defer { flow.stop() }
+        #expect(flow.waitForMore(40))
+        let leaderName = try #require(Self.streamLeader(deployment, "CHAT_EVENTS"))
+        let victim = try #require(cluster.index(named: leaderName))
+        let ackedBeforeKill = flow.acknowledged.count
+        let killedAt = ContinuousClock.now
+        cluster.kill(victim)
+        let resumed = eventually(timeout: .seconds(30)) { flow.acknowledged.count > ackedBeforeKill + 1 }
+        let publishGapMs = milliseconds(killedAt)
+        #expect(resumed, "publishing did not resume after the leader was killed")
+        #expect(flow.waitForMore(100, timeout: .seconds(30)))
+        flow.stop()
+        let published = flow.acknowledged
+        #expect(flow.failed.isEmpty, "given up: \(flow.failed.prefix(3))")
+
+        let expectedIDs = Set(published.map(\.eventID))
+        let allDelivered = eventually(timeout: .seconds(30)) { alice.eventIDs.isSuperset(of: expectedIDs) && bob.eventIDs.isSuperset(of: expectedIDs) }
+        let missingAlice = expectedIDs.subtracting(alice.eventIDs).count
+        let missingBob = expectedIDs.subtracting(bob.eventIDs).count
+        #expect(allDelivered, "lost: alice \(missingAlice), bob \(missingBob) of \(expectedIDs.count)\n\(deployment.logsText())")
+        for client in [alice, bob] {
+            for channel in channels {
+                let received = client.events(in: channel)
+                // The client drops repeats (at-least-once); what remains is the stream's order.
+                #expect(received.firstSeen == flow.acknowledged(in: channel).map(\.seq), "\(client.user) \(channel)")
+            }
+        }
+        report("NATS node kill (stream leader \(leaderName)): \(published.count) events acknowledged, publish resumed \(publishGapMs) ms after the kill (first ack after), lost alice \(missingAlice) bob \(missingBob), duplicate frames alice \(alice.events.duplicates) bob \(bob.events.duplicates)")
+    }
+
+    /// SIGSTOP of the only nats-server for 5 s, then SIGCONT: the services recover without a
+    /// restart, events acknowledged just before the pause arrive, and so do later ones.
+    @Test func pausedNATSServerRecoversWithoutRestartAndLosesNothing() async throws {
+        let deployment = try await Deployment()
+        defer { deployment.stop() }
+        let nats = try #require(deployment.single)
+        try deployment.startFanout()
+        for user in ["alice", "bob"] { try deployment.join(user, "room-a") }
+        #expect(eventually(timeout: .seconds(5)) { deployment.members(of: "room-a") == 2 })
+        let n1 = try deployment.startNotifier("n1")
+        let n2 = try deployment.startNotifier("n2")
+        let alice = try ChatClient(user: "alice", token: try await deployment.token("alice"), ports: [n1])
+        let bob = try ChatClient(user: "bob", token: try await deployment.token("bob"), ports: [n2])
+        defer { alice.stop(); bob.stop() }
+        #expect(eventually(timeout: .seconds(5)) {
+            deployment.inspectUser("alice")?.online == true && deployment.inspectUser("bob")?.online == true
+        })
+        let pids = [deployment.fanout()?.pid, deployment.notifier("n1")?.pid, deployment.notifier("n2")?.pid]
+
+        var published: [String] = []
+        for index in 0..<5 {
+            published.append("before-\(index)")
+            _ = try deployment.publishEvent(channel: "room-a", id: "before-\(index)")
+        }
+        #expect(eventually(timeout: .seconds(5)) { alice.events.count == 5 && bob.events.count == 5 })
+        // Acknowledged right before the pause: stored, very likely not yet fanned out.
+        for index in 0..<10 {
+            published.append("burst-\(index)")
+            _ = try deployment.publishEvent(channel: "room-a", id: "burst-\(index)")
+        }
+        nats.process.send(SIGSTOP)
+        usleep(5_000_000)  // the fault: the server is frozen for 5 s
+        nats.process.send(SIGCONT)
+        let continued = ContinuousClock.now
+        for index in 0..<10 {
+            published.append("after-\(index)")
+            _ = try deployment.publishEvent(channel: "room-a", id: "after-\(index)")
+        }
+        let expected = Set(published)
+        let delivered = eventually(timeout: .seconds(20)) { alice.eventIDs == expected && bob.eventIDs == expected }
+        let recoveredAfter = milliseconds(continued)
+        #expect(delivered, "alice missing \(expected.subtracting(alice.eventIDs).sorted()), bob missing \(expected.subtracting(bob.eventIDs).sorted())\n\(deployment.logsText())")
+        for client in [alice, bob] {
+            let firstSeen = client.events.firstSeen
+            #expect(zip(firstSeen, firstSeen.dropFirst()).allSatisfy { $0 < $1 }, "\(client.user) out of order: \(client.events.seqs)")
+        }
+        // Same processes, still serving: nothing was restarted.
+        #expect([deployment.fanout()?.pid, deployment.notifier("n1")?.pid, deployment.notifier("n2")?.pid] == pids)
+        #expect(deployment.fanout()?.isRunning == true && deployment.notifier("n1")?.isRunning == true && deployment.notifier("n2")?.isRunning == true)
+        #expect(HTTPProbe.waitFor200(port: deployment.fanoutHTTPPort()!, path: "/readyz", timeout: .seconds(10)))
+        #expect(HTTPProbe.waitFor200(port: UInt16(deployment.port("n1")), path: "/readyz", timeout: .seconds(10)))
+        report("NATS SIGSTOP 5 s: all \(expected.count) events delivered \(recoveredAfter) ms after SIGCONT; duplicate frames alice \(alice.events.duplicates) bob \(bob.events.duplicates)")
+    }
+
+    /// The server name of a stream's leader, from `$JS.API.STREAM.INFO`.
+    static func streamLeader(_ deployment: Deployment, _ stream: String) -> String? {
+        guard let reply = try? deployment.connection.request("$JS.API.STREAM.INFO.\(stream)", payload: [], timeout: .seconds(2)),
+              let object = try? JSONSerialization.jsonObject(with: Data(reply.payload)) as? [String: Any],
+              let cluster = object["cluster"] as? [String: Any] else { return nil }
+        return cluster["leader"] as? String
+    }
+}

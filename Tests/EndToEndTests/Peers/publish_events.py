@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""An upstream service publishing chat events with nats-py (a client nobody here wrote) and
+protobuf bytes encoded by hand from proto/switchboard.proto.
+
+usage: publish_events.py NATS_URL CHANNEL COUNT ID_PREFIX
+prints one line per acknowledged event: "<stream seq> <event id>"
+"""
+import asyncio
+import sys
+import time
+
+import nats
+
+PARTITIONS = 16
+
+
+def fnv1a32(text: str) -> int:
+    h = 0x811C9DC5
+    for byte in text.encode():
+        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return h
+
+
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def field_bytes(number: int, data: bytes) -> bytes:
+    return varint(number << 3 | 2) + varint(len(data)) + data
+
+
+def field_str(number: int, text: str) -> bytes:
+    return field_bytes(number, text.encode())
+
+
+def field_varint(number: int, value: int) -> bytes:
+    return varint(number << 3) + varint(value)
+
+
+def chat_event(event_id: str, channel: str, text: str) -> bytes:
+    # ChatEvent { 1 event_id, 2 channel_id, 3 sender_id, 4 created_at_ms, 10 MessageCreated { 1 message_id, 2 text } }
+    body = field_str(1, "m-" + event_id) + field_str(2, text)
+    return (field_str(1, event_id) + field_str(2, channel) + field_str(3, "py-upstream")
+            + field_varint(4, int(time.time() * 1000)) + field_bytes(10, body))
+
+
+async def main(nats_url: str, channel: str, count: int, prefix: str) -> None:
+    assert fnv1a32("foobar") == 0xBF9CF968, "FNV-1a test vector"
+    subject = f"chat.events.{fnv1a32(channel) % PARTITIONS}.{channel}"
+    nc = await nats.connect(nats_url.split(","))
+    js = nc.jetstream()
+    for i in range(count):
+        event_id = f"{prefix}-{i}"
+        ack = await js.publish(subject, chat_event(event_id, channel, f"hello {i}"), headers={"Nats-Msg-Id": event_id})
+        print(ack.seq, event_id, flush=True)
+    await nc.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]))

@@ -163,6 +163,10 @@ public enum ClientFrame: Equatable, Sendable {
         }
         switch wire.type {
         case "ping":
+            // Nothing is subscribed by name: say so rather than let a channel look accepted.
+            guard wire.channel == nil else {
+                throw Rejection(code: "bad_frame", message: "ping takes no \"channel\": events come by membership, never by subscription")
+            }
             return .ping
         case "typing":
             return .typing(channel: try channel(of: wire))

@@ -101,12 +101,18 @@ public enum RoutingImage {
             var local: UInt64 = 0
             for index in 0..<memberCount {
                 let gap = try reader.varint()
+                // Checked before adding: a gap near 2^64 must not overflow into a small index.
+                guard gap < UInt64(globalOfLocal.count) else { throw .invalid("member gap \(gap) beyond \(globalOfLocal.count) users") }
                 local = index == 0 ? gap : local + gap + 1
                 guard local < UInt64(globalOfLocal.count) else { throw .invalid("member index \(local) beyond \(globalOfLocal.count) users") }
                 scratch.append(globalOfLocal[Int(local)])
             }
             // Global ids ascend with local ones unless this process interned users earlier.
-            if !isAscending(scratch) { scratch.sort() }
+            if !isAscending(scratch) {
+                scratch.sort()
+                // Only a user listed twice in the image maps two members to one id.
+                guard isAscending(scratch) else { throw .invalid("channel '\(name)' lists a user twice (duplicate user ids)") }
+            }
             let channel = channelTable.internChannel(name)
             guard Int(channel) == channelTable.members.count - 1 else { throw .invalid("channel '\(name)' listed twice") }
             channelTable.load(channel: channel, members: MemberSet(sorted: scratch), deletedAt: deleted == 0 ? nil : deleted - 1)

@@ -222,6 +222,12 @@ final class Deployment: @unchecked Sendable {
         redis.stop()
         single?.stop()
         cluster?.stop()
+        // SWITCHBOARD_KEEP_TEST_LOGS=1 keeps the services' logs for a post-mortem.
+        if ProcessInfo.processInfo.environment["SWITCHBOARD_KEEP_TEST_LOGS"] != nil {
+            let kept = logs.path + "-kept"
+            try? FileManager.default.copyItem(atPath: logs.path, toPath: kept)
+            print("[e2e] logs kept in \(kept)")
+        }
         logs.remove()
     }
 }

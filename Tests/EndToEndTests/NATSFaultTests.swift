@@ -33,6 +33,7 @@ extension EndToEnd {
         #expect(flow.waitForMore(40))
         let leaderName = try #require(Self.streamLeader(deployment, "CHAT_EVENTS"))
         let victim = try #require(cluster.index(named: leaderName))
+        let victimConnections = Self.connectionNames(port: cluster.nodes[victim].monitorPort)
         let ackedBeforeKill = flow.acknowledged.count
         let killedAt = ContinuousClock.now
         cluster.kill(victim)
@@ -56,7 +57,7 @@ extension EndToEnd {
                 #expect(received.firstSeen == flow.acknowledged(in: channel).map(\.seq), "\(client.user) \(channel)")
             }
         }
-        report("NATS node kill (stream leader \(leaderName)): \(published.count) events acknowledged, publish resumed \(publishGapMs) ms after the kill (first ack after), lost alice \(missingAlice) bob \(missingBob), duplicate frames alice \(alice.events.duplicates) bob \(bob.events.duplicates)")
+        report("NATS node kill (stream leader \(leaderName), clients on it: \(victimConnections)): \(published.count) events acknowledged, publish resumed \(publishGapMs) ms after the kill (first ack after), lost alice \(missingAlice) bob \(missingBob), duplicate frames alice \(alice.events.duplicates) bob \(bob.events.duplicates)")
     }
 
     /// SIGSTOP of the only nats-server for 5 s, then SIGCONT: the services recover without a
@@ -78,26 +79,29 @@ extension EndToEnd {
         })
         let pids = [deployment.fanout()?.pid, deployment.notifier("n1")?.pid, deployment.notifier("n2")?.pid]
 
-        var published: [String] = []
+        var published: Set<String> = []
         for index in 0..<5 {
-            published.append("before-\(index)")
+            published.insert("before-\(index)")
             _ = try deployment.publishEvent(channel: "room-a", id: "before-\(index)")
         }
         #expect(eventually(timeout: .seconds(5)) { alice.events.count == 5 && bob.events.count == 5 })
-        // Acknowledged right before the pause: stored, very likely not yet fanned out.
-        for index in 0..<10 {
-            published.append("burst-\(index)")
-            _ = try deployment.publishEvent(channel: "room-a", id: "burst-\(index)")
-        }
+        // Events keep coming across the pause: those in flight when the server freezes time
+        // out and are retried with the same id, and land once it thaws.
+        let flow = EventFlow(deployment, channels: ["room-a"], interval: .milliseconds(20), prefix: "paused")
+        defer { flow.stop() }
+        #expect(flow.waitForMore(20))
+        let ackedBeforePause = flow.acknowledged.count
         nats.process.send(SIGSTOP)
         usleep(5_000_000)  // the fault: the server is frozen for 5 s
         nats.process.send(SIGCONT)
         let continued = ContinuousClock.now
-        for index in 0..<10 {
-            published.append("after-\(index)")
-            _ = try deployment.publishEvent(channel: "room-a", id: "after-\(index)")
-        }
-        let expected = Set(published)
+        #expect(eventually(timeout: .seconds(10)) { flow.acknowledged.count > ackedBeforePause + 1 })
+        let publishingAfter = milliseconds(continued)
+        #expect(flow.waitForMore(30))
+        flow.stop()
+        #expect(flow.failed.isEmpty, "given up: \(flow.failed.prefix(3))")
+        published.formUnion(flow.acknowledged.map(\.eventID))
+        let expected = published
         let delivered = eventually(timeout: .seconds(20)) { alice.eventIDs == expected && bob.eventIDs == expected }
         let recoveredAfter = milliseconds(continued)
         #expect(delivered, "alice missing \(expected.subtracting(alice.eventIDs).sorted()), bob missing \(expected.subtracting(bob.eventIDs).sorted())\n\(deployment.logsText())")
@@ -110,7 +114,15 @@ extension EndToEnd {
         #expect(deployment.fanout()?.isRunning == true && deployment.notifier("n1")?.isRunning == true && deployment.notifier("n2")?.isRunning == true)
         #expect(HTTPProbe.waitFor200(port: deployment.fanoutHTTPPort()!, path: "/readyz", timeout: .seconds(10)))
         #expect(HTTPProbe.waitFor200(port: UInt16(deployment.port("n1")), path: "/readyz", timeout: .seconds(10)))
-        report("NATS SIGSTOP 5 s: all \(expected.count) events delivered \(recoveredAfter) ms after SIGCONT; duplicate frames alice \(alice.events.duplicates) bob \(bob.events.duplicates)")
+        report("NATS SIGSTOP 5 s: publishing acked again \(publishingAfter) ms after SIGCONT; all \(expected.count) events delivered \(recoveredAfter) ms after SIGCONT; duplicate frames alice \(alice.events.duplicates) bob \(bob.events.duplicates)")
+    }
+
+    /// Names of the client connections a node serves, from its monitoring `/connz`.
+    static func connectionNames(port: UInt16) -> [String] {
+        guard let response = try? HTTPProbe.get(port: port, path: "/connz"),
+              let object = try? JSONSerialization.jsonObject(with: Data(response.body.utf8)) as? [String: Any],
+              let connections = object["connections"] as? [[String: Any]] else { return [] }
+        return connections.compactMap { $0["name"] as? String }.sorted()
     }
 
     /// The server name of a stream's leader, from `$JS.API.STREAM.INFO`.

@@ -78,14 +78,23 @@ extension EndToEnd {
         victim.send(SIGKILL)
         let killedAt = ContinuousClock.now
         #expect(victim.waitForExit(timeout: .seconds(5)) != nil)
+        // The last heartbeat n1 wrote before it died: DESIGN expires an instance silent for 10 s.
+        let redis = try deployment.redisConnection()
+        defer { redis.close() }
+        let lastBeatMs = try #require(try redis.command(["ZSCORE", "instances", "n1"]).text.flatMap(Double.init))
         // Poll the fan-out directly (fast) to time it, then confirm with routectl.
         let gone = eventually(timeout: .seconds(15)) {
             guard let dave = deployment.inspectUser("dave"), let alice = deployment.inspectUser("alice") else { return false }
             return dave.placements.isEmpty && !alice.placements.contains { $0.instance == "n1" }
         }
-        let goneAfter = milliseconds(killedAt)
+        let goneAfterKill = milliseconds(killedAt)
+        let goneAfterLastBeat = Int(Date().timeIntervalSince1970 * 1000 - lastBeatMs)
         #expect(gone, "n1's users still routed:\n\(deployment.logsText())")
-        #expect(goneAfter <= 10_000, "n1's users left routing \(goneAfter) ms after the kill")
+        // 10 s of silence, plus the fan-out's 0.5 s heartbeat poll, plus 0.5 s for this poll and
+        // scheduling on a loaded machine. Measured from the kill this is 8.5–11 s depending on
+        // where the kill falls in n1's 2 s heartbeat cycle.
+        #expect(goneAfterLastBeat <= 11_000, "n1's users left routing \(goneAfterLastBeat) ms after its last heartbeat")
+        #expect(goneAfterKill <= 11_000, "n1's users left routing \(goneAfterKill) ms after the kill")
         #expect(deployment.routectlPlacements("dave") == [])
         let instances = try deployment.routectl(["instances"])
         #expect(instances.status == 0 && !instances.output.contains("n1"), "\(instances.output)")
@@ -99,7 +108,7 @@ extension EndToEnd {
         #expect(eventually(timeout: .seconds(10)) { alice.eventIDs.isSuperset(of: ids) && bob.eventIDs.isSuperset(of: ids) })
         #expect(alice.events.filter { ids.contains($0.eventID) }.allSatisfy { $0.instance == "n2" })
         #expect(dave.events.isEmpty)
-        report("notifier SIGKILL: its users left routing \(goneAfter) ms after the kill; its client reconnected to n2 and got later events")
+        report("notifier SIGKILL: its users left routing \(goneAfterKill) ms after the kill (\(goneAfterLastBeat) ms after its last heartbeat); its client reconnected to n2 and got later events")
     }
 
     /// Redis restarted with its data lost: the notifiers re-register their users, routing is
@@ -126,19 +135,26 @@ extension EndToEnd {
         defer { carol.stop() }
         try deployment.redis.restart()
         let restartedAt = ContinuousClock.now
+        let redis = try deployment.redisConnection()
+        defer { redis.close() }
+        let expected: [String: String] = ["alice": "n1", "bob": "n2", "carol": "n1"]
+        // Poll the fan-out quickly and note any moment a user was not routable meanwhile.
+        var unroutable: Set<String> = []
         let rebuilt = eventually(timeout: .seconds(8)) {
-            deployment.routectlPlacements("alice") == ["n1"] && deployment.routectlPlacements("bob") == ["n2"]
-                && deployment.routectlPlacements("carol") == ["n1"]
+            var whole = true
+            for (user, instance) in expected {
+                let placed = deployment.inspectUser(user)?.placements.map(\.instance) == [instance]
+                if !placed { unroutable.insert(user) }
+                let stored = (try? redis.command(["HGET", "presence:\(instance)", user]).text) != nil
+                whole = whole && placed && stored
+            }
+            return whole
         }
         let rebuiltAfter = milliseconds(restartedAt)
         #expect(rebuilt, "presence not rebuilt:\n\(deployment.logsText())")
-        #expect(rebuiltAfter <= 5000, "routing whole again only \(rebuiltAfter) ms after Redis came back")
-        // Redis itself holds the presence again, as the notifiers re-registered it.
-        let redis = try deployment.redisConnection()
-        defer { redis.close() }
-        #expect(try redis.command(["HGET", "presence:n1", "alice"]).text != nil)
-        #expect(try redis.command(["HGET", "presence:n2", "bob"]).text != nil)
-        #expect(try redis.command(["HGET", "presence:n1", "carol"]).text != nil)
+        #expect(rebuiltAfter <= 5000, "presence whole again in Redis and the fan-out only \(rebuiltAfter) ms after Redis came back")
+        // The operator's view agrees.
+        for (user, instance) in expected { #expect(deployment.routectlPlacements(user) == [instance], "\(user)") }
 
         var ids: Set<String> = []
         for index in 0..<3 {
@@ -146,6 +162,6 @@ extension EndToEnd {
             _ = try deployment.publishEvent(channel: "room-a", id: "after-redis-\(index)")
         }
         #expect(eventually(timeout: .seconds(10)) { [alice, bob, carol].allSatisfy { $0.eventIDs == ids } }, "\(deployment.logsText())")
-        report("Redis restart without data: routectl showed all 3 users placed \(rebuiltAfter) ms after Redis came back")
+        report("Redis restart without data: presence rebuilt in Redis and the fan-out \(rebuiltAfter) ms after Redis came back; users unroutable for a moment meanwhile: \(unroutable.sorted())")
     }
 }

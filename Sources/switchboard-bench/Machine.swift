@@ -20,10 +20,20 @@ enum Machine {
 
     /// Peak resident set size (VmHWM) of a process, bytes.
     static func peakResidentBytes(pid: Int32? = nil) -> Int {
+        statusKilobytes("VmHWM", pid: pid) * 1024
+    }
+
+    /// Current resident set size (VmRSS) of a process, bytes.
+    static func residentBytes(pid: Int32) -> Int {
+        statusKilobytes("VmRSS", pid: pid) * 1024
+    }
+
+    /// A `kB` field of /proc/<pid>/status (this process when nil); 0 when unreadable.
+    private static func statusKilobytes(_ field: String, pid: Int32?) -> Int {
         let path = pid.map { "/proc/\($0)/status" } ?? "/proc/self/status"
         guard let status = try? String(contentsOfFile: path, encoding: .utf8),
-              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix(field + ":") }),
               let kb = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else { return 0 }
-        return kb * 1024
+        return kb
     }
 }

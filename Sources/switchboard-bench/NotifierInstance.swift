@@ -1,0 +1,186 @@
+import Foundation
+import RedisClient
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One `notifier` process started by `switchboard-bench notifier` against the bench's own
+/// nats-server and redis-server, with what the bench reads from outside: resident memory,
+/// open file descriptors, its `/metrics` counters and its presence hash in Redis.
+final class NotifierInstance {
+    let instanceID: String
+    let port: UInt16
+    let process: PipelineProcess
+    private let redisURL: String
+
+    init(executable: String, instanceID: String, env: PipelineEnvironment, secretFile: URL, maxConnections: Int,
+         eventLoopThreads: Int?) throws {
+        self.instanceID = instanceID
+        redisURL = env.redisURL
+        port = try PipelineNet.freePort()
+        var arguments = [
+            "--nats-url", env.natsURL, "--redis-url", env.redisURL, "--instance-id", instanceID,
+            "--listen", "127.0.0.1:\(port)", "--jwt-secret-file", secretFile.path,
+            "--max-connections", "\(maxConnections)", "--partition-count", "\(env.partitionCount)",
+        ]
+        if let eventLoopThreads { arguments += ["--event-loop-threads", "\(eventLoopThreads)"] }
+        process = try PipelineProcess(name: "notifier", executable: executable, arguments: arguments,
+                                      logURL: env.directory.appendingPathComponent("notifier-\(instanceID).log"))
+    }
+
+    /// Waits for `/readyz` 200 (NATS inbox subscribed, listener up), bounded.
+    func waitReady(timeout: Duration = .seconds(30)) throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            guard process.isRunning else { throw PipelineError.setup("notifier exited during start-up; log:\n\(process.logTail())") }
+            if PipelineNet.httpStatus(port: port, path: "/readyz") == 200 { return }
+            usleep(50_000)
+        }
+        throw PipelineError.timeout("notifier not ready within \(timeout); log:\n\(process.logTail())")
+    }
+
+    /// VmRSS of the notifier, bytes.
+    var residentBytes: Int { Machine.residentBytes(pid: process.pid) }
+
+    /// File descriptors the notifier has open now.
+    var openFileDescriptors: Int {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(process.pid)/fd").count) ?? -1
+    }
+
+    /// The notifier's soft `RLIMIT_NOFILE` (inherited from the bench).
+    var fileLimit: Int { FileLimits.soft(pid: process.pid) ?? -1 }
+
+    /// Users in `presence:<instance>`.
+    func presenceCount() throws -> Int {
+        let redis = try RedisConnection(url: redisURL)
+        defer { redis.close() }
+        return Int(try redis.command(["HLEN", "presence:\(instanceID)"]).integer ?? -1)
+    }
+
+    /// Polls until `presence:<instance>` holds `users` users (the registrar writes them
+    /// asynchronously after each first socket), bounded.
+    func waitPresence(users: Int, timeout: Duration = .seconds(60)) throws {
+        let deadline = ContinuousClock.now + timeout
+        var last = -1
+        while ContinuousClock.now < deadline {
+            last = try presenceCount()
+            if last == users { return }
+            usleep(100_000)
+        }
+        throw PipelineError.timeout("presence:\(instanceID) holds \(last) users, expected \(users)")
+    }
+
+    /// `user → slot` as the notifier registered it (what a fan-out reads).
+    func presenceSlots() throws -> [String: UInt32] {
+        let redis = try RedisConnection(url: redisURL)
+        defer { redis.close() }
+        var slots: [String: UInt32] = [:]
+        var cursor: UInt64 = 0
+        repeat {
+            let page = try redis.hscan("presence:\(instanceID)", cursor: cursor, count: 1000)
+            for (user, slot) in page.pairs { slots[user] = UInt32(slot) }
+            cursor = page.next
+        } while cursor != 0
+        return slots
+    }
+
+    /// The notifier's `/metrics`, one value per series (`name{labels}` as printed).
+    func metrics() throws -> NotifierMetricsSnapshot {
+        guard let body = NotifierHTTP.get(port: port, path: "/metrics") else {
+            throw PipelineError.setup("GET /metrics on the notifier failed")
+        }
+        return NotifierMetricsSnapshot(text: body)
+    }
+
+    func stop() { process.stop(grace: .seconds(10)) }
+}
+
+/// One scrape of the Prometheus text exposition.
+struct NotifierMetricsSnapshot {
+    private(set) var series: [String: Double] = [:]
+
+    init(text: String) {
+        for line in text.split(separator: "\n") where !line.hasPrefix("#") {
+            guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else { continue }
+            series[String(line[..<space])] = value
+        }
+    }
+
+    /// The sum of the series of metric `name` whose labels contain `label` (all when nil).
+    func value(_ name: String, label: String? = nil) -> Double {
+        series.reduce(0) { sum, entry in
+            let (key, value) = entry
+            let matchesName = key == name || key.hasPrefix(name + "{")
+            let matchesLabel = label.map { key.contains($0) } ?? true
+            return matchesName && matchesLabel ? sum + value : sum
+        }
+    }
+}
+
+/// `RLIMIT_NOFILE` of this process and of children (which inherit it).
+enum FileLimits {
+    /// This process's (soft, hard) limit.
+    static var current: (soft: Int, hard: Int) {
+        var limit = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        return (Int(limit.rlim_cur), Int(limit.rlim_max))
+    }
+
+    /// Tries to raise this process's soft and hard limit to `wanted` (children started
+    /// afterwards inherit it). Raising the hard limit needs CAP_SYS_RESOURCE. Returns nil on
+    /// success, else why not.
+    static func raise(to wanted: Int) -> String? {
+        let (soft, hard) = current
+        if soft >= wanted { return nil }
+        var limit = rlimit(rlim_cur: rlim_t(wanted), rlim_max: rlim_t(max(hard, wanted)))
+        if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 { return nil }
+        let reason = String(cString: strerror(errno))
+        // At least use the whole hard limit.
+        limit = rlimit(rlim_cur: rlim_t(hard), rlim_max: rlim_t(hard))
+        _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        return "setrlimit(RLIMIT_NOFILE, \(wanted)) failed: \(reason) (raising the hard limit needs CAP_SYS_RESOURCE)"
+    }
+
+    /// File descriptors this process has open now.
+    static var openNow: Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1 }
+
+    /// The soft "Max open files" of process `pid` (from /proc/<pid>/limits).
+    static func soft(pid: Int32) -> Int? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/limits", encoding: .utf8),
+              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("Max open files") }) else { return nil }
+        return line.dropFirst("Max open files".count).split(separator: " ").first.flatMap { Int($0) }
+    }
+}
+
+/// A minimal HTTP/1.1 GET with `Connection: close` that returns the body (for `/metrics`;
+/// `PipelineNet.httpStatus` only reads the status line).
+enum NotifierHTTP {
+    static func get(port: UInt16, path: String) -> String? {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var tv = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = port.bigEndian
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+        guard connected else { return nil }
+        let request = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nConnection: close\r\n\r\n"
+        _ = request.withCString { send(fd, $0, strlen($0), 0) }
+        var response: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let n = recv(fd, &buffer, buffer.count, 0)
+            if n <= 0 { break }
+            response.append(contentsOf: buffer[0..<n])
+        }
+        let text = String(decoding: response, as: UTF8.self)
+        guard text.hasPrefix("HTTP/1.1 200"), let split = text.range(of: "\r\n\r\n") else { return nil }
+        return String(text[split.upperBound...])
+    }
+}

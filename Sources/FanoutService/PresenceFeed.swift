@@ -173,7 +173,7 @@ final class PresenceFeed: @unchecked Sendable {
     private func pollHeartbeats(_ redis: RedisConnection) throws {
         let beats = try redis.zrangeByScore("instances", min: -.infinity, max: .infinity)
         let now = Self.nowMs()
-        let result = state.heartbeats(beats.map { ($0.member, Int64($0.score)) }, nowMs: now, timeoutMs: instanceTimeout.milliseconds)
+        let result = state.heartbeats(beats.compactMap { beat in Self.heartbeatMs(beat.score).map { (beat.member, $0) } }, nowMs: now, timeoutMs: instanceTimeout.milliseconds)
         if !result.revived.isEmpty {
             // A stalled notifier came back with the same epoch: read its hash again.
             logger.info("instances heartbeat again; rescanning presence", metadata: ["instances": "\(result.revived)"])
@@ -186,6 +186,13 @@ final class PresenceFeed: @unchecked Sendable {
     }
 
     static func nowMs() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+
+    /// A heartbeat score as milliseconds; nil for what no notifier writes (`inf`, `nan`, or
+    /// beyond Int64), which `Int64(_:)` would trap on — anyone with Redis access can ZADD it.
+    static func heartbeatMs(_ score: Double) -> Int64? {
+        guard score.isFinite, score >= -9.2e18, score <= 9.2e18 else { return nil }
+        return Int64(score)
+    }
 }
 
 extension Duration {

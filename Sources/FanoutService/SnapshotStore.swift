@@ -75,23 +75,46 @@ public struct SnapshotStore: Sendable {
     /// The newest complete manifest of `partition`, or nil when there is none.
     public func readManifest(partition: Int) throws -> Manifest? {
         guard let message = try jetStream.lastMessage(stream: Self.stream, subject: Self.manifestSubject(partition)) else { return nil }
+        return try Self.decodeManifest(message.payload, partition: partition)
+    }
+
+    /// At most this many chunks per image (10 GB): a manifest is read before any chunk, so
+    /// its counts are checked before they size a loop or an allocation.
+    public static let maxChunks = 10_000
+
+    /// Parses a manifest and checks that its numbers describe a possible image of `partition`.
+    public static func decodeManifest(_ payload: [UInt8], partition: Int) throws(FanoutError) -> Manifest {
+        let manifest: Manifest
         do {
-            return try JSONDecoder().decode(Manifest.self, from: Data(message.payload))
+            manifest = try JSONDecoder().decode(Manifest.self, from: Data(payload))
         } catch {
-            throw FanoutError.snapshotCorrupt(partition: partition, reason: "manifest is not valid JSON: \(error)")
+            throw .snapshotCorrupt(partition: partition, reason: "manifest is not valid JSON: \(error)")
         }
+        guard manifest.partition == partition else {
+            throw .snapshotCorrupt(partition: partition, reason: "manifest is for partition \(manifest.partition)")
+        }
+        guard (1...maxChunks).contains(manifest.chunks), manifest.bytes >= 0, manifest.bytes <= manifest.chunks * chunkBytes else {
+            throw .snapshotCorrupt(partition: partition, reason: "manifest claims \(manifest.chunks) chunks of \(manifest.bytes) bytes")
+        }
+        return manifest
     }
 
     /// The image a manifest describes, checked against its size and checksum.
     public func readImage(_ manifest: Manifest) throws -> [UInt8] {
+        guard (1...Self.maxChunks).contains(manifest.chunks), (0...manifest.chunks * Self.chunkBytes).contains(manifest.bytes) else {
+            throw FanoutError.snapshotCorrupt(partition: manifest.partition, reason: "manifest claims \(manifest.chunks) chunks of \(manifest.bytes) bytes")
+        }
         var image: [UInt8] = []
-        image.reserveCapacity(manifest.bytes)
+        image.reserveCapacity(min(manifest.bytes, 64 * Self.chunkBytes))  // claims beyond that grow as chunks arrive
         for index in 0..<manifest.chunks {
             let subject = Self.chunkSubject(manifest.partition, manifest.generation, index)
             guard let chunk = try jetStream.lastMessage(stream: Self.stream, subject: subject) else {
                 throw FanoutError.snapshotCorrupt(partition: manifest.partition, reason: "chunk \(subject) is missing")
             }
             image.append(contentsOf: chunk.payload)
+            guard image.count <= manifest.bytes else {
+                throw FanoutError.snapshotCorrupt(partition: manifest.partition, reason: "chunks hold more than the manifest's \(manifest.bytes) bytes")
+            }
         }
         guard image.count == manifest.bytes else {
             throw FanoutError.snapshotCorrupt(partition: manifest.partition, reason: "\(image.count) bytes, manifest says \(manifest.bytes)")

@@ -26,6 +26,8 @@ struct NotifierBench: ParsableCommand {
     @Option(help: "Events published back to back per burst.") var eventsPerBurst = 20
     @Option(help: "Single events per delivery run (publish → last frame each).") var singleEvents = 5
     @Option(help: "Text bytes in each event's message.") var textBytes = 100
+    @Option(help: "Loopback TCP connections of the kernel write ceiling (0: skip it).") var ceilingSockets = 5_000
+    @Option(help: "Frames written to each of them.") var ceilingRounds = 20
     @Option(help: "Client event-loop threads.") var clientThreads = 1
     @Option(help: "The notifier's event-loop threads (default: its own, one per core).") var notifierThreads: Int?
     @Option(help: "Client sockets per loopback source address (127.0.0.2, 127.0.0.3, …).") var socketsPerAddress = NotifierClientFleet.defaultSocketsPerAddress
@@ -97,6 +99,14 @@ struct NotifierBench: ParsableCommand {
             memory = try NotifierMemoryPhase(env: env, notifierPath: notifierExecutable, secretFile: secretFile, tokens: tokens, options: tuning)
                 .run(sockets: sockets, maxSockets: maxSockets)
         }
+        var ceiling: NotifierWriteCeiling.Result?
+        if ceilingSockets > 0 && !skipDelivery {
+            print("\n# kernel write ceiling: \(ceilingSockets) loopback TCP sockets × \(ceilingRounds) frames, one thread")
+            let result = try NotifierWriteCeiling.measure(sockets: ceilingSockets, rounds: ceilingRounds,
+                                                          frameBytes: NotifierDeliveryPhase.frameBytes(textBytes: textBytes, seq: 1))
+            print(NotifierReport.ceilingLine(result))
+            ceiling = result
+        }
         var delivery: [NotifierDeliveryPhase.Run] = []
         if !skipDelivery {
             delivery = try NotifierDeliveryPhase(env: env, notifierPath: notifierExecutable, secretFile: secretFile, tokens: tokens, options: tuning)
@@ -106,7 +116,7 @@ struct NotifierBench: ParsableCommand {
 
         let report = NotifierReport(
             date: Date(), command: command, load: load, fileDescriptors: fdLine, clientThreads: clientThreads,
-            notifierThreads: notifierThreads, eventsPerBurst: eventsPerBurst, memory: memory, delivery: delivery
+            notifierThreads: notifierThreads, eventsPerBurst: eventsPerBurst, memory: memory, ceiling: ceiling, delivery: delivery
         ).markdown
         print("\n" + report)
         if appendResults {

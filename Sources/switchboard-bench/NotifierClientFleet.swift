@@ -15,6 +15,8 @@ final class NotifierClientFleet: Sendable {
     let group: MultiThreadedEventLoopGroup
     let port: Int
     let socketsPerAddress: Int
+    /// The first source address is 127.0.0.(2 + firstAddressBlock).
+    let firstAddressBlock: Int
     /// Event frames received by every socket together (first/last receive instants).
     let sink = PipelineSink()
     private let sockets = Mutex<[(channel: any Channel, handler: NotifierClientSocket)]>([])
@@ -23,10 +25,14 @@ final class NotifierClientFleet: Sendable {
     /// ephemeral port range's size.
     static let defaultSocketsPerAddress = 5_000
 
-    init(threads: Int, port: Int, socketsPerAddress: Int = defaultSocketsPerAddress) {
+    /// `firstAddressBlock` lets a second fleet use other source addresses than the first:
+    /// the first fleet's closed sockets sit in TIME_WAIT on theirs, and binding to port 0 on
+    /// a crowded address makes every new connect slower.
+    init(threads: Int, port: Int, socketsPerAddress: Int = defaultSocketsPerAddress, firstAddressBlock: Int = 0) {
         group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         self.port = port
         self.socketsPerAddress = socketsPerAddress
+        self.firstAddressBlock = firstAddressBlock
     }
 
     var count: Int { sockets.withLock { $0.count } }
@@ -53,7 +59,7 @@ final class NotifierClientFleet: Sendable {
             pending.enter()
             let source: SocketAddress
             do {
-                source = try Self.sourceAddress(socket: index, perAddress: socketsPerAddress)
+                source = try Self.sourceAddress(socket: index, perAddress: socketsPerAddress, firstBlock: firstAddressBlock)
             } catch {
                 tally.failed(error)
                 gate.signal()
@@ -89,11 +95,12 @@ final class NotifierClientFleet: Sendable {
         }
     }
 
-    /// 127.0.0.2 for the first `perAddress` sockets, 127.0.0.3 for the next, …
-    static func sourceAddress(socket index: Int, perAddress: Int) throws -> SocketAddress {
-        let block = index / perAddress
-        guard block < 250 else { throw PipelineError.setup("more than 250 source addresses needed (\(index + 1) sockets, \(perAddress) per address)") }
-        return try SocketAddress(ipAddress: "127.0.0.\(2 + block)", port: 0)
+    /// 127.0.0.(2 + firstBlock) for the first `perAddress` sockets, the next address for the
+    /// next `perAddress`, …
+    static func sourceAddress(socket index: Int, perAddress: Int, firstBlock: Int) throws -> SocketAddress {
+        let octet = 2 + firstBlock + index / perAddress
+        guard octet <= 254 else { throw PipelineError.setup("out of source addresses at socket \(index + 1) (\(perAddress) per address from 127.0.0.\(2 + firstBlock))") }
+        return try SocketAddress(ipAddress: "127.0.0.\(octet)", port: 0)
     }
 
     /// One socket: TCP connect from `source`, HTTP upgrade with `Authorization: Bearer`,

@@ -25,6 +25,11 @@ struct NotifierDeliveryPhase {
         /// Frames of all bursts ÷ their summed elapsed times.
         var burstRate: Double
         var burstEvents: Int
+        /// CPU seconds used during the bursts (from the first to the last) by the notifier
+        /// and by this process (the clients and the publisher).
+        var notifierCPUSeconds: Double
+        var benchCPUSeconds: Double
+        var burstWallSeconds: Double
         /// Every socket's event-frame count (expected: `events` each).
         var perSocketMin: Int
         var perSocketMax: Int
@@ -45,12 +50,22 @@ struct NotifierDeliveryPhase {
 
     static let channelID = "bench-channel"
 
+    /// Bytes of the JSON event frame the notifier renders for one of the bench's events.
+    static func frameBytes(textBytes: Int, seq: UInt64) -> Int {
+        let sample = ChatEvent(eventID: "bench-event-\(seq)", channelID: channelID, senderID: "bench-sender",
+                               createdAtMs: Int64(Date().timeIntervalSince1970 * 1000),
+                               body: .messageCreated(messageID: "m\(seq)", text: String(repeating: "x", count: textBytes)))
+        return ServerFrame.event(channel: channelID, seq: seq, event: sample).count
+    }
+
     func run(users: Int, secondDeviceUsers: Int, bursts: Int, eventsPerBurst: Int, singleEvents: Int, textBytes: Int) throws -> [Run] {
         let notifier = try NotifierInstance(executable: notifierPath, instanceID: "bench-notifier", env: env, secretFile: secretFile,
                                             maxConnections: users + secondDeviceUsers + 16, eventLoopThreads: options.notifierThreads)
         defer { notifier.stop() }
         try notifier.waitReady()
-        let fleet = NotifierClientFleet(threads: options.clientThreads, port: Int(notifier.port), socketsPerAddress: options.socketsPerAddress)
+        // Source addresses of their own: the memory phase's sockets are in TIME_WAIT on its.
+        let fleet = NotifierClientFleet(threads: options.clientThreads, port: Int(notifier.port), socketsPerAddress: options.socketsPerAddress,
+                                        firstAddressBlock: 126)
         defer { fleet.shutdown() }
 
         let opened = fleet.open(Array(tokens[0..<users]), concurrency: options.connectConcurrency)
@@ -93,9 +108,7 @@ struct NotifierDeliveryPhase {
                 return Delivery(streamSeq: sequence, channelID: Self.channelID, event: event.encoded(), slots: slots).encoded()
             }
         }
-        let sample = ChatEvent(eventID: "bench-event-\(sequence + 1)", channelID: Self.channelID, senderID: "bench-sender",
-                               createdAtMs: Int64(Date().timeIntervalSince1970 * 1000), body: .messageCreated(messageID: "m\(sequence + 1)", text: text))
-        let frameBytes = ServerFrame.event(channel: Self.channelID, seq: sequence + 1, event: sample).count
+        let frameBytes = Self.frameBytes(textBytes: textBytes, seq: sequence + 1)
         let deliveryBytes = payloads(1)[0].count
 
         /// Publishes `batch`, flushes, waits for `batch.count × sockets` frames; the time
@@ -121,6 +134,8 @@ struct NotifierDeliveryPhase {
         var rates: [Double] = []
         var burstFrames = 0
         var burstNs: UInt64 = 0
+        var cpuAtBursts: (notifier: Double, bench: Double, wall: ContinuousClock.Instant)?
+        var cpuAfterBursts: (notifier: Double, bench: Double, wall: ContinuousClock.Instant)?
         // Warm-up: the first event pays for lazily created buffers on every path.
         events += 1
         complete = try deliver(payloads(1)) != nil
@@ -133,11 +148,13 @@ struct NotifierDeliveryPhase {
         for _ in 0..<bursts where complete {
             usleep(200_000)
             let batch = payloads(eventsPerBurst)
+            if cpuAtBursts == nil { cpuAtBursts = (notifier.cpuSeconds, ProcessCPU.seconds(), .now) }
             events += batch.count
             guard let ns = try deliver(batch) else { complete = false; break }
             rates.append(Double(batch.count * sockets) / (Double(ns) / 1e9))
             burstFrames += batch.count * sockets
             burstNs += ns
+            cpuAfterBursts = (notifier.cpuSeconds, ProcessCPU.seconds(), .now)
         }
         if !complete { usleep(2_000_000) }
         // The loops count frames written right after writing them; give the last ones a moment.
@@ -148,7 +165,11 @@ struct NotifierDeliveryPhase {
         let run = Run(
             label: label, users: users, sockets: sockets, frameBytes: frameBytes, deliveryBytes: deliveryBytes, events: events,
             singleEventMs: singles, burstRates: rates, burstRate: burstNs > 0 ? Double(burstFrames) / (Double(burstNs) / 1e9) : 0,
-            burstEvents: rates.count * eventsPerBurst, perSocketMin: low, perSocketMax: high, complete: complete,
+            burstEvents: rates.count * eventsPerBurst,
+            notifierCPUSeconds: (cpuAfterBursts?.notifier ?? 0) - (cpuAtBursts?.notifier ?? 0),
+            benchCPUSeconds: (cpuAfterBursts?.bench ?? 0) - (cpuAtBursts?.bench ?? 0),
+            burstWallSeconds: cpuAtBursts.flatMap { start in cpuAfterBursts.map { ($0.wall - start.wall).seconds } } ?? 0,
+            perSocketMin: low, perSocketMax: high, complete: complete,
             deliveriesIn: delta("switchboard_notifier_inbox_messages_total", #"kind="delivery""#),
             framesWritten: delta("switchboard_notifier_frames_written_total"),
             droppedNoSocket: delta("switchboard_notifier_dropped_deliveries_total", #"reason="no_socket""#),

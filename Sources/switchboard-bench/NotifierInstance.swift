@@ -42,6 +42,9 @@ final class NotifierInstance {
     /// VmRSS of the notifier, bytes.
     var residentBytes: Int { Machine.residentBytes(pid: process.pid) }
 
+    /// CPU seconds the notifier has used so far.
+    var cpuSeconds: Double { ProcessCPU.seconds(pid: process.pid) }
+
     /// File descriptors the notifier has open now.
     var openFileDescriptors: Int {
         (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(process.pid)/fd").count) ?? -1
@@ -182,5 +185,19 @@ enum NotifierHTTP {
         let text = String(decoding: response, as: UTF8.self)
         guard text.hasPrefix("HTTP/1.1 200"), let split = text.range(of: "\r\n\r\n") else { return nil }
         return String(text[split.upperBound...])
+    }
+}
+
+/// CPU time a process has used (user + system), from /proc/<pid>/stat.
+enum ProcessCPU {
+    /// Seconds of CPU used by `pid` (this process when nil) so far; 0 when unreadable.
+    static func seconds(pid: Int32? = nil) -> Double {
+        let path = pid.map { "/proc/\($0)/stat" } ?? "/proc/self/stat"
+        guard let stat = try? String(contentsOfFile: path, encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return 0 }
+        // Fields after "(comm)": state is field 3; utime and stime are fields 14 and 15.
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 }

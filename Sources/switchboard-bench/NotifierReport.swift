@@ -16,6 +16,7 @@ struct NotifierReport {
     var notifierThreads: Int?
     var eventsPerBurst: Int
     var memory: NotifierMemoryPhase.Result?
+    var ceiling: NotifierWriteCeiling.Result?
     var delivery: [NotifierDeliveryPhase.Run]
 
     static func verdict(_ met: Bool) -> String { met ? "met" : "NOT met" }
@@ -76,6 +77,8 @@ struct NotifierReport {
         if let first = delivery.first {
             lines.append("- event frame \(first.frameBytes) bytes of JSON (+ 4-byte WebSocket header); Delivery \(first.deliveryBytes) bytes on `notify.inbox.<instance>` (one per event, slots of every user read from `presence:<instance>`)")
             lines.append("- writes/s = frames received by all clients ÷ (first publish of the burst → last frame received), summed over the bursts")
+            lines.append("- CPU during the bursts (user + system, /proc/<pid>/stat), per socket write: " + delivery.map(Self.cpuLine).joined(separator: "; "))
+            if let ceiling { lines.append("- " + Self.ceilingLine(ceiling)) }
             lines.append("- ≥ 500 k socket writes/s: **\(Self.verdict(first.complete && first.burstRate >= Self.targetWritesPerSecond))** (\(PipelineBench.thousands(first.burstRate)) writes/s, \(first.label); the clients' reads compete with the notifier for the same 2 cores)")
         }
         for run in delivery {
@@ -93,12 +96,29 @@ struct NotifierReport {
         return lines
     }
 
+    /// The notifier's and the clients' CPU per write, and what the notifier's cost alone
+    /// would allow per core (an upper bound: it ignores the contention the clients add).
+    static func cpuLine(_ run: NotifierDeliveryPhase.Run) -> String {
+        let frames = Double(run.burstEvents * run.sockets)
+        guard frames > 0, run.notifierCPUSeconds > 0 else { return "\(run.label): not measured" }
+        let notifierUs = run.notifierCPUSeconds / frames * 1e6
+        let benchUs = run.benchCPUSeconds / frames * 1e6
+        return String(format: "%@: notifier %.2f µs (≈ %@ writes per notifier CPU-second), clients + publisher %.2f µs; of the %.1f s window the notifier used %.2f core-seconds, the bench %.2f",
+                      run.label, notifierUs, PipelineBench.thousands(1e6 / notifierUs), benchUs, run.burstWallSeconds, run.notifierCPUSeconds, run.benchCPUSeconds)
+    }
+
+    static func ceilingLine(_ result: NotifierWriteCeiling.Result) -> String {
+        String(format: "kernel ceiling on this machine: one thread `writev`-ing the same frame to each of %d connected loopback TCP sockets (never read, no event loop): %@ writes/s, %.2f µs CPU per write",
+               result.sockets, PipelineBench.thousands(result.writesPerSecond), result.cpuSeconds / Double(result.writes) * 1e6)
+    }
+
     static func deliverySummary(_ run: NotifierDeliveryPhase.Run) -> String {
         let singles = run.singleEventMs.map { String(format: "%.1f", $0) }.joined(separator: ", ")
         let bursts = run.burstRates.map { PipelineBench.thousands($0) }.joined(separator: ", ")
         return """
             single events, publish → last frame ms: [\(singles)]
             bursts of writes/s: [\(bursts)] → \(PipelineBench.thousands(run.burstRate)) writes/s overall
+            \(cpuLine(run))
             frames per socket: min \(run.perSocketMin), max \(run.perSocketMax), expected \(run.events)
             notifier /metrics: inbox deliveries +\(Int(run.deliveriesIn)), frames written +\(Int(run.framesWritten)) (expected \(run.events * run.sockets)), \
             dropped no-socket +\(Int(run.droppedNoSocket)), closing +\(Int(run.droppedClosing)), undecodable +\(Int(run.undecodable))

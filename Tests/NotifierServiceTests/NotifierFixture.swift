@@ -18,8 +18,9 @@ final class NotifierFixture: @unchecked Sendable {
     let directory: TemporaryDirectory
     let issuer: TokenIssuer
 
-    init(instanceID: String = "n1", arguments: [String] = [], environment: [String: String] = [:]) async throws {
-        nats = try NATSServerFixture()
+    /// `natsArguments` go to nats-server (e.g. `-m <port>` for its monitoring endpoint).
+    init(instanceID: String = "n1", arguments: [String] = [], environment: [String: String] = [:], natsArguments: [String] = []) async throws {
+        nats = try NATSServerFixture(extraArguments: natsArguments)
         redis = try RedisServerFixture()
         directory = try TemporaryDirectory(prefix: "switchboard-test-notifier")
         self.instanceID = instanceID

@@ -172,10 +172,9 @@ struct PipelineBench: ParsableCommand {
         return lines.joined(separator: "\n") + "\n"
     }
 
-    /// Appends `block` to the `## Fan-out pipeline` section of `path` (created at the end if
-    /// absent). Only inserts; never changes existing text.
-    static func appendResults(_ block: String, to path: String) throws {
-        let heading = "## Fan-out pipeline"
+    /// Appends `block` to the `heading` section of `path` (created at the end if absent).
+    /// Only inserts; never changes existing text.
+    static func appendResults(_ block: String, to path: String, heading: String = "## Fan-out pipeline") throws {
         let url = URL(fileURLWithPath: path)
         try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
         let existing = (try? String(contentsOf: url, encoding: .utf8)) ?? ""

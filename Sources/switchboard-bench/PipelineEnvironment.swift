@@ -29,15 +29,23 @@ final class PipelineEnvironment: @unchecked Sendable {
     private let heartbeatDone = Atomic<Bool>(false)
     private var stopped = false
 
-    init(partitionCount: Int, keepLogs: Bool) throws {
+    /// nats-server's HTTP monitoring port (/varz, /subsz), when started with `monitoring`.
+    private(set) var natsMonitorPort: UInt16?
+    /// The running fan-out's ops HTTP port (/metrics), once started.
+    private(set) var fanoutHTTPPort: UInt16?
+
+    init(partitionCount: Int, keepLogs: Bool, monitoring: Bool = false) throws {
         self.partitionCount = partitionCount
         self.keepLogs = keepLogs
+        let monitorPort = monitoring ? try PipelineNet.freePort() : nil
+        natsMonitorPort = monitorPort
         directory = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("switchboard-bench-pipeline-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         do {
             (nats, natsPort) = try Self.startWithRetry(name: "nats-server") { port in
                 try PipelineProcess(name: "nats-server", executable: "nats-server",
-                                    arguments: ["-js", "-a", "127.0.0.1", "-p", "\(port)", "-sd", self.directory.appendingPathComponent("js").path],
+                                    arguments: ["-js", "-a", "127.0.0.1", "-p", "\(port)", "-sd", self.directory.appendingPathComponent("js").path]
+                                        + (monitorPort.map { ["-m", "\($0)"] } ?? []),
                                     logURL: self.directory.appendingPathComponent("nats.log"))
             }
             (redis, redisPort) = try Self.startWithRetry(name: "redis-server") { port in
@@ -148,6 +156,7 @@ final class PipelineEnvironment: @unchecked Sendable {
             logURL: directory.appendingPathComponent("fanout.log")
         )
         fanout = process
+        fanoutHTTPPort = httpPort
         let deadline = started + timeout
         while ContinuousClock.now < deadline {
             guard process.isRunning else { throw PipelineError.setup("fanout exited during start-up; log:\n\(process.logTail())") }

@@ -94,10 +94,18 @@ struct PipelinePhases {
     /// Publishes at `rate` events/s for `seconds`, each event stamped with its publish instant
     /// (taken just before the async publish). Falling behind is measured, not hidden.
     private func pacedPublish(rate: Int, seconds: Double, salt: UInt64, tag: String, sink: PipelineSink) throws -> Paced {
+        try pacedPublish(rate: rate, seconds: seconds, salt: salt, tag: tag) { start in
+            sink.recordFromNs.store(start + warmupNs, ordering: .relaxed)
+        }
+    }
+
+    /// The paced publisher, telling `onStart` the schedule's start instant before the first
+    /// event goes out (receivers derive their warm-up cut-off from it).
+    func pacedPublish(rate: Int, seconds: Double, salt: UInt64, tag: String, onStart: (UInt64) -> Void) throws -> Paced {
         let total = Int(Double(rate) * seconds)
         let intervalNs = 1e9 / Double(rate)
         let start = pipelineNowNs()
-        sink.recordFromNs.store(start + warmupNs, ordering: .relaxed)
+        onStart(start)
         let hardStop = start + UInt64(seconds * 3e9) + 10_000_000_000
         var index = 0
         var maxBehind: UInt64 = 0

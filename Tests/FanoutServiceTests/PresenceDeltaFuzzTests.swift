@@ -64,6 +64,33 @@ import Testing
         #expect(result.report.accepted > 0 && result.report.rejected > 0, "\(result.report)")
     }
 
+    /// Membership facts from `CHAT_MEMBERSHIP` on the subject they arrived on (or another):
+    /// applied only when payload and subject agree, and a rejected fact changes nothing.
+    @Test func membershipChangesNeverTrapTheRoutingStateAndRejectedOnesChangeNothing() throws {
+        let corpus = [MembershipChange.State.joined, .left, .channelDeleted].flatMap { state in
+            ["alice", "erin", "bad id", ""].map { MembershipChange(channelID: "general", userID: $0, state: state, version: 5).encoded() }
+        } + [MembershipChange(channelID: "other", userID: "bob", state: .joined, version: .max).encoded()]
+        let state = try Self.state()
+        let partition = Partitioner.partition(of: "general", count: Self.partitionCount)
+        var sequence: UInt64 = 100
+        let result = FuzzDriver.run("MembershipChange→RoutingState", corpus: corpus) { bytes in
+            guard let change = try? MembershipChange(decoding: bytes) else { return .rejected }
+            let user = change.state == .channelDeleted ? Subjects.channelDeletedUser : change.userID
+            let subject = bytes.count % 3 == 0 ? "chat.membership.\(partition).general.mallory" : "chat.membership.\(partition).\(change.channelID).\(user)"
+            let before = state.inspectChannel("general", replica: Self.replica)
+            sequence += 1
+            do {
+                try state.apply(change, partition: partition, subject: subject, sequence: sequence)
+                return .accepted
+            } catch {
+                let after = state.inspectChannel("general", replica: Self.replica)
+                return after == before ? .rejected : .violation("rejected change (\(error)) altered general: \(before.members) → \(after.members)")
+            }
+        }
+        #expect(result.failures.isEmpty, "\(result.failures.joined(separator: "\n"))")
+        #expect(result.report.accepted > 0 && result.report.rejected > 0, "\(result.report)")
+    }
+
     static let replica = Inspection.Replica(id: "fuzz", partitions: Array(0..<partitionCount), partitionCount: partitionCount, ready: true)
 
     /// `ZADD instances inf n9` is a valid Redis command; converting its score with `Int64(_:)`

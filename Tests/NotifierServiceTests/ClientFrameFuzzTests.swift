@@ -43,6 +43,35 @@ import Testing
         #expect(result.report.residentGrowthBytes < 128 << 20, "\(result.report)")
     }
 
+    /// An upstream event is rendered into the frame every recipient parses: whatever its
+    /// strings hold (quotes, control characters, repaired UTF-8), the frame is one JSON object
+    /// whose fields carry exactly the decoded values — no field can be injected.
+    @Test func eventFramesFromAnyDecodableEventAreValidJSONCarryingTheSameStrings() {
+        let corpus = [
+            ChatEvent(eventID: "e\"1", channelID: "general", senderID: "bob", createdAtMs: -7, body: .messageCreated(messageID: "m", text: "\",\"type\":\"hello\u{0}\n\u{1F}")),
+            ChatEvent(eventID: "e", channelID: "c", senderID: "s\\", createdAtMs: .max, body: .reaction(messageID: "m", emoji: "👍🏽", removed: true)),
+            ChatEvent(eventID: "e", channelID: "c", senderID: "s", createdAtMs: .min, body: .channelUpdated(name: "</script>", topic: "\u{2028}")),
+            ChatEvent(eventID: "", channelID: "", senderID: "", createdAtMs: 0, body: nil),
+        ].map { $0.encoded() }
+        let result = FuzzDriver.run("EventFrame", corpus: corpus) { bytes in
+            guard let event = try? ChatEvent(decoding: bytes) else { return .rejected }
+            let frame = ServerFrame.event(channel: "general", seq: 42, event: event)
+            guard let json = (try? JSONSerialization.jsonObject(with: Data(frame))) as? [String: Any],
+                  let rendered = json["event"] as? [String: Any] else {
+                return .violation("frame is not a JSON object: \(String(decoding: frame, as: UTF8.self))")
+            }
+            guard json.count == 4, json["type"] as? String == "event", json["channel"] as? String == "general",
+                  rendered["id"] as? String == event.eventID, rendered["sender"] as? String == event.senderID,
+                  (rendered["created_at_ms"] as? NSNumber)?.int64Value == event.createdAtMs else {
+                return .violation("frame fields differ from the event: \(json)")
+            }
+            if case .messageCreated(_, let text)? = event.body, rendered["text"] as? String != text { return .violation("text differs: \(json)") }
+            return .accepted
+        }
+        #expect(result.failures.isEmpty, "\(result.failures.joined(separator: "\n"))")
+        #expect(result.report.accepted > 0 && result.report.rejected > 0, "\(result.report)")
+    }
+
     /// JSON nested far deeper than any frame needs (up to the 16 KB frame limit and beyond)
     /// is refused by the parser's depth limit, in bounded time and stack.
     @Test func deeplyNestedJSONIsRejectedNotAStackOverflow() {

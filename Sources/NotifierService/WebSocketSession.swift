@@ -47,6 +47,11 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
     /// Channels being resumed → live frames held back until their replay is written.
     private var resuming: [String: [(seq: UInt64, payload: ByteBuffer)]] = [:]
     private var heldFrames = 0
+    /// Resumed channels → the last seq their replay carried. The replay reads the stream, so
+    /// the fan-out's live delivery of those same events can reach this socket after it: a live
+    /// frame at or below this seq is dropped so the client never gets a seq twice. Cleared by
+    /// the first newer live frame (live frames of a channel arrive in stream order).
+    private var replayedThrough: [String: UInt64] = [:]
 
     init(userID: String, eventLoop: any EventLoop, environment: SessionEnvironment) {
         self.userID = userID
@@ -217,6 +222,7 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
             let resumed = ServerFrame.resumed(channel: channel, seq: last, replayed: frames.count, complete: complete)
             context.write(wrapOutboundOut(.text(allocator.buffer(bytes: resumed))), promise: nil)
             lastSeq = last
+            replayedThrough[channel] = last
         }
         for (seq, payload) in held where seq > lastSeq {
             context.write(wrapOutboundOut(.text(payload)), promise: nil)
@@ -232,6 +238,10 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
     @inline(__always)
     func deliver(_ payload: ByteBuffer, channel: String, seq: UInt64) -> Bool {
         guard state == .open, let context else { return false }
+        if seq != 0, !replayedThrough.isEmpty, let replayed = replayedThrough[channel] {
+            if seq <= replayed { return true }  // the replay already sent it
+            replayedThrough[channel] = nil
+        }
         if seq != 0 && !resuming.isEmpty && resuming[channel] != nil {
             resuming[channel]!.append((seq, payload))
             heldFrames += 1

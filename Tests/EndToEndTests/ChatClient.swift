@@ -22,6 +22,8 @@ final class ChatClient: @unchecked Sendable {
         var seq: UInt64
         var replayed: Int
         var complete: Bool
+        /// Event frames received on this client before this one (where it fell in the stream).
+        var position = 0
     }
 
     private struct State {
@@ -154,11 +156,14 @@ final class ChatClient: @unchecked Sendable {
             }
         case "resumed":
             guard let channel = object["channel"] as? String else { return }
-            let resumed = Resumed(
+            var resumed = Resumed(
                 channel: channel, seq: (object["seq"] as? NSNumber)?.uint64Value ?? 0,
                 replayed: (object["replayed"] as? NSNumber)?.intValue ?? 0, complete: object["complete"] as? Bool ?? false
             )
-            state.withLock { $0.resumed.append(resumed) }
+            state.withLock { state in
+                resumed.position = state.events.count
+                state.resumed.append(resumed)
+            }
         case "error":
             state.withLock { $0.errors.append(text) }
         default:

@@ -53,7 +53,10 @@ extension EndToEnd {
                 let published = flow.acknowledged(in: channel).map(\.seq)
                 let received = client.events(in: channel).seqs
                 // Raw frames, no client-side dedup: exactly the channel's events, once, in order.
-                #expect(received == published, "\(client.user) \(channel): \(Self.difference(received, published))")
+                let all = client.events
+                let repeats = Dictionary(grouping: all.indices.filter { all[$0].channel == channel }, by: { all[$0].seq }).filter { $0.value.count > 1 }
+                    .map { "seq \($0.key) at frames \($0.value) from \($0.value.map { all[$0].instance })" }
+                #expect(received == published, "\(client.user) \(channel): \(Self.difference(received, published)); \(repeats); resumed \(client.resumed)")
             }
         }
         let replayed = clients.flatMap(\.resumed).map(\.replayed).reduce(0, +)

@@ -148,6 +148,9 @@ final class EndToEndFleetCounters: Sendable {
     let hellos = Atomic<Int>(0)
     /// Close frames received from a notifier (slow consumer, heartbeat, drain).
     let closedByServer = Atomic<Int>(0)
+    /// Of those: 4001 heartbeat timeout, 4008 slow consumer.
+    let closedHeartbeat = Atomic<Int>(0)
+    let closedSlowConsumer = Atomic<Int>(0)
 }
 
 /// Sends the upgrade request with the client's token; fails the upgrade on any non-101 answer.
@@ -223,6 +226,12 @@ private final class EndToEndFrameHandler: ChannelInboundHandler {
             context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, maskKey: .random(), data: frame.data)), promise: nil)
         case .connectionClose:
             counters.closedByServer.add(1, ordering: .relaxed)
+            var data = frame.data
+            switch data.readInteger(as: UInt16.self) {
+            case 4001: counters.closedHeartbeat.add(1, ordering: .relaxed)
+            case 4008: counters.closedSlowConsumer.add(1, ordering: .relaxed)
+            default: break
+            }
             context.close(promise: nil)
         default:
             break

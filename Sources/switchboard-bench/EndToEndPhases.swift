@@ -36,10 +36,14 @@ struct EndToEndOutcome {
     var drained = true
     var relayErrors = 0
     var socketsClosed = 0
+    var closedHeartbeat = 0
+    var closedSlowConsumer = 0
     /// Switchboard only: the notifiers' own counters over the phase (frames written to
     /// sockets, deliveries dropped for want of a socket or while closing).
     var notifierFrames = 0
     var notifierDropped = 0
+    var notifierDroppedClosing = 0
+    var notifierSlowConsumerCloses = 0
     /// Per channel-size bucket: (events, hop messages) — for the messages/event chart.
     var bucketEvents: [Int] = []
     var bucketMessages: [Int] = []
@@ -50,7 +54,7 @@ struct EndToEndOutcome {
             + "received \(receivers.receipts) of \(expected) expected (lost \(lost), duplicates \(receivers.duplicates)); "
             + "p50 \(PipelineBench.ms(h.valueAtPercentile(50))) ms, p99 \(PipelineBench.ms(h.valueAtPercentile(99))) ms, max \(PipelineBench.ms(h.max)) ms; "
             + String(format: "hop messages %.2f/event published, %.2f/event delivered; nats-server CPU %.1f s", Double(hopPublished) / Double(max(1, sent)), Double(hopDelivered) / Double(max(1, sent)), natsCPU)
-        if design == .switchboard { line += "; notifiers wrote \(notifierFrames) frames, dropped \(notifierDropped) deliveries" }
+        if design == .switchboard { line += "; notifiers wrote \(notifierFrames) frames, dropped \(notifierDropped) recipient deliveries (\(notifierDroppedClosing) to closing sockets), closed \(notifierSlowConsumerCloses) sockets as slow consumers" }
         if let inbox { line += "; at the inbox p99 \(PipelineBench.ms(inbox.histogram.valueAtPercentile(99))) ms" }
         if !drained { line += "; NOT drained" }
         return line
@@ -132,11 +136,13 @@ struct EndToEndPhases {
         let servicePIDs = design == .switchboard ? setup.notifierPIDs + [env.fanout?.pid].compactMap { $0 } : []
         let fanoutPort = env.fanoutHTTPPort
         let deliveriesBefore = design == .switchboard ? fanoutPort.flatMap { EndToEndProbes.counter(port: $0, metric: "switchboard_fanout_deliveries_total") } ?? 0 : 0
-        let notifierCounters = { (metric: String) -> Int in
-            setup.notifierPorts.reduce(0) { $0 + Int(EndToEndProbes.counter(port: $1, metric: metric) ?? 0) }
+        let notifierCounters = { (metric: String, labels: String) -> Int in
+            setup.notifierPorts.reduce(0) { $0 + Int(EndToEndProbes.counter(port: $1, metric: metric, labelFilter: labels) ?? 0) }
         }
-        let framesBefore = notifierCounters("switchboard_notifier_frames_written_total")
-        let droppedBefore = notifierCounters("switchboard_notifier_dropped_deliveries_total")
+        let framesBefore = notifierCounters("switchboard_notifier_frames_written_total", "")
+        let droppedBefore = notifierCounters("switchboard_notifier_dropped_deliveries_total", "")
+        let droppedClosingBefore = notifierCounters("switchboard_notifier_dropped_deliveries_total", #"reason="closing""#)
+        let slowClosesBefore = notifierCounters("switchboard_notifier_closes_total", #"reason="slow_consumer""#)
         let varzBefore = EndToEndProbes.varz(port: monitor)
         let natsCPUBefore = EndToEndProbes.cpuSeconds(pid: env.nats.pid)
         let benchCPUBefore = EndToEndProbes.cpuSeconds()
@@ -185,12 +191,16 @@ struct EndToEndPhases {
         outcome.receiveSeconds = Double(lastChangeNs - publishStart) / 1e9
 
         let varzAfter = EndToEndProbes.varz(port: monitor)
-        outcome.notifierFrames = notifierCounters("switchboard_notifier_frames_written_total") - framesBefore
-        outcome.notifierDropped = notifierCounters("switchboard_notifier_dropped_deliveries_total") - droppedBefore
+        outcome.notifierFrames = notifierCounters("switchboard_notifier_frames_written_total", "") - framesBefore
+        outcome.notifierDropped = notifierCounters("switchboard_notifier_dropped_deliveries_total", "") - droppedBefore
+        outcome.notifierDroppedClosing = notifierCounters("switchboard_notifier_dropped_deliveries_total", #"reason="closing""#) - droppedClosingBefore
+        outcome.notifierSlowConsumerCloses = notifierCounters("switchboard_notifier_closes_total", #"reason="slow_consumer""#) - slowClosesBefore
         outcome.natsCPU = EndToEndProbes.cpuSeconds(pid: env.nats.pid) - natsCPUBefore
         outcome.benchCPU = EndToEndProbes.cpuSeconds() - benchCPUBefore
         outcome.servicesCPU = servicePIDs.reduce(0) { $0 + EndToEndProbes.cpuSeconds(pid: $1) } - servicesCPUBefore
         outcome.socketsClosed = fleet.counters.closedByServer.load(ordering: .relaxed) - closedBefore
+        outcome.closedHeartbeat = fleet.counters.closedHeartbeat.load(ordering: .relaxed)
+        outcome.closedSlowConsumer = fleet.counters.closedSlowConsumer.load(ordering: .relaxed)
         if let varzBefore, let varzAfter {
             outcome.varzIn = varzAfter.inMsgs - varzBefore.inMsgs
             outcome.varzOut = varzAfter.outMsgs - varzBefore.outMsgs

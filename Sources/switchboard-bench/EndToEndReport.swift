@@ -106,6 +106,9 @@ struct EndToEndReport {
         lines.append(contentsOf: bucketTable())
         lines.append("")
         lines.append(contentsOf: verdicts())
+        if let sw = switchboard {
+            lines.append("- Switchboard notifiers (their /metrics over the phase): \(sw.notifierFrames) frames written, \(sw.notifierDropped) recipient deliveries dropped (\(sw.notifierDroppedClosing) because the socket was closing), \(sw.notifierSlowConsumerCloses) sockets closed as slow consumers (4008: outbound buffer over its bound), \(sw.socketsClosed) close frames seen by the clients (\(sw.closedHeartbeat) × 4001 heartbeat timeout, \(sw.closedSlowConsumer) × 4008 slow consumer)")
+        }
         for o in outcomes where o.relayErrors > 0 || !o.drained || o.socketsClosed > 0 || o.receivers.unparsable > 0 || o.unexpected > 0 {
             lines.append("- \(o.design.rawValue): \(o.relayErrors) relay errors, drained \(o.drained ? "yes" : "NO"), \(o.socketsClosed) sockets closed by a notifier, \(o.receivers.unparsable) unparsable receipts, \(o.unexpected) receipts beyond the expected ones")
         }

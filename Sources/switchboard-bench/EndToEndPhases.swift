@@ -76,8 +76,9 @@ struct EndToEndPhases {
     let fetchBatch: Int
     let streamsDir: String
 
-    /// Channel-size buckets of the messages/event chart (upper bounds, members).
-    static let bucketBounds = [25, 50, 100, 200, 500, Int.max]
+    /// Channel-size buckets of the messages/event chart (upper bounds, members); the median
+    /// channel size of the default workload (50) sits in the middle of the 31–70 bucket.
+    static let bucketBounds = [10, 30, 70, 150, 500, Int.max]
 
     static func bucket(ofSize size: Int) -> Int { bucketBounds.firstIndex { size <= $0 } ?? bucketBounds.count - 1 }
 

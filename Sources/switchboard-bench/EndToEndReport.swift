@@ -164,7 +164,7 @@ struct EndToEndReport {
             let factor = swValue > 0 ? puValue / swValue : 0
             let overall = Double(perUser.hopPublished) / Double(max(1, perUser.sent)) / (Double(sw.hopPublished) / Double(max(1, sw.sent)))
             lines.append("- target per-user baseline sends ≥ 10× more at median channel size 50: **\(factor >= 10 ? "met" : "NOT met")** — "
-                + String(format: "%.1f× in the %@-member bucket (%.2f vs %.2f messages per event; %.0f %% of users online), %.1f× over all events", factor, bucketNames[bucket], puValue, swValue, workloadModel.shape.onlineFraction * 100, overall))
+                + String(format: "%.1f× in the %@-member bucket (%.2f vs %.2f messages per event), %.1f× over all events; with %.0f %% of users online the factor is about online members ÷ instances", factor, bucketNames[bucket], puValue, swValue, overall, workloadModel.shape.onlineFraction * 100))
         }
         return lines
     }

@@ -21,7 +21,7 @@ struct SVGChart {
     static let palette = ["#1f77b4", "#9ecae1", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd"]
 
     func render(width: Double = 760, height: Double = 420) -> String {
-        let left = 70.0, right = 20.0, top = 48.0, bottom = note == nil ? 78.0 : 96.0
+        let left = 70.0, right = 20.0, top = 48.0, bottom = note == nil ? 96.0 : 114.0
         let plotWidth = width - left - right, plotHeight = height - top - bottom
         let positive = series.flatMap { $0.values.compactMap { $0 } }.filter { $0 > 0 }
         let (low, high) = yRange(positive)
@@ -56,11 +56,16 @@ struct SVGChart {
         }
         // Legend.
         var lx = left
-        let ly = top + plotHeight + 36
+        var ly = top + plotHeight + 36
         for serie in series {
+            let itemWidth = 16 + Double(serie.name.count) * 6.6 + 18
+            if lx > left && lx + itemWidth > width - right {
+                lx = left
+                ly += 18
+            }
             svg.append(##"<rect x="\##(f(lx))" y="\##(f(ly - 10))" width="12" height="12" fill="\##(serie.color)"/>"##)
             svg.append(##"<text x="\##(f(lx + 16))" y="\##(f(ly))">\##(escape(serie.name))</text>"##)
-            lx += 16 + Double(serie.name.count) * 6.6 + 18
+            lx += itemWidth
         }
         if let note {
             svg.append(##"<text x="\##(f(left))" y="\##(f(ly + 22))" font-size="11" fill="#555">\##(escape(note))</text>"##)

@@ -40,7 +40,7 @@ import Testing
             RoutingImage.encode(Self.emptyTable(), partition: Self.partition),
             RoutingImage.encode(try Self.table(users: 5, perChannel: 3, seed: 1), partition: Self.partition),
             RoutingImage.encode(try Self.table(users: 300, perChannel: 40, seed: 2), partition: Self.partition),
-            RoutingImage.encode(try Self.table(users: 2000, perChannel: 300, seed: 3), partition: Self.partition),
+            RoutingImage.encode(try Self.table(users: 1000, perChannel: 120, seed: 3), partition: Self.partition),
         ]
         // A table already holding data: a rejected image must not change it.
         let resident = try Self.table(users: 50, perChannel: 10, seed: 4)

@@ -17,8 +17,15 @@ enum NotifierWriteCeiling {
         var writesPerSecond: Double { Double(writes) / seconds }
     }
 
+    /// The header of an unmasked final text frame (RFC 6455 §5.2) with `payloadBytes` of payload.
+    static func webSocketHeader(payloadBytes: Int) -> [UInt8] {
+        if payloadBytes < 126 { return [0x81, UInt8(payloadBytes)] }
+        if payloadBytes <= 0xFFFF { return [0x81, 126, UInt8(payloadBytes >> 8), UInt8(payloadBytes & 0xFF)] }
+        return [0x81, 127] + (0..<8).reversed().map { UInt8((UInt64(payloadBytes) >> (8 * UInt64($0))) & 0xFF) }
+    }
+
     /// Opens `sockets` loopback TCP connections, then writes `rounds` frames of `frameBytes`
-    /// (plus a 4-byte header) to each, round by round, and closes them.
+    /// (plus the WebSocket header) to each, round by round, and closes them.
     static func measure(sockets: Int, rounds: Int, frameBytes: Int) throws -> Result {
         let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard listener >= 0 else { throw PipelineError.setup("socket() failed: errno \(errno)") }
@@ -55,7 +62,7 @@ enum NotifierWriteCeiling {
         }
 
         // The same bytes for every socket, as the notifier shares one payload buffer.
-        let header: [UInt8] = [0x81, 126, UInt8(frameBytes >> 8), UInt8(frameBytes & 0xFF)]
+        let header = webSocketHeader(payloadBytes: frameBytes)
         let payload = [UInt8](repeating: UInt8(ascii: "x"), count: frameBytes)
         let total = header.count + payload.count
         let cpuBefore = ProcessCPU.seconds()

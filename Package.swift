@@ -116,10 +116,10 @@ let package = Package(
         .target(name: "SwitchboardTestSupport", path: "Tests/SwitchboardTestSupport", swiftSettings: strict),
         .testTarget(
             name: "RoutingCoreTests",
-            dependencies: ["RoutingCore", .product(name: "PropertyBased", package: "swift-property-based")],
+            dependencies: ["RoutingCore", "SwitchboardTestSupport", .product(name: "PropertyBased", package: "swift-property-based")],
             swiftSettings: strict
         ),
-        .testTarget(name: "SwitchboardProtoTests", dependencies: ["SwitchboardProto"], swiftSettings: strict),
+        .testTarget(name: "SwitchboardProtoTests", dependencies: ["SwitchboardProto", "SwitchboardTestSupport"], swiftSettings: strict),
         .testTarget(name: "NATSClientTests", dependencies: ["NATSClient", "SwitchboardTestSupport"], swiftSettings: strict),
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "SwitchboardTestSupport"], swiftSettings: strict),
         .testTarget(

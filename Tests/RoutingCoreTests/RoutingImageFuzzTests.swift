@@ -1,5 +1,6 @@
 import RoutingCore
 import Testing
+import SwitchboardTestSupport
 
 /// The routing-table image is read back from `ROUTING_SNAPSHOTS` at cold start: bytes another
 /// process wrote, possibly a corrupt or hostile one. Fuzzed from real images and from images

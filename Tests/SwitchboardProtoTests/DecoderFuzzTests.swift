@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import SwitchboardTestSupport
 @testable import SwitchboardProto
 
 /// Every protobuf message a process reads from NATS or Redis, fuzzed from valid encodings

@@ -12,9 +12,6 @@ import Synchronization
 // a signal handler prints (target, seed, iteration, input in hex) before the process dies.
 // `SWITCHBOARD_FUZZ_SECONDS` sets each target's time box (default 1 s, so that the dozen
 // targets stay under ~20 s of CI) for longer local runs.
-//
-// This file is compiled into SwitchboardTestSupport and, through symlinks, into the test
-// targets that do not depend on it (RoutingCoreTests, SwitchboardProtoTests).
 
 /// SplitMix64: tiny, fast, and fully determined by its seed.
 public struct FuzzRandom: RandomNumberGenerator, Sendable {

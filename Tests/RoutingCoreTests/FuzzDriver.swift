@@ -1,1 +1,0 @@
-../SwitchboardTestSupport/FuzzDriver.swift

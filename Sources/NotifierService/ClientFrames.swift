@@ -128,6 +128,38 @@ public enum ServerFrame {
     }
 }
 
+/// The `resume` query parameter of an upgrade request, `?resume=general:42,random:7`: the
+/// channels to replay from the first instant of the socket. Resuming in the URL rather than
+/// with `resume` frames closes a race: a live event can reach a new socket before its first
+/// frame is read, and would then come again, out of order, in the replay.
+public struct ConnectResume: Equatable, Sendable {
+    public struct Position: Equatable, Sendable {
+        public var channel: String
+        public var afterSeq: UInt64
+    }
+
+    public var positions: [Position]
+
+    /// Nil when the URI has no `resume`; a `Rejection` when it is malformed.
+    public static func parse(uri: String) throws(ClientFrame.Rejection) -> ConnectResume? {
+        guard let query = uri.firstIndex(of: "?").map({ uri[uri.index(after: $0)...] }) else { return nil }
+        guard let pair = query.split(separator: "&").first(where: { $0.hasPrefix("resume=") }) else { return nil }
+        let value = String(pair.dropFirst("resume=".count)).removingPercentEncoding ?? ""
+        var positions: [Position] = []
+        for item in value.split(separator: ",", omittingEmptySubsequences: false) {
+            let parts = item.split(separator: ":", omittingEmptySubsequences: false)
+            guard parts.count == 2, Identifier.isValid(String(parts[0])), let seq = UInt64(parts[1]) else {
+                throw ClientFrame.Rejection(code: "bad_resume", message: "resume must be channel:seq pairs separated by commas")
+            }
+            guard !positions.contains(where: { $0.channel == parts[0] }) else {
+                throw ClientFrame.Rejection(code: "bad_resume", message: "channel '\(parts[0])' is named twice in resume")
+            }
+            positions.append(Position(channel: String(parts[0]), afterSeq: seq))
+        }
+        return ConnectResume(positions: positions)
+    }
+}
+
 /// A frame a client sent, validated.
 public enum ClientFrame: Equatable, Sendable {
     case ping

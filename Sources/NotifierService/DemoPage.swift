@@ -54,12 +54,12 @@ enum DemoPage {
     function connect() {
       if (ws) { ws.onclose = null; ws.close(); }
       const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-      ws = new WebSocket(scheme + "//" + location.host + "/ws?token=" + encodeURIComponent($("token").value.trim()));
+      // After a reconnect, resume in the URL: what was missed comes first, then live events.
+      const resume = lastSeq > 0 ? "&resume=" + encodeURIComponent($("channel").value + ":" + lastSeq) : "";
+      ws = new WebSocket(scheme + "//" + location.host + "/ws?token=" + encodeURIComponent($("token").value.trim()) + resume);
       $("state").textContent = "connecting";
       ws.onopen = () => {
         retry = 0;
-        // After a reconnect, ask for what was missed while away.
-        if (lastSeq > 0) ws.send(JSON.stringify({type: "resume", channel: $("channel").value, after_seq: lastSeq}));
       };
       ws.onmessage = m => {
         const f = JSON.parse(m.data);

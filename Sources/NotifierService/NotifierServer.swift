@@ -243,10 +243,11 @@ struct WebSocketPipeline: Sendable {
             maxFrameSize: maxFrameBytes,
             automaticErrorHandling: true,
             shouldUpgrade: { channel, head in shouldUpgrade(channel: channel, head: head, refusal: refusal, user: user) },
-            upgradePipelineHandler: { channel, _ in
+            upgradePipelineHandler: { channel, head in
                 channel.eventLoop.makeCompletedFuture {
                     guard let userID = user.value else { throw ChannelError.inappropriateOperationForState }
-                    try addWebSocketHandlers(channel, userID: userID)
+                    let resume = Result { () throws(ClientFrame.Rejection) in try ConnectResume.parse(uri: head.uri) }
+                    try addWebSocketHandlers(channel, userID: userID, resume: resume)
                 }
             }
         )
@@ -298,14 +299,14 @@ struct WebSocketPipeline: Sendable {
         }
     }
 
-    private func addWebSocketHandlers(_ channel: any Channel, userID: String) throws {
+    private func addWebSocketHandlers(_ channel: any Channel, userID: String, resume: Result<ConnectResume?, ClientFrame.Rejection>) throws {
         let metrics = metrics
         let handlers: [any ChannelHandler] = [
             NIOWebSocketFrameAggregator(minNonFinalFragmentSize: 1, maxAccumulatedFrameCount: 64, maxAccumulatedFrameSize: maxMessageBytes),
             InboundRateLimitHandler(messagesPerSecond: inboundRate, burst: inboundBurst, closeTimeout: environment.closeHandshakeTimeout) {
                 metrics.rateLimitCloses.increment()
             },
-            WebSocketSession(userID: userID, eventLoop: channel.eventLoop, environment: environment),
+            WebSocketSession(userID: userID, eventLoop: channel.eventLoop, environment: environment, resume: resume),
         ]
         try channel.pipeline.syncOperations.addHandlers(handlers)
     }

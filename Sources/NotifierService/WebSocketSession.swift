@@ -53,8 +53,12 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
     /// the first newer live frame (live frames of a channel arrive in stream order).
     private var replayedThrough: [String: UInt64] = [:]
 
-    init(userID: String, eventLoop: any EventLoop, environment: SessionEnvironment) {
+    /// `?resume=` of the upgrade request, started before any live frame can be delivered.
+    private let connectResume: Result<ConnectResume?, ClientFrame.Rejection>
+
+    init(userID: String, eventLoop: any EventLoop, environment: SessionEnvironment, resume: Result<ConnectResume?, ClientFrame.Rejection> = .success(nil)) {
         self.userID = userID
+        connectResume = resume
         self.eventLoop = eventLoop
         self.environment = environment
         lastHeard = eventLoop.now
@@ -71,7 +75,21 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
         environment.registry.register(self)
         environment.logger.debug("socket open", metadata: ["user": "\(userID)"])
         let hello = ServerFrame.hello(instance: environment.instanceID, user: userID, heartbeatSeconds: Int((environment.heartbeatInterval.nanoseconds + 999_999_999) / 1_000_000_000))
-        context.writeAndFlush(wrapOutboundOut(.text(context.channel.allocator.buffer(bytes: hello))), promise: nil)
+        context.write(wrapOutboundOut(.text(context.channel.allocator.buffer(bytes: hello))), promise: nil)
+        // Registered and resuming on the same event-loop turn: every live frame of these
+        // channels from now on is held until its replay is written.
+        switch connectResume {
+        case .success(let resume):
+            for position in resume?.positions ?? [] {
+                if let error = startResume(channel: position.channel, after: position.afterSeq) {
+                    context.write(wrapOutboundOut(.text(context.channel.allocator.buffer(bytes: error))), promise: nil)
+                }
+            }
+        case .failure(let rejection):
+            let error = ServerFrame.error(code: rejection.code, message: rejection.message)
+            context.write(wrapOutboundOut(.text(context.channel.allocator.buffer(bytes: error))), promise: nil)
+        }
+        context.flush()
         let interval = environment.heartbeatInterval
         heartbeat = context.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { [weak self] _ in
             self?.heartbeatTick()

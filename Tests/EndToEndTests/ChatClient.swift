@@ -5,7 +5,7 @@ import Synchronization
 /// A chat client as an application would write one against the client protocol: it reads
 /// frames on its own thread, answers pings, records every event frame as received (raw,
 /// duplicates included), and — when `reconnects` — connects to the next notifier after
-/// its socket ends and sends `resume` per channel with the last `seq` it saw there.
+/// its socket ends and resumes (`?resume=` in the URL) every channel from the last `seq` it saw there.
 final class ChatClient: @unchecked Sendable {
     /// One event frame as it arrived.
     struct Received: Sendable, Equatable {
@@ -77,22 +77,19 @@ final class ChatClient: @unchecked Sendable {
     // MARK: Connection
 
     private func connect(port: Int, resume: Bool) throws -> WebSocketTestClient {
-        let socket = try WebSocketTestClient(port: port, headers: ["Authorization": "Bearer \(token)"])
+        // Resuming in the URL, one position per channel seen so far: the notifier starts the
+        // replays before it can deliver a live frame to this socket.
+        let positions = state.withLock { $0.lastSeq }.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }
+        let path = resume && !positions.isEmpty ? "/ws?resume=\(positions.joined(separator: ","))" : "/ws"
+        let socket = try WebSocketTestClient(port: port, path: path, headers: ["Authorization": "Bearer \(token)"])
         guard let hello = try socket.receiveText(timeout: .seconds(5)),
               let object = Self.json(hello), object["type"] as? String == "hello" else {
             socket.closeSocket()
             throw WebSocketTestClient.Failure.io("no hello frame from port \(port)")
         }
-        let lastSeq = state.withLock { state in
+        state.withLock { state in
             state.instance = object["instance"] as? String
             state.connections += 1
-            return state.lastSeq
-        }
-        if resume {
-            // One resume per channel seen so far: the notifier replays what was missed.
-            for (channel, seq) in lastSeq.sorted(by: { $0.key < $1.key }) {
-                try socket.send(text: #"{"type":"resume","channel":"\#(channel)","after_seq":\#(seq)}"#)
-            }
         }
         return socket
     }

@@ -53,37 +53,11 @@ extension EndToEnd {
                 let published = flow.acknowledged(in: channel).map(\.seq)
                 let received = client.events(in: channel).seqs
                 let detail = "\(client.user) \(channel): \(Self.difference(received, published)); resumed \(client.resumed)"
-                if received == published { continue }  // raw frames: every event once, in order
-                // Known race (reported): a live frame can reach the new socket after its hello
-                // but before the notifier has read the client's `resume`; the replay then sends
-                // that seq again. Anything else — a gap, a repeat after `resumed`, a repeat
-                // from the old instance — is a plain failure.
-                if Self.withoutEarlyLiveFrames(client, channel: channel) == published {
-                    withKnownIssue("live frame on the new socket before its resume was read", isIntermittent: true) {
-                        Issue.record("\(detail)")
-                    }
-                } else {
-                    Issue.record("\(detail)")
-                }
+                #expect(received == published, "\(detail)")  // raw frames: every event once, in order
             }
         }
         let replayed = clients.flatMap(\.resumed).map(\.replayed).reduce(0, +)
         report("rolling restart: n1 drained and exited in \(exitedAfter) ms; \(flow.acknowledged.count) events; \(replayed) replayed by resume; duplicates \(clients.map { $0.events.duplicates })")
-    }
-
-    /// The channel's seqs as received, minus the frames of the known race: a frame that came
-    /// before the channel's `resumed` and whose seq the replay sent again before `resumed`.
-    static func withoutEarlyLiveFrames(_ client: ChatClient, channel: String) -> [UInt64] {
-        let all = client.events
-        guard let resumedAt = client.resumed.first(where: { $0.channel == channel })?.position else { return all.filter { $0.channel == channel }.seqs }
-        var kept: [UInt64] = []
-        for index in all.indices where all[index].channel == channel {
-            let frame = all[index]
-            let resentByReplay = index < resumedAt && frame.instance == client.instance
-                && all[(index + 1)..<resumedAt].contains { $0.channel == channel && $0.seq == frame.seq }
-            if !resentByReplay { kept.append(frame.seq) }
-        }
-        return kept
     }
 
     /// A short description of how two seq lists differ, for failure messages.

@@ -64,6 +64,16 @@ import Testing
         #expect(error["message"] as? String == "no \"type\"")
     }
 
+    @Test func connectResumeParsesChannelSeqPairsAndRejectsTheRest() throws {
+        #expect(try ConnectResume.parse(uri: "/ws?token=t") == nil)
+        let parsed = try #require(try ConnectResume.parse(uri: "/ws?token=t&resume=general:42,room-b:0"))
+        #expect(parsed.positions == [.init(channel: "general", afterSeq: 42), .init(channel: "room-b", afterSeq: 0)])
+        #expect(try ConnectResume.parse(uri: "/ws?resume=general%3A7")?.positions == [.init(channel: "general", afterSeq: 7)])
+        for bad in ["general", "general:", "general:-1", "a.b:1", "general:1,general:2", "general:1,", ":5"] {
+            #expect(throws: ClientFrame.Rejection.self, "\(bad)") { try ConnectResume.parse(uri: "/ws?resume=\(bad)") }
+        }
+    }
+
     @Test func clientFramesDecode() throws {
         #expect(try ClientFrame.decode(Array(#"{"type":"ping"}"#.utf8)) == .ping)
         #expect(try ClientFrame.decode(Array(#"{"type":"typing","channel":"general","extra":1}"#.utf8)) == .typing(channel: "general"))

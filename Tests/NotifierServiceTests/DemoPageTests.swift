@@ -21,7 +21,7 @@ import Glibc
         #expect(page.headers["content-security-policy"]?.contains("default-src 'none'") == true)
         #expect(page.headers["referrer-policy"] == "no-referrer")
         #expect(page.body.contains("/ws?token="))
-        #expect(page.body.contains(#"type: "resume""#))
+        #expect(page.body.contains("&resume="))
         #expect(page.body.hasSuffix("</html>"))
 
         let token = try await fixture.token("alice")

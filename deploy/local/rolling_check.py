@@ -5,7 +5,7 @@ reconnect and resume.
 Connects --users clients spread over the notifiers, all members of one fresh channel.
 A publisher sends events (routectl publish event) continuously while `deploy/local/restart`
 restarts every notifier in turn. A client whose socket closes (4000 on a drain) reconnects
-to the next notifier and sends `resume` with the last seq it saw. At the end every client
+to the next notifier with `?resume=<channel>:<last seq>` in its URL. At the end every client
 must have seen every published seq; duplicates are counted (allowed: at-least-once).
 
   rolling_check.py --routectl PATH --nats-url URLS --secret S ws://127.0.0.1:8081 ws://…:8082 ws://…:8083
@@ -29,12 +29,12 @@ class Client:
 
     async def run(self, channel, secret):
         while not self.stopped:
-            url = f"{self.notifiers[self.index]}/ws?token={token(self.user, secret)}"
+            # Resuming in the URL: the notifier holds live frames back from the first instant.
+            resume = f"&resume={channel}:{self.last}" if self.last else ""
+            url = f"{self.notifiers[self.index]}/ws?token={token(self.user, secret)}{resume}"
             try:
                 async with websockets.connect(url, open_timeout=5) as ws:
                     await asyncio.wait_for(ws.recv(), 5)  # hello
-                    if self.last:
-                        await ws.send(json.dumps({"type": "resume", "channel": channel, "after_seq": self.last}))
                     async for raw in ws:
                         frame = json.loads(raw)
                         if frame.get("type") == "event" and frame.get("channel") == channel:

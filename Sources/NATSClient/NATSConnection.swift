@@ -36,6 +36,10 @@ public final class NATSConnection: @unchecked Sendable {
         public var maxPendingMessages: Int
         /// Bytes buffered for publishing while reconnecting; past it, publish fails.
         public var reconnectBufferBytes: Int
+        /// Told when the connection drops and when it is re-established (on nats.c's callback
+        /// thread: keep it short). Core-NATS messages sent to this client in between are lost,
+        /// which is what a subscriber may need to react to.
+        public var onConnectionEvent: (@Sendable (ConnectionEvent) -> Void)?
 
         public init(
             url: String,
@@ -46,7 +50,8 @@ public final class NATSConnection: @unchecked Sendable {
             pingInterval: Duration = .seconds(10),
             maxPendingBytes: Int = 64 * 1024 * 1024,
             maxPendingMessages: Int = 65_536,
-            reconnectBufferBytes: Int = 8 * 1024 * 1024
+            reconnectBufferBytes: Int = 8 * 1024 * 1024,
+            onConnectionEvent: (@Sendable (ConnectionEvent) -> Void)? = nil
         ) {
             self.url = url
             self.name = name
@@ -57,6 +62,7 @@ public final class NATSConnection: @unchecked Sendable {
             self.maxPendingBytes = maxPendingBytes
             self.maxPendingMessages = maxPendingMessages
             self.reconnectBufferBytes = reconnectBufferBytes
+            self.onConnectionEvent = onConnectionEvent
         }
 
         /// The URLs of `url`, trimmed, empty entries dropped.
@@ -103,6 +109,13 @@ public final class NATSConnection: @unchecked Sendable {
         try set(natsOptions_SetMaxPendingMsgs(opts, Int32(clamping: options.maxPendingMessages)), "max pending messages")
         try set(natsOptions_SetReconnectBufSize(opts, Int32(clamping: options.reconnectBufferBytes)), "reconnect buffer")
         try set(natsOptions_SetRetryOnFailedConnect(opts, false, nil, nil), "retry on failed connect")
+        if let handler = options.onConnectionEvent {
+            // Deliberately never released: nats.c may still run a callback on its own thread
+            // after the connection is destroyed. One small box per connection that asked.
+            let box = Unmanaged.passRetained(ConnectionEventBox(handler)).toOpaque()
+            try set(natsOptions_SetDisconnectedCB(opts, { _, box in ConnectionEventBox.deliver(.disconnected, to: box) }, box), "disconnected callback")
+            try set(natsOptions_SetReconnectedCB(opts, { _, box in ConnectionEventBox.deliver(.reconnected, to: box) }, box), "reconnected callback")
+        }
 
         var connection: OpaquePointer?
         let status = natsConnection_Connect(&connection, opts)
@@ -330,5 +343,22 @@ public final class NATSSyncSubscription: @unchecked Sendable {
     deinit {
         unsubscribe()
         natsSubscription_Destroy(handle)
+    }
+}
+
+/// A change of a connection's state, for `Options.onConnectionEvent`.
+public enum ConnectionEvent: Sendable {
+    case disconnected
+    case reconnected
+}
+
+/// Carries the Swift handler through nats.c's `void *closure`.
+private final class ConnectionEventBox: Sendable {
+    let handler: @Sendable (ConnectionEvent) -> Void
+    init(_ handler: @escaping @Sendable (ConnectionEvent) -> Void) { self.handler = handler }
+
+    static func deliver(_ event: ConnectionEvent, to box: UnsafeMutableRawPointer?) {
+        guard let box else { return }
+        Unmanaged<ConnectionEventBox>.fromOpaque(box).takeUnretainedValue().handler(event)
     }
 }

@@ -23,6 +23,11 @@ final class NotifierMetrics: Sendable {
     let frameTooLargeCloses = Counter(label: "switchboard_notifier_closes_total", dimensions: [("reason", "too_large")])
     let heartbeatCloses = Counter(label: "switchboard_notifier_closes_total", dimensions: [("reason", "heartbeat_timeout")])
     let drainCloses = Counter(label: "switchboard_notifier_closes_total", dimensions: [("reason", "drain")])
+    /// Sockets asked to reconnect and resume because deliveries may have been lost while the
+    /// NATS connection was down.
+    let natsReconnectCloses = Counter(label: "switchboard_notifier_closes_total", dimensions: [("reason", "nats_reconnect")])
+    /// NATS connection losses (each followed by a reconnect or by the process giving up).
+    let natsDisconnects = Counter(label: "switchboard_notifier_nats_disconnects_total")
     /// Client typing indicators published to the fan-out.
     let typingPublished = Counter(label: "switchboard_notifier_typing_published_total")
     /// Presence operations that failed against Redis (the registrar re-registers after).

@@ -77,7 +77,10 @@ public final class NotifierServer: Sendable {
 
         let nats: NATSConnection
         do {
-            nats = try NATSConnection(options: .init(url: config.natsURL, name: "notifier-\(config.instanceID)"))
+            nats = try NATSConnection(options: .init(
+                url: config.natsURL, name: "notifier-\(config.instanceID)",
+                onConnectionEvent: { [weak self] event in self?.natsConnectionChanged(event) }
+            ))
         } catch {
             throw Error.nats(url: config.natsURL, underlying: "\(error)")
         }
@@ -178,6 +181,35 @@ public final class NotifierServer: Sendable {
         ])
     }
 
+    /// Closes `sessions` with 4000 "reconnect", spread evenly over the drain window so that
+    /// their reconnects (and resumes) do not arrive all at once.
+    private func closeSpread(_ sessions: [WebSocketSession], becauseNATSReconnected: Bool) {
+        let window = TimeAmount(configuration.drainWindow)
+        for (index, session) in sessions.enumerated() {
+            let delay: TimeAmount = sessions.count <= 1 ? .nanoseconds(0) : .nanoseconds(window.nanoseconds * Int64(index) / Int64(sessions.count))
+            session.eventLoop.scheduleTask(in: delay) { session.closeForDrain(becauseNATSReconnected: becauseNATSReconnected) }
+        }
+    }
+
+    /// Deliveries are core NATS: whatever the fan-out sent while this connection was down
+    /// is gone, and a client cannot see the hole (`seq` is stream-wide). So after a reconnect
+    /// every socket open at that moment is asked to reconnect (4000, spread over the drain
+    /// window) and resume from its last seq, which replays exactly the missed events.
+    private func natsConnectionChanged(_ event: ConnectionEvent) {
+        switch event {
+        case .disconnected:
+            metrics.natsDisconnects.increment()
+            logger.warning("NATS disconnected: no deliveries until it reconnects", metadata: ["instance": "\(configuration.instanceID)"])
+        case .reconnected:
+            guard !state.withLockedValue({ $0.draining }) else { return }
+            let sessions = registry.allSessions()
+            logger.warning("NATS reconnected: asking sockets to reconnect and resume what they may have missed", metadata: [
+                "instance": "\(configuration.instanceID)", "sockets": "\(sessions.count)", "window_s": "\(configuration.drainWindow)",
+            ])
+            closeSpread(sessions, becauseNATSReconnected: true)
+        }
+    }
+
     /// Graceful drain: stop accepting, report not ready, close every socket with 4000
     /// "reconnect" spread over `drainWindow`, deregister presence, close NATS, stop the
     /// event loops. Bounded by `drainWindow + closeHandshakeTimeout` plus a few seconds
@@ -196,11 +228,7 @@ public final class NotifierServer: Sendable {
         try? await serverChannel?.close()
         let sessions = registry.allSessions()
         logger.info("notifier draining", metadata: ["sockets": "\(sessions.count)", "window_s": "\(configuration.drainWindow)"])
-        let window = TimeAmount(configuration.drainWindow)
-        for (index, session) in sessions.enumerated() {
-            let delay: TimeAmount = sessions.count <= 1 ? .nanoseconds(0) : .nanoseconds(window.nanoseconds * Int64(index) / Int64(sessions.count))
-            session.eventLoop.scheduleTask(in: delay) { session.closeForDrain() }
-        }
+        closeSpread(sessions, becauseNATSReconnected: false)
         let deadline = ContinuousClock.now + configuration.drainWindow + configuration.closeHandshakeTimeout + .milliseconds(500)
         while registry.socketCount > 0 && ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(20))

@@ -274,9 +274,9 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
     }
 
     /// Tells the client to reconnect elsewhere (close 4000). Must run on `eventLoop`.
-    func closeForDrain() {
+    func closeForDrain(becauseNATSReconnected: Bool = false) {
         guard state == .open || state == .opening else { return }
-        environment.metrics.drainCloses.increment()
+        (becauseNATSReconnected ? environment.metrics.natsReconnectCloses : environment.metrics.drainCloses).increment()
         initiateClose(code: CloseCode.reconnect, reason: "reconnect")
     }
 

@@ -26,7 +26,10 @@ final class MembershipFeed: @unchecked Sendable {
         self.state = state
         self.metrics = metrics
         self.logger = logger
-        consumer = try jetStream.orderedConsumer(stream: "CHAT_MEMBERSHIP", filterSubject: "chat.membership.\(partition).*.*", startSequence: startSequence)
+        // 20 M memberships: nats-server 2.9 took over 5 s to create this filtered consumer.
+        consumer = try jetStream.orderedConsumer(
+            stream: "CHAT_MEMBERSHIP", filterSubject: "chat.membership.\(partition).*.*", startSequence: startSequence, createTimeout: .seconds(60)
+        )
     }
 
     /// Starts the feed thread; returns once the replay has caught up with the stream.

@@ -395,9 +395,12 @@ public final class JetStream: @unchecked Sendable {
     /// An ordered consumer: an ephemeral, flow-controlled push consumer without acks that
     /// nats.c recreates on a gap, so messages come exactly in stream order. Replays
     /// `filterSubject` of `stream` from `startSequence` (0: from the first message).
-    public func orderedConsumer(stream: String, filterSubject: String, startSequence: UInt64) throws -> OrderedConsumer {
+    /// `createTimeout` bounds the creation request alone: on a large stream the server counts
+    /// the filter's pending messages first, which takes far longer than an ordinary call.
+    public func orderedConsumer(stream: String, filterSubject: String, startSequence: UInt64, createTimeout: Duration? = nil) throws -> OrderedConsumer {
         try Self.validateStreamName(stream)
         var options = callOptions()
+        if let createTimeout { options.Wait = createTimeout.natsTimeoutMilliseconds }
         var code = jsErrCode(0)
         var sub: OpaquePointer?
         let status = stream.withCString { cStream in

@@ -10,61 +10,10 @@ must have seen every published seq; duplicates are counted (allowed: at-least-on
 
   rolling_check.py --routectl PATH --nats-url URLS --secret S ws://127.0.0.1:8081 ws://…:8082 ws://…:8083
 """
-import argparse, asyncio, json, os, subprocess, sys, time, uuid
+import argparse, asyncio, json, os, sys, time, uuid
 
-import websockets
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
-from importlib import import_module
-
-token = import_module("dev-token").token
-
-
-class Client:
-    def __init__(self, user, notifiers, first):
-        self.user, self.notifiers, self.index = user, notifiers, first
-        self.seen, self.duplicates, self.reconnects, self.closes = set(), 0, 0, {}
-        self.last = 0
-        self.stopped = False
-
-    async def run(self, channel, secret):
-        while not self.stopped:
-            # Resuming in the URL: the notifier holds live frames back from the first instant.
-            resume = f"&resume={channel}:{self.last}" if self.last else ""
-            url = f"{self.notifiers[self.index]}/ws?token={token(self.user, secret)}{resume}"
-            try:
-                async with websockets.connect(url, open_timeout=5) as ws:
-                    await asyncio.wait_for(ws.recv(), 5)  # hello
-                    async for raw in ws:
-                        frame = json.loads(raw)
-                        if frame.get("type") == "event" and frame.get("channel") == channel:
-                            seq = frame["seq"]
-                            if seq in self.seen:
-                                self.duplicates += 1
-                            self.seen.add(seq)
-                            self.last = max(self.last, seq)
-                        elif frame.get("type") == "resumed" and not frame.get("complete", True):
-                            print(f"{self.user}: resume incomplete: {frame}", file=sys.stderr)
-                        if self.stopped:
-                            return
-                    code = ws.close_code
-            except websockets.ConnectionClosed as closed:
-                code = closed.rcvd.code if closed.rcvd else None
-            except (OSError, asyncio.TimeoutError, websockets.InvalidStatus, websockets.InvalidHandshake) as error:
-                code = type(error).__name__
-            if self.stopped:
-                return
-            self.closes[code] = self.closes.get(code, 0) + 1
-            self.reconnects += 1
-            self.index = (self.index + 1) % len(self.notifiers)
-            await asyncio.sleep(0.05)
-
-
-def routectl(args, *rest):
-    out = subprocess.run([args.routectl, *rest, "--nats-url", args.nats_url], capture_output=True, text=True, timeout=30)
-    if out.returncode != 0:
-        raise RuntimeError(f"routectl {' '.join(rest)}: {out.stderr.strip() or out.stdout.strip()}")
-    return out.stdout
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from chatcheck import Client, routectl
 
 
 async def main():

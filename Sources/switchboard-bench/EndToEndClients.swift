@@ -80,7 +80,7 @@ final class EndToEndClientFleet: @unchecked Sendable {
                                 upgraded.succeed()
                             }
                         }
-                        let request = EndToEndUpgradeRequest(token: client.token, port: client.port, upgraded: upgraded)
+                        let request = WebSocketUpgradeRequest(token: client.token, port: client.port, upgraded: upgraded, failure: EndToEndError.upgrade)
                         let bound = NIOLoopBound(request, eventLoop: channel.eventLoop)
                         // The hello may share a TCP segment with the 101: keep those bytes.
                         try channel.pipeline.syncOperations.addHTTPClientHandlers(
@@ -151,44 +151,6 @@ final class EndToEndFleetCounters: Sendable {
     /// Of those: 4001 heartbeat timeout, 4008 slow consumer.
     let closedHeartbeat = Atomic<Int>(0)
     let closedSlowConsumer = Atomic<Int>(0)
-}
-
-/// Sends the upgrade request with the client's token; fails the upgrade on any non-101 answer.
-private final class EndToEndUpgradeRequest: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundOut = HTTPClientRequestPart
-
-    private let token: String
-    private let port: Int
-    private let upgraded: EventLoopPromise<Void>
-
-    init(token: String, port: Int, upgraded: EventLoopPromise<Void>) {
-        self.token = token
-        self.port = port
-        self.upgraded = upgraded
-    }
-
-    func channelActive(context: ChannelHandlerContext) {
-        var headers = HTTPHeaders()
-        headers.add(name: "Host", value: "127.0.0.1:\(port)")
-        headers.add(name: "Authorization", value: "Bearer \(token)")
-        headers.add(name: "Content-Length", value: "0")
-        context.write(wrapOutboundOut(.head(HTTPRequestHead(version: .http1_1, method: .GET, uri: "/ws", headers: headers))), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-        context.fireChannelActive()
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        // Only reached when the server answered without upgrading.
-        if case .head(let head) = unwrapInboundIn(data) {
-            upgraded.fail(EndToEndError.upgrade("HTTP \(head.status.code)"))
-        }
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        upgraded.fail(EndToEndError.upgrade("connection closed before the upgrade"))
-        context.fireChannelInactive()
-    }
 }
 
 /// Parses event frames into the loop's recorder and answers pings (the notifier closes a

@@ -118,7 +118,7 @@ final class NotifierClientFleet: Sendable {
                     let upgrader = NIOWebSocketClientUpgrader(maxFrameSize: 1 << 16) { channel, _ in
                         channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler) }
                     }
-                    let request = NotifierUpgradeRequest(token: token, port: port, hello: hello)
+                    let request = WebSocketUpgradeRequest(token: token, port: port, upgraded: hello, failure: NotifierBenchError.socket)
                     let boundRequest = NIOLoopBound(request, eventLoop: channel.eventLoop)
                     // The hello may share a TCP segment with the 101: keep those bytes.
                     try channel.pipeline.syncOperations.addHTTPClientHandlers(
@@ -180,45 +180,6 @@ final class NotifierClientFleet: Sendable {
     func shutdown() {
         closeAll()
         try? group.syncShutdownGracefully()
-    }
-}
-
-/// Sends the upgrade request once connected; fails `hello` with the status of a refused upgrade.
-private final class NotifierUpgradeRequest: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundOut = HTTPClientRequestPart
-
-    private let token: String
-    private let port: Int
-    private let hello: EventLoopPromise<Void>
-
-    init(token: String, port: Int, hello: EventLoopPromise<Void>) {
-        self.token = token
-        self.port = port
-        self.hello = hello
-    }
-
-    func channelActive(context: ChannelHandlerContext) {
-        var headers = HTTPHeaders()
-        headers.add(name: "Host", value: "127.0.0.1:\(port)")
-        headers.add(name: "Authorization", value: "Bearer \(token)")
-        headers.add(name: "Content-Length", value: "0")
-        context.write(wrapOutboundOut(.head(HTTPRequestHead(version: .http1_1, method: .GET, uri: "/ws", headers: headers))), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-        context.fireChannelActive()
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        // Only reached when the server did not upgrade.
-        if case .head(let head) = unwrapInboundIn(data) {
-            hello.fail(NotifierBenchError.socket("upgrade refused: HTTP \(head.status.code)"))
-            context.close(promise: nil)
-        }
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        hello.fail(NotifierBenchError.socket("connection closed before the upgrade"))
-        context.fireChannelInactive()
     }
 }
 

@@ -162,19 +162,25 @@ import Testing
         #expect(try client.receiveText() == #"{"type":"pong"}"#)
     }
 
-    @Test func readinessFollowsNATSAndDeliveriesResumeAfterItReconnects() async throws {
+    @Test func readinessFollowsNATSAndSocketsAreAskedToResumeAfterItReconnects() async throws {
         let fixture = try await NotifierFixture()
         defer { fixture.stop() }
         let client = try fixture.connect(try await fixture.token("lena"))
-        let slot = try #require(try fixture.slot(of: "lena"))
+        _ = try #require(try fixture.slot(of: "lena"))
         fixture.nats.process.stop()
         #expect(eventually(timeout: .seconds(5)) { (try? HTTPProbe.get(port: UInt16(fixture.port), path: "/readyz"))?.status == 503 })
         try fixture.nats.restart()
         #expect(HTTPProbe.waitFor200(port: UInt16(fixture.port), path: "/readyz", timeout: .seconds(10)))
+        // Deliveries sent while the connection was down are lost: the socket is told to
+        // reconnect (and resume), and the new socket gets deliveries again.
+        #expect(try client.receiveClose(timeout: .seconds(5))?.closeCode == 4000)
+        #expect(fixture.metric(#"switchboard_notifier_closes_total{reason="nats_reconnect"}"#) == 1)
+        let again = try fixture.connect(try await fixture.token("lena"))
+        let slot = try #require(try fixture.slot(of: "lena"))
         let nats = try fixture.natsConnection()
         defer { nats.close() }
         try fixture.deliver(seq: 1, text: "after the outage", slots: [slot], over: nats)
-        #expect(try client.receiveText()?.contains("after the outage") == true)
+        #expect(try again.receiveText()?.contains("after the outage") == true)
     }
 
     @Test func clientTypingIsPublishedOnThePartitionSubject() async throws {

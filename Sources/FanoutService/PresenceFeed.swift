@@ -154,7 +154,7 @@ final class PresenceFeed: @unchecked Sendable {
             } while cursor != 0
             scanned[instance] = (epoch, users)
         }
-        state.replacePresence(scanned)
+        state.replacePresence(scanned, nowMs: now, graceMs: instanceTimeout.milliseconds)
         // Apply what arrived during the scan; an overflow means the scan is already stale.
         let (buffered, overflowed) = scanState.withLock { scan in
             defer { scan.buffer.removeAll(); scan.overflowed = false; scan.scanning = false }

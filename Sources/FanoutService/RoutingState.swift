@@ -90,8 +90,8 @@ final class RoutingState: @unchecked Sendable {
         }
     }
 
-    func replacePresence(_ scanned: [String: (epoch: UInt64, users: [(String, UInt32)])]) {
-        lock.write { table.replacePresence(scanned) }
+    func replacePresence(_ scanned: [String: (epoch: UInt64, users: [(String, UInt32)])], nowMs: Int64, graceMs: Int64) {
+        lock.write { table.replacePresence(scanned, nowMs: nowMs, graceMs: graceMs) }
     }
 
     func heartbeats(_ beats: [(String, Int64)], nowMs: Int64, timeoutMs: Int64) -> RoutingTable.HeartbeatResult {

@@ -129,12 +129,26 @@ public struct RoutingTable: Sendable {
         instances[instance].downAtEpoch = instances[instance].epoch
     }
 
-    /// Replaces all presence with a full scan of the live instances (warm-up, or after a
-    /// Redis outage). Instances absent from the scan lose their users.
-    public mutating func replacePresence(_ scan: [String: (epoch: UInt64, users: [(String, UInt32)])]) {
-        presence.removeAll()
+    /// Replaces presence with a full scan of the live instances (warm-up, or after a Redis
+    /// outage). A listed instance gets exactly its scanned users. An unlisted one keeps its
+    /// users while its last heartbeat is within `graceMs` of `nowMs` — Redis may have come
+    /// back empty, and its notifier re-registers only at its next heartbeat; until then an
+    /// empty scan would route its users' events to nobody — and heartbeat expiry removes it
+    /// if it really is gone. Other unlisted instances lose their users.
+    public mutating func replacePresence(_ scan: [String: (epoch: UInt64, users: [(String, UInt32)])], nowMs: Int64 = 0, graceMs: Int64 = 0) {
+        var kept = Set<UInt32>()
         for index in 0..<instances.count {
-            instances[UInt32(index)].users = 0
+            let instance = UInt32(index)
+            let known = instances[instance]
+            // Known only from its deltas so far (no heartbeat polled yet) counts as recent,
+            // as `heartbeats` gives such an instance its grace from first sight.
+            let recent = graceMs > 0 && !known.isDown && (known.lastHeartbeatMs == 0 || nowMs - known.lastHeartbeatMs <= graceMs)
+            if scan[known.id] == nil && recent {
+                kept.insert(instance)
+            } else {
+                presence.removeInstance(instance)
+                instances[instance].users = 0
+            }
         }
         for (id, entry) in scan where Identifier.isValid(id) {
             let instance = instances.intern(id)
@@ -144,7 +158,7 @@ public struct RoutingTable: Sendable {
                 if presence.setOnline(users.intern(user), Placement(instance: instance, slot: slot)) { instances[instance].users += 1 }
             }
         }
-        for index in 0..<instances.count where scan[instances[UInt32(index)].id] == nil {
+        for index in 0..<instances.count where scan[instances[UInt32(index)].id] == nil && !kept.contains(UInt32(index)) {
             let instance = UInt32(index)
             if instances[instance].downAtEpoch == 0 && instances[instance].epoch > 0 { instances[instance].downAtEpoch = instances[instance].epoch }
         }

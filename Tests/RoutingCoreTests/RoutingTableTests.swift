@@ -145,6 +145,27 @@ let instanceNames = ["n0", "n1", "n2"]
         #expect(planned(plan) == ["n2": [4]])
     }
 
+    @Test func scanThatMissesARecentlyBeatingInstanceKeepsItsUsers() throws {
+        var table = table()
+        try join(&table, "alice", "general")
+        try join(&table, "bob", "general")
+        try table.applyPresence(instance: "n1", epoch: 1, .online(user: "alice", slot: 0))
+        try table.applyPresence(instance: "n2", epoch: 1, .online(user: "bob", slot: 3))
+        _ = table.heartbeats([("n1", 1_000), ("n2", 5_000)], nowMs: 5_000, timeoutMs: 10_000)
+        // Redis came back empty at 12 000 ms: n1's last beat is 11 s old, n2's 7 s.
+        table.replacePresence([:], nowMs: 12_000, graceMs: 10_000)
+        var plan = PlanBuffer()
+        table.plan(partition: Partitioner.partition(of: "general", count: partitionCount), channel: "general", into: &plan)
+        #expect(planned(plan) == ["n2": [3]])
+        // n2 never re-registers: heartbeat expiry takes its users out.
+        #expect(table.heartbeats([], nowMs: 15_001, timeoutMs: 10_000).expired == ["n2"])
+        #expect(table.presence.onlineCount == 0)
+        // An instance known only from a delta (no heartbeat polled yet) is kept as well.
+        try table.applyPresence(instance: "n3", epoch: 1, .online(user: "alice", slot: 7))
+        table.replacePresence([:], nowMs: 16_000, graceMs: 10_000)
+        #expect(table.presence.onlineCount == 1)
+    }
+
     @Test func corruptImagesAreRejectedWithoutChangingTheTable() throws {
         var table = table()
         try join(&table, "alice", "general")

@@ -1,5 +1,6 @@
 import Foundation
 import NATSClient
+import NIOConcurrencyHelpers
 import NotifierService
 import RedisClient
 import SwitchboardProto
@@ -233,15 +234,19 @@ import Testing
         // ~24 MB to each socket: more than the kernel buffers of a socket nobody reads.
         let text = String(repeating: "z", count: 32_768)
         let count = 750
+        let progress = NIOLockedValueBox(0)
         let reader = Task.detached { () -> Int in
             var received = 0
             while received < count, let frame = try fast.receiveText(timeout: .seconds(10)) {
-                if frame.hasPrefix(#"{"type":"event""#) { received += 1 }
+                if frame.hasPrefix(#"{"type":"event""#) { received += 1; progress.withLockedValue { $0 = received } }
             }
             return received
         }
         for seq in 1...count {
             try fixture.deliver(seq: UInt64(seq), text: text, slots: slots, over: nats)
+            // The fast client must really be fast: on a loaded machine its reading thread could
+            // fall 1 MB behind and be closed as a slow consumer too. Keep it within 16 frames.
+            if seq % 8 == 0 { _ = eventually(timeout: .seconds(10)) { progress.withLockedValue { $0 } >= seq - 16 } }
         }
         #expect(eventually(timeout: .seconds(10)) { fixture.metric(#"switchboard_notifier_closes_total{reason="slow_consumer"}"#) == 1 })
         // The fast client got every frame even though the slow one stalled.

@@ -21,6 +21,9 @@ struct SessionEnvironment: Sendable {
     /// Live frames held back per socket while its resumes run; past it the socket is a slow
     /// consumer (the replay is taking far longer than the channel's traffic allows).
     static let maxHeldFrames = 4096
+    /// How long a resume waits for its channel's first live frame before the catch-up pass.
+    static let resumeSettle = TimeAmount.seconds(2)
+    static let resumeSettlePoll = TimeAmount.milliseconds(50)
 }
 
 /// One client's WebSocket: protocol state, heartbeat, backpressure, and the target of inbox
@@ -216,15 +219,45 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
             return ServerFrame.error(code: "too_many_resumes", message: "at most \(SessionEnvironment.maxConcurrentResumes) channels at once")
         }
         resuming[channel] = []
-        replayer.replay(channel: channel, user: userID, after: after, on: eventLoop).whenSuccess { [self] outcome in
-            finishResume(channel: channel, outcome: outcome)
-        }
+        replay(channel: channel, after: after, with: replayer, replayedBefore: nil)
         return nil
     }
 
-    /// Writes the replay, then `resumed`, then the live frames held meanwhile that the
-    /// replay did not already carry.
-    private func finishResume(channel: String, outcome: ReplayOutcome) {
+    /// A resume replays in two passes. Events published after the first pass read the stream
+    /// but before the fan-out has learnt this socket's presence are delivered live to nobody
+    /// (or to the instance the client left). So the first pass is written at once, and a
+    /// catch-up pass replays again from where it ended — as soon as a live frame of the channel
+    /// arrives (the fan-out routes here now, and the stream holds everything before that frame)
+    /// or after `resumeSettle` — and only then does the socket switch to live frames.
+    private func replay(channel: String, after: UInt64, with replayer: any EventReplaying, replayedBefore: Int?) {
+        replayer.replay(channel: channel, user: userID, after: after, on: eventLoop).whenSuccess { [self] outcome in
+            guard replayedBefore == nil, case .replayed(let frames, let last, complete: true) = outcome else {
+                finishResume(channel: channel, outcome: outcome, replayedBefore: replayedBefore ?? 0)
+                return
+            }
+            guard state == .open, let context else { return }
+            for (_, frame) in frames {
+                context.write(wrapOutboundOut(.text(context.channel.allocator.buffer(bytes: frame))), promise: nil)
+            }
+            context.flush()
+            awaitLive(channel: channel, after: last, with: replayer, replayed: frames.count, until: eventLoop.now + SessionEnvironment.resumeSettle)
+        }
+    }
+
+    private func awaitLive(channel: String, after: UInt64, with replayer: any EventReplaying, replayed: Int, until deadline: NIODeadline) {
+        guard state == .open, let held = resuming[channel] else { return }
+        if !held.isEmpty || eventLoop.now >= deadline {
+            replay(channel: channel, after: after, with: replayer, replayedBefore: replayed)
+        } else {
+            eventLoop.scheduleTask(in: SessionEnvironment.resumeSettlePoll) { [self] in
+                awaitLive(channel: channel, after: after, with: replayer, replayed: replayed, until: deadline)
+            }
+        }
+    }
+
+    /// Writes the (last pass of the) replay, then `resumed`, then the live frames held
+    /// meanwhile that the replay did not already carry.
+    private func finishResume(channel: String, outcome: ReplayOutcome, replayedBefore: Int) {
         let held = resuming.removeValue(forKey: channel) ?? []
         heldFrames -= held.count
         guard state == .open, let context else { return }
@@ -237,7 +270,7 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
             for (_, frame) in frames {
                 context.write(wrapOutboundOut(.text(allocator.buffer(bytes: frame))), promise: nil)
             }
-            let resumed = ServerFrame.resumed(channel: channel, seq: last, replayed: frames.count, complete: complete)
+            let resumed = ServerFrame.resumed(channel: channel, seq: last, replayed: replayedBefore + frames.count, complete: complete)
             context.write(wrapOutboundOut(.text(allocator.buffer(bytes: resumed))), promise: nil)
             lastSeq = last
             replayedThrough[channel] = last

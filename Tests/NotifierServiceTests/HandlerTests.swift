@@ -137,16 +137,44 @@ import Testing
         h.registry.deliver(ByteBuffer(string: "typing"), channel: "general", seq: 0, toSlots: [0])
         h.channel.embeddedEventLoop.run()
         #expect(try Self.readFrames(h.channel).map { String(buffer: $0.data) } == ["other-9", "typing"])
-        // The replay carried 3..5; live 4 is a duplicate, live 6 comes after `resumed`.
+        // The first pass carried 3..5 and is written at once; live frames stay held.
         let replayed: [(seq: UInt64, frame: [UInt8])] = [(3, Array("r3".utf8)), (4, Array("r4".utf8)), (5, Array("r5".utf8))]
         request.promise.succeed(.replayed(frames: replayed, lastSeq: 5, complete: true))
         h.channel.embeddedEventLoop.run()
+        #expect(try Self.readFrames(h.channel).map { String(buffer: $0.data) } == ["r3", "r4", "r5"])
+        // Live frames have arrived, so the fan-out routes here: the catch-up pass starts at
+        // once after 5 and finds 6 (live 4 and 6 are duplicates of the replay).
+        #expect(replayer.pending.count == 2)
+        let catchUp = replayer.pending[1]
+        #expect(catchUp.channel == "general" && catchUp.after == 5)
+        catchUp.promise.succeed(.replayed(frames: [(UInt64(6), Array("r6".utf8))], lastSeq: 6, complete: true))
+        h.channel.embeddedEventLoop.run()
         let texts = try Self.readFrames(h.channel).map { String(buffer: $0.data) }
-        #expect(texts == ["r3", "r4", "r5", #"{"type":"resumed","channel":"general","seq":5,"replayed":3,"complete":true}"#, "live-6"])
+        #expect(texts == ["r6", #"{"type":"resumed","channel":"general","seq":6,"replayed":4,"complete":true}"#])
         // After the resume, live frames flow directly again.
         h.registry.deliver(ByteBuffer(string: "live-7"), channel: "general", seq: 7, toSlots: [0])
         h.channel.embeddedEventLoop.run()
         #expect(try Self.readFrames(h.channel).map { String(buffer: $0.data) } == ["live-7"])
+        _ = try h.channel.finish()
+    }
+
+    @Test func quietChannelResumeCatchesUpAfterTheSettleTime() throws {
+        let replayer = HeldReplayer()
+        let h = try Self.session(replayer: replayer)
+        _ = try Self.readFrames(h.channel)
+        try h.channel.writeInbound(Self.textFrame(#"{"type":"resume","channel":"general","after_seq":2}"#))
+        replayer.pending[0].promise.succeed(.replayed(frames: [(UInt64(3), Array("r3".utf8))], lastSeq: 3, complete: true))
+        h.channel.embeddedEventLoop.run()
+        #expect(try Self.readFrames(h.channel).map { String(buffer: $0.data) } == ["r3"])
+        // No live frame: the catch-up pass waits for the settle time, not longer.
+        h.channel.embeddedEventLoop.advanceTime(by: SessionEnvironment.resumeSettle - .milliseconds(100))
+        #expect(replayer.pending.count == 1)
+        h.channel.embeddedEventLoop.advanceTime(by: .milliseconds(100))
+        #expect(replayer.pending.count == 2 && replayer.pending[1].after == 3)
+        // What was published meanwhile (but routed elsewhere) comes from the stream.
+        replayer.pending[1].promise.succeed(.replayed(frames: [(UInt64(8), Array("r8".utf8))], lastSeq: 8, complete: true))
+        h.channel.embeddedEventLoop.run()
+        #expect(try Self.readFrames(h.channel).map { String(buffer: $0.data) } == ["r8", #"{"type":"resumed","channel":"general","seq":8,"replayed":2,"complete":true}"#])
         _ = try h.channel.finish()
     }
 

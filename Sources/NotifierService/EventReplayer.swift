@@ -4,6 +4,9 @@ import NIOCore
 import NIOPosix
 import RoutingCore
 import SwitchboardProto
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// What a session needs to resume a channel (a protocol so tests can hold a replay open).
 protocol EventReplaying: Sendable {
@@ -74,42 +77,62 @@ final class EventReplayer: EventReplaying {
         }
     }
 
-    /// The replay itself (blocking).
-    func replayBlocking(channel: String, user: String, after: UInt64) -> ReplayOutcome {
-        do {
-            guard try isMember(channel: channel, user: user) else {
-                return .refused(code: "not_member", message: "not a member of channel '\(channel)'")
-            }
-            let state = try jetStream.streamState(Self.eventsStream)
-            if state.lastSequence <= after {
-                return .replayed(frames: [], lastSeq: after, complete: true)
-            }
-            // Events before the stream's first sequence have aged out: the client has a gap.
-            var complete = after + 1 >= state.firstSequence || after == 0
-            let consumer = try jetStream.orderedConsumer(
-                stream: Self.eventsStream,
-                filterSubject: Subjects.event(channel: channel, partitionCount: partitionCount),
-                startSequence: after + 1
-            )
-            defer { consumer.close() }
-            var frames: [(seq: UInt64, frame: [UInt8])] = []
-            var lastSeq = after
-            while let message = try consumer.next(timeout: idleTimeout) {
-                let seq = message.metadata.streamSequence
-                lastSeq = seq
-                if let event = try? ChatEvent(decoding: message.payload), !(event.skipSenderEcho && event.senderID == user) {
-                    frames.append((seq, ServerFrame.event(channel: channel, seq: seq, event: event)))
+    /// The replay itself (blocking). JetStream can be briefly unavailable — a node of the
+    /// cluster died and leaders are being elected, which is exactly when notifiers send their
+    /// clients to resume — so a failed or stalled attempt is retried for `retryFor` before the
+    /// client is told `unavailable`; giving up early would drop the events it came back for.
+    func replayBlocking(channel: String, user: String, after: UInt64, retryFor: Duration = .seconds(10)) -> ReplayOutcome {
+        let deadline = ContinuousClock.now + retryFor
+        while true {
+            do {
+                return try attempt(channel: channel, user: user, after: after)
+            } catch {
+                guard ContinuousClock.now < deadline else {
+                    return .refused(code: "unavailable", message: "resume failed: \(error)")
                 }
-                if message.metadata.numPending == 0 { break }
-                if frames.count >= maxEvents {
-                    complete = false
-                    break
-                }
+                usleep(250_000)
             }
-            return .replayed(frames: frames, lastSeq: lastSeq, complete: complete)
-        } catch {
-            return .refused(code: "unavailable", message: "resume failed: \(error)")
         }
+    }
+
+    private struct Stalled: Error, CustomStringConvertible {
+        var description: String { "the replay stopped short of the channel's last event" }
+    }
+
+    private func attempt(channel: String, user: String, after: UInt64) throws -> ReplayOutcome {
+        guard try isMember(channel: channel, user: user) else {
+            return .refused(code: "not_member", message: "not a member of channel '\(channel)'")
+        }
+        let subject = Subjects.event(channel: channel, partitionCount: partitionCount)
+        // The channel's newest event now: the replay must reach it, or it stalled.
+        guard let newest = try jetStream.lastMessage(stream: Self.eventsStream, subject: subject)?.sequence, newest > after else {
+            return .replayed(frames: [], lastSeq: after, complete: true)
+        }
+        let state = try jetStream.streamState(Self.eventsStream)
+        // Events before the stream's first sequence have aged out: the client has a gap.
+        var complete = after + 1 >= state.firstSequence || after == 0
+        let consumer = try jetStream.orderedConsumer(stream: Self.eventsStream, filterSubject: subject, startSequence: after + 1)
+        defer { consumer.close() }
+        var frames: [(seq: UInt64, frame: [UInt8])] = []
+        var lastSeq = after
+        var reachedNewest = false
+        while let message = try consumer.next(timeout: idleTimeout) {
+            let seq = message.metadata.streamSequence
+            lastSeq = seq
+            if let event = try? ChatEvent(decoding: message.payload), !(event.skipSenderEcho && event.senderID == user) {
+                frames.append((seq, ServerFrame.event(channel: channel, seq: seq, event: event)))
+            }
+            if seq >= newest || message.metadata.numPending == 0 {
+                reachedNewest = true
+                break
+            }
+            if frames.count >= maxEvents {
+                complete = false
+                break
+            }
+        }
+        guard reachedNewest || frames.count >= maxEvents else { throw Stalled() }
+        return .replayed(frames: frames, lastSeq: lastSeq, complete: complete)
     }
 
     private func isMember(channel: String, user: String) throws -> Bool {

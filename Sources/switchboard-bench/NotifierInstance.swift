@@ -89,7 +89,7 @@ final class NotifierInstance {
 
     /// The notifier's `/metrics`, one value per series (`name{labels}` as printed).
     func metrics() throws -> NotifierMetricsSnapshot {
-        guard let body = NotifierHTTP.get(port: port, path: "/metrics") else {
+        guard let body = EndToEndProbes.get(port: port, path: "/metrics") else {
             throw PipelineError.setup("GET /metrics on the notifier failed")
         }
         return NotifierMetricsSnapshot(text: body)
@@ -155,38 +155,6 @@ enum FileLimits {
     }
 }
 
-/// A minimal HTTP/1.1 GET with `Connection: close` that returns the body (for `/metrics`;
-/// `PipelineNet.httpStatus` only reads the status line).
-enum NotifierHTTP {
-    static func get(port: UInt16, path: String) -> String? {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var tv = timeval(tv_sec: 5, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = port.bigEndian
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-        }
-        guard connected else { return nil }
-        let request = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nConnection: close\r\n\r\n"
-        _ = request.withCString { send(fd, $0, strlen($0), 0) }
-        var response: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65_536)
-        while true {
-            let n = recv(fd, &buffer, buffer.count, 0)
-            if n <= 0 { break }
-            response.append(contentsOf: buffer[0..<n])
-        }
-        let text = String(decoding: response, as: UTF8.self)
-        guard text.hasPrefix("HTTP/1.1 200"), let split = text.range(of: "\r\n\r\n") else { return nil }
-        return String(text[split.upperBound...])
-    }
-}
 
 /// CPU time a process has used (user + system), from /proc/<pid>/stat.
 enum ProcessCPU {

@@ -8,38 +8,14 @@ prints one line per acknowledged event: "<stream seq> <event id>"
 import asyncio
 import sys
 import time
+from pathlib import Path
 
 import nats
 
-PARTITIONS = 16
-
-
-def fnv1a32(text: str) -> int:
-    h = 0x811C9DC5
-    for byte in text.encode():
-        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
-    return h
-
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def field_bytes(number: int, data: bytes) -> bytes:
-    return varint(number << 3 | 2) + varint(len(data)) + data
-
-
-def field_str(number: int, text: str) -> bytes:
-    return field_bytes(number, text.encode())
-
-
-def field_varint(number: int, value: int) -> bytes:
-    return varint(number << 3) + varint(value)
+# The wire helpers (FNV-1a partitioning, protobuf field encoding) are the fan-out tests'
+# upstream peer's: one hand-written encoder of proto/switchboard.proto for every Python peer.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "FanoutServiceTests" / "Peers"))
+from upstream import PARTITIONS, field_bytes, field_str, field_varint, fnv1a32  # noqa: E402
 
 
 def chat_event(event_id: str, channel: str, text: str) -> bytes:

@@ -4,21 +4,14 @@ import NATSClient
 import SwitchboardProto
 import Synchronization
 
-/// Keeps the owned partitions' channel tables equal to `CHAT_MEMBERSHIP`: replays the stream
-/// from each partition's snapshot sequence (or the start) until caught up, then follows it
-/// live, in order. One unfiltered consumer serves every owned partition: creating a consumer
-/// filtered on one partition makes nats-server 2.9 count the filter's pending messages over
-/// every subject of the stream, which took over 60 s per partition at 20 M memberships; other
-/// replicas' partitions are skipped here instead.
+/// Keeps one partition's channel table equal to `CHAT_MEMBERSHIP`: replays the stream from
+/// the snapshot's sequence (or the start) until caught up, then follows it live, in order.
 final class MembershipFeed: @unchecked Sendable {
     /// With nothing at all to replay, the first read waits this long before calling the
-    /// feed caught up.
+    /// partition caught up.
     static let emptyStreamWait: Duration = .milliseconds(300)
-    /// The stream's whole subject space, so that the consumer is not a filtered one.
-    static let allMemberships = "chat.membership.*.*.*"
 
-    /// Owned partition → the first stream sequence it still needs.
-    let startSequences: [Int: UInt64]
+    let partition: Int
     private let consumer: OrderedConsumer
     private let state: RoutingState
     private let metrics: FanoutMetrics
@@ -28,14 +21,14 @@ final class MembershipFeed: @unchecked Sendable {
     private let caughtUp = Mutex<CheckedContinuation<Void, Never>?>(nil)
     private let isCaughtUp = Atomic<Bool>(false)
 
-    init(startSequences: [Int: UInt64], jetStream: JetStream, state: RoutingState, metrics: FanoutMetrics, logger: Logger) throws {
-        self.startSequences = startSequences.mapValues { max($0, 1) }
+    init(partition: Int, startSequence: UInt64, jetStream: JetStream, state: RoutingState, metrics: FanoutMetrics, logger: Logger) throws {
+        self.partition = partition
         self.state = state
         self.metrics = metrics
         self.logger = logger
+        // 20 M memberships: nats-server 2.9 took over 5 s to create this filtered consumer.
         consumer = try jetStream.orderedConsumer(
-            stream: "CHAT_MEMBERSHIP", filterSubject: Self.allMemberships,
-            startSequence: self.startSequences.values.min() ?? 1, createTimeout: .seconds(60)
+            stream: "CHAT_MEMBERSHIP", filterSubject: "chat.membership.\(partition).*.*", startSequence: startSequence, createTimeout: .seconds(60)
         )
     }
 
@@ -48,7 +41,7 @@ final class MembershipFeed: @unchecked Sendable {
                 markCaughtUp()  // a stop during replay must not leave start-up waiting
                 finished.withLock { $0 = true }
             }
-            thread.name = "membership"
+            thread.name = "membership-p\(partition)"
             thread.start()
         }
     }
@@ -75,7 +68,7 @@ final class MembershipFeed: @unchecked Sendable {
             do {
                 message = try consumer.next(timeout: isCaughtUp.load(ordering: .relaxed) || sawAny ? .milliseconds(500) : Self.emptyStreamWait)
             } catch {
-                logger.warning("membership read failed", metadata: ["error": "\(error)"])
+                logger.warning("membership read failed", metadata: ["partition": "\(partition)", "error": "\(error)"])
                 Thread.sleep(forTimeInterval: 0.2)
                 continue
             }
@@ -89,17 +82,8 @@ final class MembershipFeed: @unchecked Sendable {
         }
     }
 
-    /// The partition of `chat.membership.<p>.<channel>.<user>`, or nil.
-    static func partition(of subject: String) -> Int? {
-        let tokens = subject.utf8.split(separator: UInt8(ascii: "."), maxSplits: 3, omittingEmptySubsequences: false)
-        guard tokens.count == 4 else { return nil }
-        return Int(Substring(tokens[2]))
-    }
-
     private func apply(_ message: JetStreamMessage) {
         let sequence = message.metadata.streamSequence
-        // Another replica's partition, or one this replica's snapshot already covers.
-        guard let partition = Self.partition(of: message.subject), let start = startSequences[partition], sequence >= start else { return }
         do {
             let change = try MembershipChange(decoding: message.payload)
             try state.apply(change, partition: partition, subject: message.subject, sequence: sequence)

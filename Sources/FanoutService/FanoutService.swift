@@ -74,9 +74,8 @@ public final class FanoutService: Service, @unchecked Sendable {
         }
 
         let replayStarted = ContinuousClock.now
-        membershipFeeds = try config.partitions.owned.map { partition in
-            try MembershipFeed(partition: partition, startSequence: startSequences[partition] ?? 0, jetStream: jetStream, state: state, metrics: metrics, logger: logger)
-        }
+        let starts = Dictionary(uniqueKeysWithValues: config.partitions.owned.map { ($0, startSequences[$0] ?? 0) })
+        membershipFeeds = [try MembershipFeed(startSequences: starts, jetStream: jetStream, state: state, metrics: metrics, logger: logger)]
         await withTaskGroup(of: Void.self) { group in
             for feed in membershipFeeds { group.addTask { await feed.startAndCatchUp() } }
         }

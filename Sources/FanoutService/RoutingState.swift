@@ -38,28 +38,65 @@ final class RoutingState: @unchecked Sendable {
 
     // MARK: membership
 
-    func apply(_ change: MembershipChange, partition: Int, subject: String, sequence: UInt64) throws {
-        let user = change.state == .channelDeleted ? Subjects.channelDeletedUser : change.userID
-        let expected = "chat.membership.\(partition).\(change.channelID).\(user)"
-        guard subject == expected else { throw StateError.subjectMismatch(subject: subject, expected: expected) }
-        let state: RoutingTable.MembershipState = switch change.state {
-        case .joined: .joined
-        case .left: .left
-        case .channelDeleted: .channelDeleted
-        }
-        try lock.write {
-            defer { advance(partition, to: sequence) }
+    /// One `CHAT_MEMBERSHIP` message as a feed read it: a change that agrees with its subject,
+    /// or why it cannot be applied.
+    struct MembershipRecord {
+        var partition: Int
+        var sequence: UInt64
+        var change: Result<MembershipChange, StateError>
+
+        /// Decodes `payload` and checks it against `subject` (raw bytes, as the consumer lends them).
+        init(partition: Int, sequence: UInt64, subject: UnsafeBufferPointer<UInt8>, payload: UnsafeBufferPointer<UInt8>) {
+            self.partition = partition
+            self.sequence = sequence
             do {
-                try table.applyMembership(partition: partition, channel: change.channelID, user: change.userID, state: state, version: change.version)
+                let change = try MembershipChange(decoding: payload)
+                let user = change.state == .channelDeleted ? Subjects.channelDeletedUser : change.userID
+                if Subjects.isMembership(subject, partition: partition, channel: change.channelID, user: user) {
+                    self.change = .success(change)
+                } else {
+                    self.change = .failure(.subjectMismatch(subject: String(decoding: subject, as: UTF8.self), expected: "chat.membership.\(partition).\(change.channelID).\(user)"))
+                }
             } catch {
-                throw StateError.rejected("\(error)")
+                self.change = .failure(.rejected("\(error)"))
             }
         }
     }
 
-    /// Counts a rejected membership message as consumed, so snapshots cover it.
-    func skipMembership(partition: Int, sequence: UInt64) {
-        lock.write { advance(partition, to: sequence) }
+    /// Applies `records` in order under one write lock (a replay reads them in thousands).
+    /// Rejected ones change nothing but still count as consumed, so snapshots cover them;
+    /// returns them with why.
+    func apply(_ records: [MembershipRecord]) -> [(record: MembershipRecord, error: StateError)] {
+        var rejected: [(record: MembershipRecord, error: StateError)] = []
+        lock.write {
+            for record in records {
+                defer { advance(record.partition, to: record.sequence) }
+                do {
+                    let change = try record.change.get()
+                    let state: RoutingTable.MembershipState = switch change.state {
+                    case .joined: .joined
+                    case .left: .left
+                    case .channelDeleted: .channelDeleted
+                    }
+                    try table.applyMembership(partition: record.partition, channel: change.channelID, user: change.userID, state: state, version: change.version)
+                } catch let error as StateError {
+                    rejected.append((record, error))
+                } catch {
+                    rejected.append((record, .rejected("\(error)")))
+                }
+            }
+        }
+        return rejected
+    }
+
+    /// One change that arrived on `subject`; throws (and changes nothing) when it is rejected.
+    func apply(_ change: MembershipChange, partition: Int, subject: String, sequence: UInt64) throws {
+        var subject = subject
+        let payload = change.encoded()
+        let record = subject.withUTF8 { subjectBytes in
+            payload.withUnsafeBufferPointer { MembershipRecord(partition: partition, sequence: sequence, subject: subjectBytes, payload: $0) }
+        }
+        if let failure = apply([record]).first { throw failure.error }
     }
 
     private func advance(_ partition: Int, to sequence: UInt64) {

@@ -51,6 +51,7 @@ func coreError(_ status: natsStatus, _ operation: @autoclosure () -> String, sub
     case NATS_TIMEOUT: return .timeout(operation: operation())
     case NATS_NO_RESPONDERS: return .noResponders(subject: subject ?? operation())
     case NATS_CONNECTION_CLOSED: return .connectionClosed(operation: operation())
+    case NATS_SLOW_CONSUMER: return .messagesDropped(operation: operation())
     case NATS_INVALID_SUBJECT, NATS_INVALID_ARG: return .invalidArgument("\(operation()): \(statusText(status))")
     default: return .failed(operation: operation(), status: statusText(status))
     }

@@ -419,6 +419,14 @@ public final class JetStream: @unchecked Sendable {
         guard status == NATS_OK, let sub else {
             throw jetStreamError(status, code: code, "ordered consumer on \(stream) (\(filterSubject))", subject: filterSubject)
         }
+        // Flow control keeps the server within 32 MB of unread data; nats.c's default of
+        // 65 536 pending messages is far less for small messages, and what it drops is lost.
+        let limits = natsSubscription_SetPendingLimits(sub, -1, OrderedConsumer.pendingByteLimit)
+        guard limits == NATS_OK else {
+            _ = natsSubscription_Unsubscribe(sub)
+            natsSubscription_Destroy(sub)
+            throw coreError(limits, "pending limits of ordered consumer on \(stream)")
+        }
         return OrderedConsumer(handle: sub, jetStream: self, description: "ordered consumer on \(stream) (\(filterSubject))")
     }
 

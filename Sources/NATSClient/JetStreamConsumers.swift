@@ -1,4 +1,7 @@
 import CNATS
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A durable pull consumer with explicit acks (see `JetStream.pullSubscribe`).
 ///
@@ -56,6 +59,8 @@ public final class PullSubscription: @unchecked Sendable {
 /// An ordered consumer (see `JetStream.orderedConsumer`), read with `next(timeout:)` on one
 /// thread. Its messages need no ack.
 public final class OrderedConsumer: @unchecked Sendable {
+    /// Unread bytes the client buffers before dropping (then `next` throws `messagesDropped`).
+    static let pendingByteLimit: Int32 = 256 << 20
     private let handle: OpaquePointer
     private let jetStream: JetStream
     private let name: String
@@ -73,6 +78,46 @@ public final class OrderedConsumer: @unchecked Sendable {
         if status == NATS_TIMEOUT { return nil }
         guard status == NATS_OK, let msg else { throw coreError(status, "next message of \(name)") }
         return try JetStreamMessage(adopting: msg, owner: self)
+    }
+
+    /// One message lent to a `read` callback: its bytes are valid only inside the callback.
+    public struct BorrowedMessage {
+        public let subject: UnsafeBufferPointer<UInt8>
+        public let payload: UnsafeBufferPointer<UInt8>
+        public let streamSequence: UInt64
+        /// Messages still pending for the consumer after this one.
+        public let numPending: UInt64
+    }
+
+    /// Hands up to `limit` messages to `body` in stream order, without copying them: waits at
+    /// most `timeout` for the first, then takes only what is already queued. Returns how many
+    /// were handed over (0: none arrived in time). For bulk replays, where `next` would pay a
+    /// thread wake-up and several allocations per message.
+    public func read(limit: Int, timeout: Duration, _ body: (BorrowedMessage) throws -> Void) throws -> Int {
+        var count = 0
+        while count < limit {
+            var msg: OpaquePointer?
+            // 0: take a queued message or return NATS_TIMEOUT at once.
+            let status = natsSubscription_NextMsg(&msg, handle, count == 0 ? timeout.natsTimeoutMilliseconds : 0)
+            if status == NATS_TIMEOUT { break }
+            guard status == NATS_OK, let msg else { throw coreError(status, "next message of \(name)") }
+            defer { natsMsg_Destroy(msg) }
+            var meta: UnsafeMutablePointer<jsMsgMetaData>?
+            let parsed = natsMsg_GetMetaData(&meta, msg)
+            guard parsed == NATS_OK, let meta else {
+                throw NATSError.malformedResponse(operation: "reading JetStream metadata of \(name)", reason: "reply subject \(CMessage.reply(msg) ?? "none"): \(statusText(parsed))")
+            }
+            let streamSequence = meta.pointee.Sequence.Stream, numPending = meta.pointee.NumPending
+            jsMsgMetaData_Destroy(meta)
+            let subject = natsMsg_GetSubject(msg)
+            let subjectBytes = subject.map { UnsafeBufferPointer(start: UnsafeRawPointer($0).assumingMemoryBound(to: UInt8.self), count: strlen($0)) }
+            let payload = UnsafeBufferPointer(start: natsMsg_GetData(msg).map { UnsafeRawPointer($0).assumingMemoryBound(to: UInt8.self) },
+                                              count: Int(natsMsg_GetDataLength(msg)))
+            try body(BorrowedMessage(subject: subjectBytes ?? UnsafeBufferPointer(start: nil, count: 0), payload: payload,
+                                     streamSequence: streamSequence, numPending: numPending))
+            count += 1
+        }
+        return count
     }
 
     /// Stops the consumer (the server removes the ephemeral consumer). Idempotent.

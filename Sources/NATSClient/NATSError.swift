@@ -19,6 +19,10 @@ public enum NATSError: Error, CustomStringConvertible, Sendable, Equatable {
     case connectionClosed(operation: String)
     /// The server answered `operation` with something this client cannot decode.
     case malformedResponse(operation: String, reason: String)
+    /// The client dropped messages of `operation` because its reader fell behind. For an
+    /// ordered consumer this loses them for good (nats.c advances past dropped messages), so
+    /// the reader must start again from the last sequence it handled.
+    case messagesDropped(operation: String)
     /// Any other nats.c failure of `operation`, with the library's status text.
     case failed(operation: String, status: String)
 
@@ -38,6 +42,8 @@ public enum NATSError: Error, CustomStringConvertible, Sendable, Equatable {
             "connection closed: \(operation)"
         case .malformedResponse(let operation, let reason):
             "malformed response to \(operation): \(reason)"
+        case .messagesDropped(let operation):
+            "\(operation) dropped messages: the reader fell behind"
         case .failed(let operation, let status):
             "\(operation) failed: \(status)"
         }

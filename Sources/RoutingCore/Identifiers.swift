@@ -83,10 +83,42 @@ public enum Subjects {
 
     public static func deadLetter(partition: Int) -> String { "chat.dlq.\(partition)" }
 
-    /// The tokens of `chat.membership.<p>.<channel>.<user>`, or nil for any other shape.
-    public static func parseMembership(_ subject: String) -> (partition: Int, channel: Substring, user: Substring)? {
-        let tokens = subject.split(separator: ".", omittingEmptySubsequences: false)
-        guard tokens.count == 5, tokens[0] == "chat", tokens[1] == "membership", let partition = Int(tokens[2]) else { return nil }
-        return (partition, tokens[3], tokens[4])
+    /// The partition of `chat.membership.<p>.<channel>.<user>` read from raw bytes, or nil for
+    /// any other shape. Allocates nothing: a cold start reads millions of these.
+    public static func membershipPartition(_ subject: UnsafeBufferPointer<UInt8>) -> Int? {
+        partitionToken(subject)?.value
     }
+
+    /// Whether `subject` is exactly `chat.membership.<partition>.<channel>.<user>` (raw bytes, no
+    /// allocation).
+    public static func isMembership(_ subject: UnsafeBufferPointer<UInt8>, partition: Int, channel: String, user: String) -> Bool {
+        guard let token = partitionToken(subject), token.value == partition else { return false }
+        var cursor = token.end
+        func consume(_ piece: String.UTF8View) -> Bool {
+            for byte in piece {
+                guard cursor < subject.count, subject[cursor] == byte else { return false }
+                cursor += 1
+            }
+            return true
+        }
+        return consume(channel.utf8) && consume(".".utf8) && consume(user.utf8) && cursor == subject.count
+    }
+
+    private static let membershipPrefix = Array("chat.membership.".utf8)
+
+    /// The decimal partition token after `chat.membership.` and the index just past its dot.
+    private static func partitionToken(_ subject: UnsafeBufferPointer<UInt8>) -> (value: Int, end: Int)? {
+        guard subject.count > membershipPrefix.count, subject.starts(with: membershipPrefix) else { return nil }
+        var value = 0
+        var cursor = membershipPrefix.count
+        while cursor < subject.count, subject[cursor] != UInt8(ascii: ".") {
+            let digit = Int(subject[cursor]) - Int(UInt8(ascii: "0"))
+            guard (0...9).contains(digit), cursor - membershipPrefix.count < 9 else { return nil }
+            value = value * 10 + digit
+            cursor += 1
+        }
+        guard cursor > membershipPrefix.count, cursor < subject.count else { return nil }
+        return (value, cursor + 1)
+    }
+
 }

@@ -56,6 +56,7 @@ struct ColdStartBench: ParsableCommand {
     @Option(help: "Markdown file the result table is appended to (under '## Cold start').") var results = "bench/RESULTS.md"
     @Flag(help: "Do not append to the results file.") var noResults = false
     @Flag(help: "Keep the temp directory with the server and fan-out logs.") var keepLogs = false
+    @Option(help: "JetStream store folder kept between runs: memberships are loaded only when it does not hold this dataset yet (the large load takes over 10 minutes).") var store: String?
 
     static let targets = (snapshotSeconds: 6.0, replaySeconds: 60.0, bytesPerMembership: 2.0)
 
@@ -105,26 +106,44 @@ struct ColdStartBench: ParsableCommand {
         _ = try PipelineProcess.resolve(fanoutExecutable)
         let streamsPath = URL(fileURLWithPath: streamsDir).standardizedFileURL.path
 
-        let env = try PipelineEnvironment(partitionCount: partitionCount, keepLogs: keepLogs)
+        let storeURL = store.map { URL(fileURLWithPath: $0).standardizedFileURL }
+        let env = try PipelineEnvironment(partitionCount: partitionCount, keepLogs: keepLogs, jetStreamStore: storeURL)
         defer { env.stop() }
         print("servers: nats-server \(env.natsURL), redis-server \(env.redisURL), logs in \(env.directory.path)")
         for (name, result) in try definitions.apply(to: env.jetStream) { print("stream \(name): \(result)") }
+        // A kept store may hold an earlier run's snapshots; the replay path must start without.
+        try env.jetStream.purge(stream: "ROUTING_SNAPSHOTS")
 
         // Load: memberships into CHAT_MEMBERSHIP, presence into Redis (heartbeated from here on).
         let loadStarted = ContinuousClock.now
         let loader = ColdStartLoader(env: env, dataset: dataset, channelIDs: channelIDs, channelPartitions: channelPartitions)
-        try loader.loadMemberships(maxInFlight: maxInFlight, maxSeconds: maxLoadSeconds)
-        let membershipSeconds = (ContinuousClock.now - loadStarted).seconds
+        let earlierLoad = try storeURL.flatMap { try StoredDataset.matching(datasetLine, memberships: dataset.membershipCount, in: $0, jetStream: env.jetStream) }
+        var membershipSeconds = earlierLoad?.membershipSeconds ?? 0
+        if let earlierLoad, let storeURL {
+            print("memberships: reusing the \(dataset.membershipCount) loaded into \(storeURL.path) on \(earlierLoad.date)")
+        } else {
+            try env.jetStream.purge(stream: "CHAT_MEMBERSHIP")
+            try loader.loadMemberships(maxInFlight: maxInFlight, maxSeconds: maxLoadSeconds)
+            membershipSeconds = (ContinuousClock.now - loadStarted).seconds
+        }
         let stored = try env.jetStream.streamState("CHAT_MEMBERSHIP")
         guard stored.messages == UInt64(dataset.membershipCount) else {
             throw PipelineError.setup("CHAT_MEMBERSHIP holds \(stored.messages) messages, the dataset has \(dataset.membershipCount) memberships")
         }
+        if let storeURL, earlierLoad == nil {
+            try StoredDataset(datasetLine: datasetLine, memberships: dataset.membershipCount, membershipSeconds: membershipSeconds, maxInFlight: maxInFlight,
+                              date: ISO8601DateFormatter().string(from: Date())).write(to: storeURL)
+        }
+        let presenceStarted = ContinuousClock.now
         let heartbeat = try loader.loadPresence()
         defer { heartbeat.stop() }
-        let loadSeconds = (ContinuousClock.now - loadStarted).seconds
-        let loadLine = String(format: "%d memberships in %.1f s (%.0f/s, %d in flight at most; stream %.1f MB), %d online users in %.1f s",
-                              dataset.membershipCount, membershipSeconds, Double(dataset.membershipCount) / max(membershipSeconds, 1e-9), maxInFlight,
-                              Double(stored.bytes) / 1e6, loader.onlineCount, loadSeconds - membershipSeconds)
+        let presenceSeconds = (ContinuousClock.now - presenceStarted).seconds
+        let loadSeconds = membershipSeconds + presenceSeconds
+        let loadInFlight = earlierLoad?.maxInFlight ?? maxInFlight
+        let loadLine = String(format: "%d memberships in %.1f s (%.0f/s, %d in flight at most; stream %.1f MB)%@, %d online users in %.1f s",
+                              dataset.membershipCount, membershipSeconds, Double(dataset.membershipCount) / max(membershipSeconds, 1e-9), loadInFlight,
+                              Double(stored.bytes) / 1e6, earlierLoad.map { " (loaded on \($0.date) into the kept store)" } ?? "",
+                              loader.onlineCount, presenceSeconds)
         print("loaded: \(loadLine)")
 
         let runner = ColdStartFanout(env: env, executable: fanoutExecutable, streamsDir: streamsPath, readyTimeout: .seconds(readyTimeout))
@@ -173,7 +192,7 @@ struct ColdStartBench: ParsableCommand {
         let result = ColdStartResult(
             date: ISO8601DateFormatter().string(from: date), machine: Machine.description, servers: servers, loadAverage: load, command: command,
             preset: preset.rawValue, dataset: .init(dataset, partitionCount: partitionCount, partitionsWithMemberships: usedPartitions.count),
-            load: .init(memberships: dataset.membershipCount, membershipSeconds: membershipSeconds, maxInFlight: maxInFlight,
+            load: .init(memberships: dataset.membershipCount, membershipSeconds: membershipSeconds, maxInFlight: loadInFlight,
                         streamBytes: Int(stored.bytes), onlineUsers: loader.onlineCount, totalSeconds: loadSeconds),
             snapshots: .init(partitions: manifests.count, bytes: snapshotBytes, chunks: manifests.reduce(0) { $0 + $1.chunks }, secondsAfterReady: snapshotWait),
             paths: [replay.result(path: "full replay"), fromSnapshot.result(path: "from snapshot")],
@@ -224,12 +243,12 @@ struct ColdStartBench: ParsableCommand {
         lines.append("- snapshots: \(snapshotLine)")
         lines.append("- one `fanout` owning every partition; seconds from process start to `/readyz` 200 (polled every 20 ms; the fan-out's own `cold_start_s` in brackets); peak RSS = VmHWM just before stopping; table bytes exclude the interned user-id strings (given apart)")
         lines.append("")
-        lines.append("| path | seconds to ready | peak RSS MB | table bytes/membership | memberships |")
-        lines.append("|---|---:|---:|---:|---:|")
+        lines.append("| path | seconds to ready | CPU s to ready: fan-out / nats-server | peak RSS MB | table bytes/membership | memberships |")
+        lines.append("|---|---:|---:|---:|---:|---:|")
         for path in result.paths {
             let own = path.fanoutColdStartSeconds.map { String(format: " (%.2f)", $0) } ?? ""
-            lines.append(String(format: "| %@ | %.2f%@ | %.0f | %.2f (+%.2f user ids) | %@ |", path.path, path.secondsToReady, own,
-                                Double(path.peakRSSBytes) / 1_048_576, path.bytesPerMembership,
+            lines.append(String(format: "| %@ | %.2f%@ | %.1f / %.1f | %.0f | %.2f (+%.2f user ids) | %@ |", path.path, path.secondsToReady, own,
+                                path.fanoutCPUSeconds, path.natsCPUSeconds, Double(path.peakRSSBytes) / 1_048_576, path.bytesPerMembership,
                                 Double(path.userIdBytes) / Double(max(1, path.memberships)), PipelineBench.thousands(Double(path.memberships))))
         }
         lines.append("")
@@ -261,6 +280,30 @@ struct ColdStartBench: ParsableCommand {
             text += separator + heading + "\n\n" + block
         }
         try text.write(to: url, atomically: true, encoding: .utf8)
+    }
+}
+
+/// What `--store` remembers of the memberships it holds, so a later run with the same dataset
+/// skips the load (and reports the original load's numbers).
+struct StoredDataset: Codable {
+    static let fileName = "switchboard-dataset.json"
+
+    var datasetLine: String
+    var memberships: Int
+    var membershipSeconds: Double
+    var maxInFlight: Int
+    var date: String
+
+    /// The record in `store` when it describes `datasetLine` and the stream still holds it all.
+    static func matching(_ datasetLine: String, memberships: Int, in store: URL, jetStream: JetStream) throws -> StoredDataset? {
+        guard let data = try? Data(contentsOf: store.appendingPathComponent(fileName)),
+              let record = try? JSONDecoder().decode(StoredDataset.self, from: data),
+              record.datasetLine == datasetLine, record.memberships == memberships else { return nil }
+        return try jetStream.streamState("CHAT_MEMBERSHIP").messages == UInt64(memberships) ? record : nil
+    }
+
+    func write(to store: URL) throws {
+        try JSONEncoder().encode(self).write(to: store.appendingPathComponent(Self.fileName))
     }
 }
 
@@ -307,6 +350,8 @@ struct ColdStartResult: Encodable {
         var secondsToReady: Double
         var fanoutColdStartSeconds: Double?
         var peakRSSBytes: Int
+        var fanoutCPUSeconds: Double
+        var natsCPUSeconds: Double
         var tableBytes: Int
         var userIdBytes: Int
         var bytesPerMembership: Double
@@ -504,14 +549,17 @@ struct ColdStartFanout {
         var seconds: Double
         var fanoutColdStartSeconds: Double?
         var peakRSSBytes: Int
+        /// CPU seconds (user + system) from the fan-out's start to ready.
+        var fanoutCPUSeconds: Double
+        var natsCPUSeconds: Double
         var stats: Inspection.Stats
         var snapshotsLoaded: Set<Int>
         var snapshotsNotUsed: Int
         var logTail: String
 
         var summary: String {
-            String(format: "%@: ready in %.2f s (fan-out says %@ s), peak RSS %.0f MB, %d memberships, %d channels, %d online users on %d instances, table %.1f MB = %.2f bytes/membership (+%.1f MB user ids), snapshots loaded for %d partitions%@",
-                   label, seconds, fanoutColdStartSeconds.map { String(format: "%.2f", $0) } ?? "?", Double(peakRSSBytes) / 1_048_576,
+            String(format: "%@: ready in %.2f s (fan-out says %@ s; CPU to ready: fan-out %.1f s, nats-server %.1f s), peak RSS %.0f MB, %d memberships, %d channels, %d online users on %d instances, table %.1f MB = %.2f bytes/membership (+%.1f MB user ids), snapshots loaded for %d partitions%@",
+                   label, seconds, fanoutColdStartSeconds.map { String(format: "%.2f", $0) } ?? "?", fanoutCPUSeconds, natsCPUSeconds, Double(peakRSSBytes) / 1_048_576,
                    stats.memberships, stats.channels, stats.onlineUsers, stats.instances, Double(stats.tableBytes) / 1_048_576,
                    stats.bytesPerMembership, Double(stats.userIdBytes) / 1_048_576, snapshotsLoaded.count,
                    snapshotsNotUsed > 0 ? ", \(snapshotsNotUsed) NOT used" : "")
@@ -520,6 +568,7 @@ struct ColdStartFanout {
         func result(path: String) -> ColdStartResult.Path {
             ColdStartResult.Path(
                 path: path, secondsToReady: seconds, fanoutColdStartSeconds: fanoutColdStartSeconds, peakRSSBytes: peakRSSBytes,
+                fanoutCPUSeconds: fanoutCPUSeconds, natsCPUSeconds: natsCPUSeconds,
                 tableBytes: stats.tableBytes, userIdBytes: stats.userIdBytes, bytesPerMembership: stats.bytesPerMembership,
                 memberships: stats.memberships, channels: stats.channels, users: stats.users, onlineUsers: stats.onlineUsers,
                 instances: stats.instances, membershipSequence: stats.membershipSequence, snapshotsLoaded: snapshotsLoaded.count
@@ -536,6 +585,7 @@ struct ColdStartFanout {
     /// the stop. Throws if it does not become ready in time or its memberships differ.
     func run(label: String, arguments: [String], expectedMemberships: Int, whileReady: (PipelineProcess) throws -> Void = { _ in }) throws -> Run {
         let httpPort = try PipelineNet.freePort()
+        let natsCPUBefore = EndToEndProbes.cpuSeconds(pid: env.nats.pid)
         let started = ContinuousClock.now
         let process = try PipelineProcess(
             name: "fanout", executable: executable,
@@ -554,6 +604,8 @@ struct ColdStartFanout {
             guard ContinuousClock.now < deadline else { throw PipelineError.timeout("fanout (\(label)) not ready within \(readyTimeout); log:\n\(process.logTail())") }
             if PipelineNet.httpStatus(port: httpPort, path: "/readyz") == 200 { ready = ContinuousClock.now - started } else { usleep(20_000) }
         }
+        let fanoutCPU = EndToEndProbes.cpuSeconds(pid: process.pid)
+        let natsCPU = EndToEndProbes.cpuSeconds(pid: env.nats.pid) - natsCPUBefore
         let stats = try self.stats(label: label)
         guard stats.memberships == expectedMemberships else {
             throw PipelineError.setup("fanout (\(label)) holds \(stats.memberships) memberships, the dataset has \(expectedMemberships)")
@@ -569,7 +621,8 @@ struct ColdStartFanout {
             if line.contains("snapshot not used") { notUsed += 1 }
             if line.contains("fan-out ready") { coldStart = Self.value(of: "cold_start_s", in: line).flatMap { Double($0) } }
         }
-        return Run(label: label, seconds: ready!.seconds, fanoutColdStartSeconds: coldStart, peakRSSBytes: peak, stats: stats,
+        return Run(label: label, seconds: ready!.seconds, fanoutColdStartSeconds: coldStart, peakRSSBytes: peak,
+                   fanoutCPUSeconds: fanoutCPU, natsCPUSeconds: natsCPU, stats: stats,
                    snapshotsLoaded: loaded, snapshotsNotUsed: notUsed, logTail: process.logTail())
     }
 

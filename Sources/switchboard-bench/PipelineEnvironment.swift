@@ -34,7 +34,9 @@ final class PipelineEnvironment: @unchecked Sendable {
     /// The running fan-out's ops HTTP port (/metrics), once started.
     private(set) var fanoutHTTPPort: UInt16?
 
-    init(partitionCount: Int, keepLogs: Bool, monitoring: Bool = false) throws {
+    /// `jetStreamStore`: nats-server's store folder when it must outlive this run (default: in
+    /// the temp directory).
+    init(partitionCount: Int, keepLogs: Bool, monitoring: Bool = false, jetStreamStore: URL? = nil) throws {
         self.partitionCount = partitionCount
         self.keepLogs = keepLogs
         let monitorPort = monitoring ? try PipelineNet.freePort() : nil
@@ -44,7 +46,7 @@ final class PipelineEnvironment: @unchecked Sendable {
         do {
             (nats, natsPort) = try Self.startWithRetry(name: "nats-server") { port in
                 try PipelineProcess(name: "nats-server", executable: "nats-server",
-                                    arguments: ["-js", "-a", "127.0.0.1", "-p", "\(port)", "-sd", self.directory.appendingPathComponent("js").path]
+                                    arguments: ["-js", "-a", "127.0.0.1", "-p", "\(port)", "-sd", (jetStreamStore ?? self.directory.appendingPathComponent("js")).path]
                                         + (monitorPort.map { ["-m", "\($0)"] } ?? []),
                                     logURL: self.directory.appendingPathComponent("nats.log"))
             }

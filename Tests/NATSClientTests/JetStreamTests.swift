@@ -233,6 +233,41 @@ struct JetStreamTests {
         }
     }
 
+    /// `>` reads the whole stream as an unfiltered consumer would (nats-server 2.9 counts a
+    /// wildcard filter's pending messages subject by subject, even the stream's own subject);
+    /// `read` lends messages in batches without copying.
+    @Test func orderedConsumerOverTheWholeStreamLendsBatchesInOrder() throws {
+        try withNATS { _, connection in
+            let jetStream = try connection.jetStream()
+            _ = try jetStream.applyStream(configJSON: streamDefinition("CHAT_MEMBERSHIP"))
+            var published: [(sequence: UInt64, subject: String)] = []
+            for index in 0..<300 {
+                let subject = "chat.membership.\(index % 16).channel.user\(index)"
+                published.append((try jetStream.publish(subject, payload: bytes("\(index)")).sequence, subject))
+            }
+
+            let consumer = try jetStream.orderedConsumer(stream: "CHAT_MEMBERSHIP", filterSubject: ">", startSequence: published[100].sequence)
+            defer { consumer.close() }
+            var read: [(sequence: UInt64, subject: String, payload: String, pending: UInt64)] = []
+            var batches = 0
+            while read.count < 200 {
+                let count = try consumer.read(limit: 64, timeout: .seconds(2)) { message in
+                    read.append((message.streamSequence, String(decoding: message.subject, as: UTF8.self),
+                                 String(decoding: message.payload, as: UTF8.self), message.numPending))
+                }
+                #expect(count > 0 && count <= 64)
+                if count == 0 { break }
+                batches += 1
+            }
+            #expect(read.map(\.sequence) == published[100...].map(\.sequence))
+            #expect(read.map(\.subject) == published[100...].map(\.subject))
+            #expect(read.map(\.payload) == (100..<300).map { "\($0)" })
+            #expect(read.map(\.pending) == (0..<200).map { UInt64(199 - $0) })
+            #expect(batches >= 4)  // the limit holds even when more are queued
+            #expect(try consumer.read(limit: 64, timeout: .milliseconds(100)) { _ in } == 0)
+        }
+    }
+
     @Test func lastMessageReturnsTheNewestPerSubjectAndNilForNone() throws {
         try withNATS { _, connection in
             let jetStream = try connection.jetStream()

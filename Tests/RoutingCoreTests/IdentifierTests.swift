@@ -39,10 +39,31 @@ import Testing
         #expect(Subjects.typing(channel: "general", partitionCount: 16) == "chat.typing.\(p).general")
         #expect(Subjects.inbox(instance: "n1") == "notify.inbox.n1")
         #expect(Subjects.deadLetter(partition: 3) == "chat.dlq.3")
-        let parsed = Subjects.parseMembership("chat.membership.\(p).general.alice")
-        #expect(parsed?.partition == p && parsed?.channel == "general" && parsed?.user == "alice")
-        #expect(Subjects.parseMembership("chat.membership.x.general.alice") == nil)
-        #expect(Subjects.parseMembership("chat.events.1.general") == nil)
+    }
+
+    @Test func membershipSubjectsAreReadFromRawBytes() {
+        func partition(_ subject: String) -> Int? {
+            var subject = subject
+            return subject.withUTF8 { Subjects.membershipPartition($0) }
+        }
+        func matches(_ subject: String, _ partition: Int, _ channel: String, _ user: String) -> Bool {
+            var subject = subject
+            return subject.withUTF8 { Subjects.isMembership($0, partition: partition, channel: channel, user: user) }
+        }
+        #expect(partition("chat.membership.7.general.alice") == 7)
+        #expect(partition("chat.membership.12.general.alice") == 12)
+        for bad in ["chat.membership.x.general.alice", "chat.membership..general.alice", "chat.membership.7", "chat.membership.",
+                    "chat.membership.+7.general.alice", "chat.membership.1234567890.general.alice", "chat.events.1.general", ""] {
+            #expect(partition(bad) == nil, "\(bad)")
+        }
+        #expect(matches("chat.membership.7.general.alice", 7, "general", "alice"))
+        #expect(matches("chat.membership.7.general._", 7, "general", Subjects.channelDeletedUser))
+        #expect(!matches("chat.membership.7.general.alice", 8, "general", "alice"))
+        #expect(!matches("chat.membership.7.general.alice", 7, "genera", "alice"))
+        #expect(!matches("chat.membership.7.general.alice", 7, "general", "alic"))
+        #expect(!matches("chat.membership.7.general.alice", 7, "general", "alice2"))
+        #expect(!matches("chat.membership.7.general.alice.x", 7, "general", "alice"))
+        #expect(!matches("chat.membership.7.general", 7, "general", ""))
     }
 }
 

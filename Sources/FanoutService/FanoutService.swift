@@ -68,10 +68,7 @@ public final class FanoutService: Service, @unchecked Sendable {
         }
 
         let store = SnapshotStore(jetStream: jetStream)
-        var startSequences: [Int: UInt64] = [:]
-        for partition in config.partitions.owned {
-            startSequences[partition] = await blocking { [self] in loadSnapshot(partition: partition, store: store) }
-        }
+        let startSequences = await blocking { [self] in loadSnapshots(store: store) }
 
         let replayStarted = ContinuousClock.now
         let starts = Dictionary(uniqueKeysWithValues: config.partitions.owned.map { ($0, startSequences[$0] ?? 0) })
@@ -124,6 +121,24 @@ public final class FanoutService: Service, @unchecked Sendable {
             "bytes_per_membership": "\(String(format: "%.2f", stats.bytesPerMembership))",
             "online_users": "\(stats.onlineUsers)", "instances": "\(stats.instances)",
         ])
+    }
+
+    /// Every owned partition's snapshot, loaded by one thread per core (each decodes and
+    /// builds its own partitions; only interning user ids is serialized); partition →
+    /// the sequence to replay from.
+    private func loadSnapshots(store: SnapshotStore) -> [Int: UInt64] {
+        let owned = config.partitions.owned
+        let next = Atomic<Int>(0)
+        let starts = Mutex<[Int: UInt64]>([:])
+        DispatchQueue.concurrentPerform(iterations: max(1, min(owned.count, ProcessInfo.processInfo.activeProcessorCount))) { _ in
+            while true {
+                let index = next.add(1, ordering: .relaxed).oldValue
+                guard index < owned.count else { return }
+                let start = loadSnapshot(partition: owned[index], store: store)
+                starts.withLock { $0[owned[index]] = start }
+            }
+        }
+        return starts.withLock { $0 }
     }
 
     /// The sequence to replay membership from: one past the snapshot's, or 0 (everything).

@@ -31,10 +31,11 @@ final class RoutingState: @unchecked Sendable {
 
     init(partitions: [Int], partitionCount: Int) {
         table = RoutingTable(partitions: partitions, partitionCount: partitionCount)
+        self.partitionCount = partitionCount
         for partition in partitions { progress[partition] = Progress() }
     }
 
-    var partitionCount: Int { table.partitionCount }
+    let partitionCount: Int
 
     // MARK: membership
 
@@ -145,8 +146,13 @@ final class RoutingState: @unchecked Sendable {
 
     // MARK: snapshots
 
+    /// Loads a partition image in three steps, so that several images load side by side:
+    /// decoding and building its channel table need no lock, only interning its users does.
     func load(image: [UInt8], partition: Int) throws {
-        try lock.write { try RoutingImage.load(image, partition: partition, into: &table) }
+        let decoded = try RoutingImage.decode(image, partition: partition, partitionCount: partitionCount)
+        let userIDs = lock.write { table.internUsers(of: decoded) }
+        let channels = try decoded.channelTable(globalUserIDs: userIDs)
+        try lock.write { try table.install(channels, partition: partition) }
     }
 
     func resetPartition(_ partition: Int) {
@@ -192,7 +198,7 @@ final class RoutingState: @unchecked Sendable {
             let tableBytes = table.channelBytes + table.presence.byteCount
             return Inspection.Stats(
                 replica: replica, users: table.users.count, onlineUsers: table.presence.onlineCount,
-                channels: table.channelCount, memberships: memberships, tableBytes: tableBytes,
+                channels: table.channelCount, memberships: memberships, tableBytes: tableBytes, presenceBytes: table.presence.byteCount,
                 userIdBytes: table.users.byteCount,
                 bytesPerMembership: memberships == 0 ? 0 : Double(tableBytes) / Double(memberships),
                 instances: table.instances.all.filter { !$0.isDown && $0.users > 0 }.count,

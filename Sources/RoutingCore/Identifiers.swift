@@ -12,6 +12,12 @@ public enum Identifier {
         return count > 0
     }
 
+    public static func isValid(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard !bytes.isEmpty, bytes.count <= maxLength else { return false }
+        for byte in bytes where !isAllowed(byte) { return false }
+        return true
+    }
+
     /// The reason `id` is invalid, for error messages; nil when it is valid.
     public static func problem(_ id: String, kind: String) -> String? {
         if isValid(id) { return nil }

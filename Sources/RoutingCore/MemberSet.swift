@@ -27,6 +27,23 @@ public struct MemberSet: Sendable, Equatable {
         compact()
     }
 
+    /// From strictly ascending values, each block encoded once with its best parameter
+    /// (snapshot loads build millions of members this way).
+    public init(sorted values: [UInt32]) {
+        guard let last = values.last else { return }
+        count = UInt32(values.count)
+        largest = last
+        if values.count <= Self.maxBlockCount {
+            single.encode(values[...])
+        } else {
+            blocks = stride(from: 0, to: values.count, by: Self.maxBlockCount).map { start in
+                var block = RiceBlock()
+                block.encode(values[start..<min(start + Self.maxBlockCount, values.count)])
+                return block
+            }
+        }
+    }
+
     public var isEmpty: Bool { count == 0 }
 
     /// Heap and inline bytes of this set (array headers included).
@@ -104,14 +121,14 @@ public struct MemberSet: Sendable, Equatable {
         return values
     }
 
-    /// Re-encodes every block with its best parameter and drops growth slack (after a
-    /// bulk load).
+    /// Re-encodes every block changed since its last full encoding with its best parameter,
+    /// dropping growth slack (after a bulk load).
     public mutating func compact() {
         var scratch: [UInt32] = []
         if blocks.isEmpty {
-            if count > 0 { single.reencode(scratch: &scratch) }
+            if count > 0 && !single.isCompact { single.reencode(scratch: &scratch) }
         } else {
-            for index in blocks.indices { blocks[index].reencode(scratch: &scratch) }
+            for index in blocks.indices where !blocks[index].isCompact { blocks[index].reencode(scratch: &scratch) }
         }
     }
 
@@ -164,10 +181,19 @@ struct RiceBlock: Sendable, Equatable {
     private(set) var count: UInt32 = 0
     private(set) var last: UInt32 = 0
     private(set) var parameter: UInt8 = 0
+    /// True while the bits are exactly as `encode` wrote them (best parameter, no slack).
+    /// Fits in the padding after `parameter`.
+    private(set) var isCompact = false
     private var bitLength: UInt32 = 0
     private var bits: [UInt8] = []
 
     init() {}
+
+    /// Same encoding; whether it was compacted does not matter.
+    static func == (lhs: RiceBlock, rhs: RiceBlock) -> Bool {
+        lhs.first == rhs.first && lhs.count == rhs.count && lhs.last == rhs.last && lhs.parameter == rhs.parameter
+            && lhs.bitLength == rhs.bitLength && lhs.bits == rhs.bits
+    }
 
     init(first: UInt32, parameter: UInt8 = 0) {
         self.first = first
@@ -193,6 +219,7 @@ struct RiceBlock: Sendable, Equatable {
     }
 
     private mutating func write(gap: UInt32) {
+        isCompact = false
         let quotient = gap >> UInt32(parameter)
         if quotient >= Self.escapeLength {
             writeBits(0, count: Self.escapeLength)
@@ -232,14 +259,28 @@ struct RiceBlock: Sendable, Equatable {
             totalBits += Self.codeLength(gap: value - previous - 1, parameter: parameter)
             previous = value
         }
-        bitLength = 0
-        bits = []
-        bits.reserveCapacity((totalBits + 7) / 8)
-        previous = first
-        for value in values.dropFirst() {
-            write(gap: value - previous - 1)
-            previous = value
+        var buffer = [UInt8](repeating: 0, count: (totalBits + 7) / 8)
+        let parameter = self.parameter
+        buffer.withUnsafeMutableBufferPointer { out in
+            var writer = BitWriter(out)
+            previous = first
+            for value in values.dropFirst() {
+                let gap = value - previous - 1
+                let quotient = gap >> UInt32(parameter)
+                if quotient >= Self.escapeLength {
+                    writer.write(0, count: Self.escapeLength)
+                    writer.write(UInt64(gap), count: 32)
+                } else {
+                    let remainder = UInt64(gap) & ((1 << UInt64(parameter)) - 1)
+                    writer.write((remainder << 1 | 1) << UInt64(quotient), count: quotient + 1 + UInt32(parameter))
+                }
+                previous = value
+            }
+            writer.flush()
         }
+        bits = buffer
+        bitLength = UInt32(totalBits)
+        isCompact = true
     }
 
     static func codeLength(gap: UInt32, parameter: UInt8) -> Int {
@@ -391,3 +432,30 @@ extension Double {
 }
 
 import Foundation
+
+/// Writes bits least significant first into a buffer sized in advance (see `RiceBlock.encode`).
+struct BitWriter {
+    private let out: UnsafeMutableBufferPointer<UInt8>
+    private var position = 0
+    private var pending: UInt64 = 0
+    private var pendingBits: UInt32 = 0
+
+    init(_ out: UnsafeMutableBufferPointer<UInt8>) { self.out = out }
+
+    /// Appends the low `count` (≤ 56) bits of `value`.
+    @inline(__always)
+    mutating func write(_ value: UInt64, count: UInt32) {
+        pending |= value << UInt64(pendingBits)
+        pendingBits += count
+        while pendingBits >= 8 {
+            out[position] = UInt8(truncatingIfNeeded: pending)
+            position += 1
+            pending >>= 8
+            pendingBits -= 8
+        }
+    }
+
+    mutating func flush() {
+        if pendingBits > 0 { out[position] = UInt8(truncatingIfNeeded: pending) }
+    }
+}

@@ -71,6 +71,16 @@ public enum RoutingImage {
     /// reads: a corrupt image throws and leaves the table unchanged.
     public static func load(_ image: [UInt8], partition: Int, into table: inout RoutingTable) throws(DecodeError) {
         guard table.partitions[partition] != nil else { throw .invalid("partition \(partition) is not owned") }
+        let decoded = try decode(image, partition: partition, partitionCount: table.partitionCount)
+        var users = table.users
+        let channels = try decoded.channelTable(globalUserIDs: decoded.intern(into: &users))
+        table.users = users
+        table.partitions[partition] = channels
+    }
+
+    /// Reads and checks a whole image without any table, so that images decode side by side;
+    /// only `Decoded.intern` needs the (shared) user interner.
+    public static func decode(_ image: [UInt8], partition: Int, partitionCount: Int) throws(DecodeError) -> Decoded {
         var reader = Reader(bytes: image)
         guard image.count > magic.count, Array(image[0..<magic.count]) == magic, image[magic.count] == version else { throw .badHeader }
         reader.offset = magic.count + 1
@@ -78,49 +88,83 @@ public enum RoutingImage {
         guard imagePartition == UInt64(partition) else { throw .invalid("written for partition \(imagePartition), not \(partition)") }
 
         let userCount = try reader.count(limit: image.count)
-        var userStrings: [String] = []
-        userStrings.reserveCapacity(userCount)
+        var users: [Range<Int>] = []
+        users.reserveCapacity(userCount)
         for _ in 0..<userCount {
-            let user = try reader.string()
-            guard Identifier.isValid(user) else { throw .invalid("user id '\(user.prefix(80))'") }
-            userStrings.append(user)
+            let range = try reader.stringRange()
+            guard image.withUnsafeBufferPointer({ Identifier.isValid(UnsafeBufferPointer(rebasing: $0[range])) }) else {
+                throw .invalid("user id '\(String(decoding: image[range].prefix(80), as: UTF8.self))'")
+            }
+            users.append(range)
         }
-        var channelTable = ChannelTable()
-        var users = table.users
-        let globalOfLocal = userStrings.map { users.intern($0) }
         let channelCount = try reader.count(limit: image.count)
-        var scratch: [UInt32] = []
+        var channels: [Decoded.Channel] = []
+        channels.reserveCapacity(channelCount)
         for _ in 0..<channelCount {
             let name = try reader.string()
-            guard Identifier.isValid(name), Partitioner.partition(of: name, count: table.partitionCount) == partition else {
+            guard Identifier.isValid(name), Partitioner.partition(of: name, count: partitionCount) == partition else {
                 throw .invalid("channel '\(name.prefix(80))' does not belong to partition \(partition)")
             }
             let deleted = try reader.varint()
             let memberCount = try reader.count(limit: image.count)
-            scratch.removeAll(keepingCapacity: true)
+            var members: [UInt32] = []
+            members.reserveCapacity(memberCount)
             var local: UInt64 = 0
             for index in 0..<memberCount {
                 let gap = try reader.varint()
                 // Checked before adding: a gap near 2^64 must not overflow into a small index.
-                guard gap < UInt64(globalOfLocal.count) else { throw .invalid("member gap \(gap) beyond \(globalOfLocal.count) users") }
+                guard gap < UInt64(users.count) else { throw .invalid("member gap \(gap) beyond \(users.count) users") }
                 local = index == 0 ? gap : local + gap + 1
-                guard local < UInt64(globalOfLocal.count) else { throw .invalid("member index \(local) beyond \(globalOfLocal.count) users") }
-                scratch.append(globalOfLocal[Int(local)])
+                guard local < UInt64(users.count) else { throw .invalid("member index \(local) beyond \(users.count) users") }
+                members.append(UInt32(local))
             }
-            // Global ids ascend with local ones unless this process interned users earlier.
-            if !isAscending(scratch) {
-                scratch.sort()
-                // Only a user listed twice in the image maps two members to one id.
-                guard isAscending(scratch) else { throw .invalid("channel '\(name)' lists a user twice (duplicate user ids)") }
-            }
-            let channel = channelTable.internChannel(name)
-            guard Int(channel) == channelTable.members.count - 1 else { throw .invalid("channel '\(name)' listed twice") }
-            channelTable.load(channel: channel, members: MemberSet(sorted: scratch), deletedAt: deleted == 0 ? nil : deleted - 1)
+            channels.append(Decoded.Channel(name: name, deletedAt: deleted == 0 ? nil : deleted - 1, members: members))
         }
         guard reader.offset == image.count else { throw .invalid("\(image.count - reader.offset) trailing bytes") }
-        channelTable.compact()
-        table.users = users
-        table.partitions[partition] = channelTable
+        return Decoded(partition: partition, image: image, users: users, channels: channels)
+    }
+
+    /// A checked image: its user ids (as ranges of the image) and channels with members as
+    /// indices into that user list (ascending, in range).
+    public struct Decoded: Sendable {
+        public let partition: Int
+        let image: [UInt8]
+        let users: [Range<Int>]
+        let channels: [Channel]
+
+        struct Channel: Sendable {
+            var name: String
+            var deletedAt: UInt64?
+            var members: [UInt32]
+        }
+
+        /// Interns the image's users; returns their ids, in image order.
+        public func intern(into interner: inout StringInterner) -> [UInt32] {
+            image.withUnsafeBufferPointer { bytes in
+                users.map { interner.intern(bytes: UnsafeBufferPointer(rebasing: bytes[$0])) }
+            }
+        }
+
+        /// The partition's channel table, given the ids `intern` returned.
+        public func channelTable(globalUserIDs global: [UInt32]) throws(DecodeError) -> ChannelTable {
+            guard global.count == users.count else { throw .invalid("\(global.count) user ids for \(users.count) users") }
+            var table = ChannelTable()
+            var scratch: [UInt32] = []
+            for channel in channels {
+                scratch.removeAll(keepingCapacity: true)
+                for local in channel.members { scratch.append(global[Int(local)]) }
+                // Global ids ascend with local ones unless this process interned users earlier.
+                if !RoutingImage.isAscending(scratch) {
+                    scratch.sort()
+                    // Only a user listed twice in the image maps two members to one id.
+                    guard RoutingImage.isAscending(scratch) else { throw .invalid("channel '\(channel.name)' lists a user twice (duplicate user ids)") }
+                }
+                let index = table.internChannel(channel.name)
+                guard Int(index) == table.members.count - 1 else { throw .invalid("channel '\(channel.name)' listed twice") }
+                table.load(channel: index, members: MemberSet(sorted: scratch), deletedAt: channel.deletedAt)
+            }
+            return table
+        }
     }
 
     private static func isAscending(_ values: [UInt32]) -> Bool {
@@ -159,10 +203,27 @@ public enum RoutingImage {
         }
 
         mutating func string() throws(DecodeError) -> String {
+            String(decoding: bytes[try stringRange()], as: UTF8.self)
+        }
+
+        mutating func stringRange() throws(DecodeError) -> Range<Int> {
             let length = try count(limit: bytes.count)
             guard length <= bytes.count - offset else { throw .truncated(at: offset) }
             defer { offset += length }
-            return String(decoding: bytes[offset..<(offset + length)], as: UTF8.self)
+            return offset..<(offset + length)
         }
+    }
+}
+
+extension RoutingTable {
+    /// Interns a decoded image's users (see `RoutingImage.Decoded.intern`).
+    public mutating func internUsers(of image: RoutingImage.Decoded) -> [UInt32] {
+        image.intern(into: &users)
+    }
+
+    /// Replaces an owned partition's channel table (built by `RoutingImage.Decoded.channelTable`).
+    public mutating func install(_ channels: ChannelTable, partition: Int) throws(RoutingImage.DecodeError) {
+        guard partitions[partition] != nil else { throw .invalid("partition \(partition) is not owned") }
+        partitions[partition] = channels
     }
 }

@@ -34,8 +34,11 @@ public enum Inspection {
         public var onlineUsers: Int
         public var channels: Int
         public var memberships: Int
-        /// Member sets and channel index, excluding the user-id strings.
+        /// Member sets, channel index and presence, excluding the user-id strings.
         public var tableBytes: Int
+        /// The presence part of `tableBytes` (grows with online users, not memberships); nil
+        /// from replicas that do not report it.
+        public var presenceBytes: Int?
         /// The interned user-id strings.
         public var userIdBytes: Int
         public var bytesPerMembership: Double
@@ -45,13 +48,14 @@ public enum Inspection {
         /// Last `CHAT_MEMBERSHIP` sequence applied.
         public var membershipSequence: UInt64
 
-        public init(replica: Replica, users: Int, onlineUsers: Int, channels: Int, memberships: Int, tableBytes: Int, userIdBytes: Int, bytesPerMembership: Double, instances: Int, eventLag: [String: UInt64], membershipSequence: UInt64) {
+        public init(replica: Replica, users: Int, onlineUsers: Int, channels: Int, memberships: Int, tableBytes: Int, presenceBytes: Int? = nil, userIdBytes: Int, bytesPerMembership: Double, instances: Int, eventLag: [String: UInt64], membershipSequence: UInt64) {
             self.replica = replica
             self.users = users
             self.onlineUsers = onlineUsers
             self.channels = channels
             self.memberships = memberships
             self.tableBytes = tableBytes
+            self.presenceBytes = presenceBytes
             self.userIdBytes = userIdBytes
             self.bytesPerMembership = bytesPerMembership
             self.instances = instances
@@ -63,6 +67,7 @@ public enum Inspection {
             case replica, users, channels, memberships, instances
             case onlineUsers = "online_users"
             case tableBytes = "table_bytes"
+            case presenceBytes = "presence_bytes"
             case userIdBytes = "user_id_bytes"
             case bytesPerMembership = "bytes_per_membership"
             case eventLag = "event_lag"

@@ -44,7 +44,8 @@ final class PipelineEnvironment: @unchecked Sendable {
         directory = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("switchboard-bench-pipeline-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         do {
-            (nats, natsPort) = try Self.startWithRetry(name: "nats-server") { port in
+            // A kept store is restored before the server listens: 20 M messages took ~70 s.
+            (nats, natsPort) = try Self.startWithRetry(name: "nats-server", listenTimeout: jetStreamStore == nil ? .seconds(15) : .seconds(600)) { port in
                 try PipelineProcess(name: "nats-server", executable: "nats-server",
                                     arguments: ["-js", "-a", "127.0.0.1", "-p", "\(port)", "-sd", (jetStreamStore ?? self.directory.appendingPathComponent("js")).path]
                                         + (monitorPort.map { ["-m", "\($0)"] } ?? []),
@@ -64,14 +65,14 @@ final class PipelineEnvironment: @unchecked Sendable {
         }
     }
 
-    private static func startWithRetry(name: String, _ launch: (UInt16) throws -> PipelineProcess) throws -> (PipelineProcess, UInt16) {
+    private static func startWithRetry(name: String, listenTimeout: Duration = .seconds(15), _ launch: (UInt16) throws -> PipelineProcess) throws -> (PipelineProcess, UInt16) {
         var lastError: (any Error)?
         for _ in 0..<5 {
             let port = try PipelineNet.freePort()
             do {
                 let process = try launch(port)
                 do {
-                    try process.waitUntilListening(port: port)
+                    try process.waitUntilListening(port: port, timeout: listenTimeout)
                     return (process, port)
                 } catch {
                     process.stop(grace: .seconds(1))

@@ -220,15 +220,19 @@ struct RiceBlock: Sendable, Equatable {
 
     private mutating func write(gap: UInt32) {
         isCompact = false
+        let code = Self.code(gap: gap, parameter: parameter)
+        writeBits(code.bits, count: code.count)
+    }
+
+    /// The code of `gap`, least significant bit first: `quotient` zeros, a one, then the low
+    /// `parameter` bits; or, for a quotient of `escapeLength` or more, that many zeros and the
+    /// gap in 32 bits. At most 56 bits.
+    @inline(__always)
+    static func code(gap: UInt32, parameter: UInt8) -> (bits: UInt64, count: UInt32) {
         let quotient = gap >> UInt32(parameter)
-        if quotient >= Self.escapeLength {
-            writeBits(0, count: Self.escapeLength)
-            writeBits(UInt64(gap), count: 32)
-        } else {
-            // quotient zeros, a one, then the low `parameter` bits.
-            let remainder = UInt64(gap) & ((1 << UInt64(parameter)) - 1)
-            writeBits((remainder << 1 | 1) << UInt64(quotient), count: quotient + 1 + UInt32(parameter))
-        }
+        if quotient >= escapeLength { return (UInt64(gap) << UInt64(escapeLength), escapeLength + 32) }
+        let remainder = UInt64(gap) & ((1 << UInt64(parameter)) - 1)
+        return ((remainder << 1 | 1) << UInt64(quotient), quotient + 1 + UInt32(parameter))
     }
 
     /// Appends the low `count` (≤ 64) bits of `value`.
@@ -265,15 +269,8 @@ struct RiceBlock: Sendable, Equatable {
             var writer = BitWriter(out)
             previous = first
             for value in values.dropFirst() {
-                let gap = value - previous - 1
-                let quotient = gap >> UInt32(parameter)
-                if quotient >= Self.escapeLength {
-                    writer.write(0, count: Self.escapeLength)
-                    writer.write(UInt64(gap), count: 32)
-                } else {
-                    let remainder = UInt64(gap) & ((1 << UInt64(parameter)) - 1)
-                    writer.write((remainder << 1 | 1) << UInt64(quotient), count: quotient + 1 + UInt32(parameter))
-                }
+                let code = Self.code(gap: value - previous - 1, parameter: parameter)
+                writer.write(code.bits, count: code.count)
                 previous = value
             }
             writer.flush()
@@ -284,8 +281,7 @@ struct RiceBlock: Sendable, Equatable {
     }
 
     static func codeLength(gap: UInt32, parameter: UInt8) -> Int {
-        let quotient = gap >> UInt32(parameter)
-        return quotient >= escapeLength ? Int(escapeLength) + 32 : Int(quotient) + 1 + Int(parameter)
+        Int(code(gap: gap, parameter: parameter).count)
     }
 
     mutating func reencode(scratch: inout [UInt32]) {

@@ -25,7 +25,7 @@ public final class FanoutService: Service, @unchecked Sendable {
 
     private var connection: NATSConnection?
     private var pipelines: [EventPipeline] = []
-    private var membershipFeeds: [MembershipFeed] = []
+    private var membershipFeed: MembershipFeed?
     private var presence: PresenceFeed?
     private var typing: TypingRelay?
     private var inspection: InspectionResponder?
@@ -72,10 +72,9 @@ public final class FanoutService: Service, @unchecked Sendable {
 
         let replayStarted = ContinuousClock.now
         let starts = Dictionary(uniqueKeysWithValues: config.partitions.owned.map { ($0, startSequences[$0] ?? 0) })
-        membershipFeeds = [try MembershipFeed(startSequences: starts, jetStream: jetStream, state: state, metrics: metrics, logger: logger)]
-        await withTaskGroup(of: Void.self) { group in
-            for feed in membershipFeeds { group.addTask { await feed.startAndCatchUp() } }
-        }
+        let membershipFeed = try MembershipFeed(startSequences: starts, jetStream: jetStream, state: state, metrics: metrics, logger: logger)
+        self.membershipFeed = membershipFeed
+        await membershipFeed.startAndCatchUp()
         logger.info("membership replayed", metadata: ["ms": "\((ContinuousClock.now - replayStarted).milliseconds)"])
 
         let presence = PresenceFeed(redisURL: config.redisURL, state: state, metrics: metrics, instanceTimeout: config.instanceTimeout, logger: logger)
@@ -178,12 +177,12 @@ public final class FanoutService: Service, @unchecked Sendable {
             inspection?.stop()
             typing?.stop()
             pipelines.forEach { $0.requestStop() }
-            membershipFeeds.forEach { $0.requestStop() }
+            membershipFeed?.requestStop()
             // Stopped side by side and bounded as a whole: with NATS unreachable, each
             // consumer close waits for its own API timeout.
             var stops: [@Sendable () -> Void] = []
             for pipeline in pipelines { stops.append { pipeline.stop(timeout: .seconds(5)) } }
-            for feed in membershipFeeds { stops.append { feed.stop(timeout: .seconds(2)) } }
+            if let feed = membershipFeed { stops.append { feed.stop(timeout: .seconds(2)) } }
             if let snapshots { stops.append { snapshots.stop() } }
             if let presence { stops.append { presence.stop(timeout: .seconds(2)) } }
             let completed = runConcurrently(stops, within: Self.shutdownBudget)

@@ -90,16 +90,6 @@ final class RoutingState: @unchecked Sendable {
         return rejected
     }
 
-    /// One change that arrived on `subject`; throws (and changes nothing) when it is rejected.
-    func apply(_ change: MembershipChange, partition: Int, subject: String, sequence: UInt64) throws {
-        var subject = subject
-        let payload = change.encoded()
-        let record = subject.withUTF8 { subjectBytes in
-            payload.withUnsafeBufferPointer { MembershipRecord(partition: partition, sequence: sequence, subject: subjectBytes, payload: $0) }
-        }
-        if let failure = apply([record]).first { throw failure.error }
-    }
-
     private func advance(_ partition: Int, to sequence: UInt64) {
         guard var entry = progress[partition] else { return }
         entry.sequence = max(entry.sequence, sequence)

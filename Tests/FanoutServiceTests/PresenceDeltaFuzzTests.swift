@@ -223,3 +223,16 @@ enum ManifestGenerator {
         #expect(eventually(timeout: .seconds(5)) { harness.deliveries("n1").first?.slots == [5] })
     }
 }
+
+extension RoutingState {
+    /// One change as if it arrived on `subject`, through the feed's decode-and-check path;
+    /// throws (and changes nothing) when it is rejected.
+    func apply(_ change: MembershipChange, partition: Int, subject: String, sequence: UInt64) throws {
+        var subject = subject
+        let payload = change.encoded()
+        let record = subject.withUTF8 { subjectBytes in
+            payload.withUnsafeBufferPointer { MembershipRecord(partition: partition, sequence: sequence, subject: subjectBytes, payload: $0) }
+        }
+        if let failure = apply([record]).first { throw failure.error }
+    }
+}

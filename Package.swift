@@ -36,8 +36,12 @@ let package = Package(
         .target(name: "RedisClient", dependencies: ["CHiredis"], swiftSettings: strict),
         .target(name: "SwitchboardProto", dependencies: ["CSwitchboardProto"], swiftSettings: strict),
 
-        // Pure routing core: no I/O, standard library only.
-        .target(name: "RoutingCore", swiftSettings: strict),
+        // The contracts between processes: subjects, stream names and definitions, Redis keys,
+        // NATS headers, inspection messages, client frame names. Standard library + Foundation.
+        .target(name: "SwitchboardContracts", swiftSettings: strict),
+
+        // Pure routing core: no I/O, standard library and the contracts only.
+        .target(name: "RoutingCore", dependencies: ["SwitchboardContracts"], swiftSettings: strict),
 
         // What both services share: configuration from flags/env, ops HTTP, metrics, logging.
         .target(
@@ -56,7 +60,7 @@ let package = Package(
         .target(
             name: "FanoutService",
             dependencies: [
-                "RoutingCore", "NATSClient", "RedisClient", "SwitchboardProto", "ServiceSupport",
+                "SwitchboardContracts", "RoutingCore", "NATSClient", "RedisClient", "SwitchboardProto", "ServiceSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -66,7 +70,7 @@ let package = Package(
         .target(
             name: "NotifierService",
             dependencies: [
-                "NATSClient", "RedisClient", "SwitchboardProto", "ServiceSupport", "RoutingCore",
+                "SwitchboardContracts", "NATSClient", "RedisClient", "SwitchboardProto", "ServiceSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -93,7 +97,7 @@ let package = Package(
         .executableTarget(
             name: "routectl",
             dependencies: [
-                "NATSClient", "SwitchboardProto", "RoutingCore", "FanoutService", "ServiceSupport",
+                "SwitchboardContracts", "NATSClient", "SwitchboardProto", "ServiceSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -101,7 +105,7 @@ let package = Package(
         .executableTarget(
             name: "switchboard-bench",
             dependencies: [
-                "RoutingCore", "NATSClient", "RedisClient", "SwitchboardProto", "FanoutService", "NotifierService",
+                "SwitchboardContracts", "RoutingCore", "NATSClient", "RedisClient", "SwitchboardProto", "FanoutService", "NotifierService",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -114,24 +118,25 @@ let package = Package(
 
         // Tests. Fixtures that start real nats-server / redis-server live in SwitchboardTestSupport.
         .target(name: "SwitchboardTestSupport", path: "Tests/SwitchboardTestSupport", swiftSettings: strict),
+        .testTarget(name: "SwitchboardContractsTests", dependencies: ["SwitchboardContracts", "SwitchboardTestSupport"], swiftSettings: strict),
         .testTarget(
             name: "RoutingCoreTests",
-            dependencies: ["RoutingCore", "SwitchboardTestSupport", .product(name: "PropertyBased", package: "swift-property-based")],
+            dependencies: ["RoutingCore", "SwitchboardContracts", "SwitchboardTestSupport", .product(name: "PropertyBased", package: "swift-property-based")],
             swiftSettings: strict
         ),
         .testTarget(name: "SwitchboardProtoTests", dependencies: ["SwitchboardProto", "SwitchboardTestSupport"], swiftSettings: strict),
-        .testTarget(name: "NATSClientTests", dependencies: ["NATSClient", "SwitchboardTestSupport"], swiftSettings: strict),
-        .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "SwitchboardTestSupport"], swiftSettings: strict),
+        .testTarget(name: "NATSClientTests", dependencies: ["NATSClient", "SwitchboardTestSupport", "SwitchboardContracts"], swiftSettings: strict),
+        .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "SwitchboardTestSupport", "SwitchboardContracts"], swiftSettings: strict),
         .testTarget(
             name: "FanoutServiceTests",
-            dependencies: ["FanoutService", "SwitchboardTestSupport", "SwitchboardProto"],
+            dependencies: ["FanoutService", "SwitchboardTestSupport", "SwitchboardProto", "SwitchboardContracts"],
             exclude: ["Peers"],
             swiftSettings: strict
         ),
         .testTarget(
             name: "NotifierServiceTests",
             dependencies: [
-                "NotifierService", "SwitchboardTestSupport", "NATSClient", "RedisClient", "SwitchboardProto",
+                "NotifierService", "SwitchboardTestSupport", "NATSClient", "RedisClient", "SwitchboardProto", "SwitchboardContracts",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -144,7 +149,7 @@ let package = Package(
         ),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["SwitchboardTestSupport", "NATSClient", "RedisClient", "SwitchboardProto", "RoutingCore", "NotifierService"],
+            dependencies: ["SwitchboardTestSupport", "NATSClient", "RedisClient", "SwitchboardProto", "SwitchboardContracts", "RoutingCore", "NotifierService"],
             exclude: ["Peers"],
             swiftSettings: strict
         ),

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NATSClient
 import RoutingCore
+import SwitchboardContracts
 import SwitchboardProto
 import Synchronization
 
@@ -40,7 +41,7 @@ final class EventPipeline: @unchecked Sendable {
         self.config = config
         self.logger = logger
         subscription = try jetStream.pullSubscribe(
-            stream: "CHAT_EVENTS", durable: "fanout-p\(partition)", filterSubject: "chat.events.\(partition).*",
+            stream: StreamNames.events, durable: ConsumerNames.fanout(partition: partition), filterSubject: Subjects.events(partition: partition),
             ackWait: config.ackWait, maxAckPending: 20_000, ackPolicy: .all, restartAtAckFloor: true
         )
     }
@@ -193,9 +194,9 @@ final class EventPipeline: @unchecked Sendable {
             "stream_seq": "\(message.metadata.streamSequence)", "reason": "\(reason)",
         ])
         var headers = NATSHeaders()
-        headers["Switchboard-Reason"] = reason
-        headers["Switchboard-Subject"] = message.subject
-        headers["Switchboard-Stream-Seq"] = "\(message.metadata.streamSequence)"
+        headers[HeaderNames.reason] = reason
+        headers[HeaderNames.subject] = message.subject
+        headers[HeaderNames.streamSequence] = "\(message.metadata.streamSequence)"
         do {
             _ = try jetStream.publish(Subjects.deadLetter(partition: partition), payload: message.payload, headers: headers)
             if terminate { try message.term() }

@@ -4,16 +4,12 @@ import Foundation
 /// partition, so an operator can act on the log line alone.
 public enum FanoutError: Error, CustomStringConvertible {
     case invalidConfiguration(String)
-    case streamsDirectoryMissing(String)
-    case streamDefinition(file: String, reason: String)
     case snapshotCorrupt(partition: Int, reason: String)
     case startup(stage: String, reason: String)
 
     public var description: String {
         switch self {
         case .invalidConfiguration(let why): "invalid configuration: \(why)"
-        case .streamsDirectoryMissing(let path): "stream definitions not found at \(path) (set --streams-dir)"
-        case .streamDefinition(let file, let reason): "stream definition \(file): \(reason)"
         case .snapshotCorrupt(let partition, let reason): "routing snapshot of partition \(partition) is unusable: \(reason)"
         case .startup(let stage, let reason): "start-up failed during \(stage): \(reason)"
         }

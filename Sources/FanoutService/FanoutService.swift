@@ -3,6 +3,7 @@ import Logging
 import NATSClient
 import RoutingCore
 import ServiceLifecycle
+import SwitchboardContracts
 import SwitchboardProto
 import Synchronization
 
@@ -63,7 +64,7 @@ public final class FanoutService: Service, @unchecked Sendable {
         guard definitions.partitionCount == config.partitions.count else {
             throw FanoutError.invalidConfiguration("--partition-count \(config.partitions.count) differs from the deployment's \(definitions.partitionCount) (\(config.streamsDirectory)/\(StreamDefinitions.deploymentFile))")
         }
-        for (name, result) in try await blocking({ try definitions.apply(to: jetStream) }) {
+        for (name, result) in try await blocking({ try definitions.apply(jetStream.applyStream(configJSON:)) }) {
             logger.info("stream applied", metadata: ["stream": "\(name)", "result": "\(result)"])
         }
 

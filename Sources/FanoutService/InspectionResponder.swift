@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NATSClient
 import RoutingCore
+import SwitchboardContracts
 import SwitchboardProto
 
 /// Answers `routing.inspect.*` requests with JSON (see `Inspection` for the shapes).

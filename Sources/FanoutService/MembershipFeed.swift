@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NATSClient
 import RoutingCore
+import SwitchboardContracts
 import SwitchboardProto
 import Synchronization
 
@@ -47,7 +48,7 @@ final class MembershipFeed: @unchecked Sendable {
     }
 
     private func openConsumer() throws -> OrderedConsumer {
-        try jetStream.orderedConsumer(stream: "CHAT_MEMBERSHIP", filterSubject: Self.allMemberships, startSequence: lastSequence + 1, createTimeout: .seconds(60))
+        try jetStream.orderedConsumer(stream: StreamNames.membership, filterSubject: Self.allMemberships, startSequence: lastSequence + 1, createTimeout: .seconds(60))
     }
 
     /// Replaces the consumer with one that starts after `lastSequence`; retried until it works

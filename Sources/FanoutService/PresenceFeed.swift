@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import RedisClient
 import RoutingCore
+import SwitchboardContracts
 import SwitchboardProto
 import Synchronization
 
@@ -49,7 +50,7 @@ final class PresenceFeed: @unchecked Sendable {
 
     /// Subscribes, scans, and returns once presence is warm (the first scan finished).
     func startAndWarm() async throws {
-        subscriber = try RedisSubscriber(url: redisURL, channels: ["presence"]) { [weak self] event in self?.handle(event) }
+        subscriber = try RedisSubscriber(url: redisURL, channels: [PresenceKeys.channel]) { [weak self] event in self?.handle(event) }
         await withCheckedContinuation { continuation in
             warm.withLock { $0 = continuation }
             let thread = Thread { [self] in
@@ -139,14 +140,14 @@ final class PresenceFeed: @unchecked Sendable {
     private func scan(_ redis: RedisConnection) throws {
         let started = ContinuousClock.now
         let now = Self.nowMs()
-        let live = try redis.zrangeByScore("instances", min: Double(now - instanceTimeout.milliseconds), max: .infinity)
+        let live = try redis.zrangeByScore(PresenceKeys.instances, min: Double(now - instanceTimeout.milliseconds), max: .infinity)
         var scanned: [String: (epoch: UInt64, users: [(String, UInt32)])] = [:]
         for (instance, _) in live {
-            guard let epochText = try redis.command(["GET", "epoch:\(instance)"]).text, let epoch = UInt64(epochText) else { continue }
+            guard let epochText = try redis.command(["GET", PresenceKeys.epoch(instance: instance)]).text, let epoch = UInt64(epochText) else { continue }
             var users: [(String, UInt32)] = []
             var cursor: UInt64 = 0
             repeat {
-                let page = try redis.hscan("presence:\(instance)", cursor: cursor, count: 1000)
+                let page = try redis.hscan(PresenceKeys.users(instance: instance), cursor: cursor, count: 1000)
                 for (user, slot) in page.pairs {
                     if let slot = UInt32(slot) { users.append((user, slot)) } else { metrics.presenceRejected.increment() }
                 }
@@ -171,7 +172,7 @@ final class PresenceFeed: @unchecked Sendable {
     }
 
     private func pollHeartbeats(_ redis: RedisConnection) throws {
-        let beats = try redis.zrangeByScore("instances", min: -.infinity, max: .infinity)
+        let beats = try redis.zrangeByScore(PresenceKeys.instances, min: -.infinity, max: .infinity)
         let now = Self.nowMs()
         let result = state.heartbeats(beats.compactMap { beat in Self.heartbeatMs(beat.score).map { (beat.member, $0) } }, nowMs: now, timeoutMs: instanceTimeout.milliseconds)
         if !result.revived.isEmpty {

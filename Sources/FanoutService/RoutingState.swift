@@ -1,5 +1,6 @@
 import Foundation
 import RoutingCore
+import SwitchboardContracts
 import SwitchboardProto
 
 /// The routing table shared by the fan-out's threads: pipelines plan under a read lock,

@@ -1,5 +1,6 @@
 import Foundation
 import NATSClient
+import SwitchboardContracts
 
 /// Reads and writes routing-table images in the `ROUTING_SNAPSHOTS` stream.
 ///
@@ -10,7 +11,7 @@ import NATSClient
 /// image; the generation (the membership sequence the image covers) keeps a new image's
 /// chunks apart from the old ones until the old ones are purged.
 public struct SnapshotStore: Sendable {
-    public static let stream = "ROUTING_SNAPSHOTS"
+    public static let stream = StreamNames.snapshots
     /// JetStream's default max message size is 1 MB; stay under it with headers.
     public static let chunkBytes = 1_000_000
 
@@ -44,11 +45,6 @@ public struct SnapshotStore: Sendable {
         self.timeout = timeout
     }
 
-    static func manifestSubject(_ partition: Int) -> String { "routing.snapshot.\(partition).manifest" }
-    static func chunkSubject(_ partition: Int, _ generation: UInt64, _ index: Int) -> String {
-        "routing.snapshot.\(partition).\(generation).\(index)"
-    }
-
     /// Publishes `image` for `partition`, then its manifest, then purges older chunks.
     public func write(image: [UInt8], partition: Int, partitionCount: Int, membershipSequence: UInt64, replica: String) throws -> Manifest {
         let previous = try? readManifest(partition: partition)
@@ -57,7 +53,7 @@ public struct SnapshotStore: Sendable {
         for index in 0..<chunkCount {
             let start = index * Self.chunkBytes
             let chunk = Array(image[start..<min(image.count, start + Self.chunkBytes)])
-            _ = try jetStream.publish(Self.chunkSubject(partition, generation, index), payload: chunk, timeout: timeout)
+            _ = try jetStream.publish(SnapshotSubjects.chunk(partition: partition, generation: generation, index: index), payload: chunk, timeout: timeout)
         }
         let manifest = Manifest(
             partition: partition, partitionCount: partitionCount, generation: generation,
@@ -65,16 +61,16 @@ public struct SnapshotStore: Sendable {
             checksum: String(fnv1a64(image), radix: 16), createdAtMs: Int64(Date().timeIntervalSince1970 * 1000),
             replica: replica
         )
-        _ = try jetStream.publish(Self.manifestSubject(partition), payload: Array(try JSONEncoder().encode(manifest)), timeout: timeout)
+        _ = try jetStream.publish(SnapshotSubjects.manifest(partition: partition), payload: Array(try JSONEncoder().encode(manifest)), timeout: timeout)
         if let previous, previous.generation != generation {
-            try jetStream.purge(stream: Self.stream, subject: "routing.snapshot.\(partition).\(previous.generation).>")
+            try jetStream.purge(stream: Self.stream, subject: SnapshotSubjects.generation(partition: partition, generation: previous.generation))
         }
         return manifest
     }
 
     /// The newest complete manifest of `partition`, or nil when there is none.
     public func readManifest(partition: Int) throws -> Manifest? {
-        guard let message = try jetStream.lastMessage(stream: Self.stream, subject: Self.manifestSubject(partition)) else { return nil }
+        guard let message = try jetStream.lastMessage(stream: Self.stream, subject: SnapshotSubjects.manifest(partition: partition)) else { return nil }
         return try Self.decodeManifest(message.payload, partition: partition)
     }
 
@@ -107,7 +103,7 @@ public struct SnapshotStore: Sendable {
         var image: [UInt8] = []
         image.reserveCapacity(min(manifest.bytes, 64 * Self.chunkBytes))  // claims beyond that grow as chunks arrive
         for index in 0..<manifest.chunks {
-            let subject = Self.chunkSubject(manifest.partition, manifest.generation, index)
+            let subject = SnapshotSubjects.chunk(partition: manifest.partition, generation: manifest.generation, index: index)
             guard let chunk = try jetStream.lastMessage(stream: Self.stream, subject: subject) else {
                 throw FanoutError.snapshotCorrupt(partition: manifest.partition, reason: "chunk \(subject) is missing")
             }

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NATSClient
 import RoutingCore
+import SwitchboardContracts
 import SwitchboardProto
 import Synchronization
 
@@ -44,7 +45,7 @@ final class TypingRelay: @unchecked Sendable {
     func start() throws {
         for partition in partitions.owned {
             let lane = Lane()
-            subscriptions.append(try connection.subscribe("chat.typing.\(partition).*") { [weak self] message in
+            subscriptions.append(try connection.subscribe(Subjects.typing(partition: partition)) { [weak self] message in
                 self?.relay(message, lane: lane)
             })
         }

@@ -1,5 +1,5 @@
 import Foundation
-import RoutingCore
+import SwitchboardContracts
 import SwitchboardProto
 
 // The JSON text frames of the client protocol (DESIGN: Notifier).
@@ -40,7 +40,7 @@ public enum ServerFrame {
     public static func hello(instance: String, user: String, heartbeatSeconds: Int) -> [UInt8] {
         var json = JSONWriter()
         json.open()
-        json.field("type", "hello")
+        json.field("type", FrameType.hello)
         json.field("instance", instance)
         json.field("user", user)
         json.field("heartbeat_s", Int64(heartbeatSeconds))
@@ -53,7 +53,7 @@ public enum ServerFrame {
     public static func event(channel: String, seq: UInt64, event: ChatEvent) -> [UInt8] {
         var json = JSONWriter(capacity: 160)
         json.open()
-        json.field("type", "event")
+        json.field("type", FrameType.event)
         json.field("channel", channel)
         json.field("seq", seq)
         json.key("event")
@@ -96,19 +96,19 @@ public enum ServerFrame {
     public static func typing(channel: String, user: String) -> [UInt8] {
         var json = JSONWriter()
         json.open()
-        json.field("type", "typing")
+        json.field("type", FrameType.typing)
         json.field("channel", channel)
         json.field("user", user)
         json.close()
         return json.bytes
     }
 
-    public static let pong: [UInt8] = Array(#"{"type":"pong"}"#.utf8)
+    public static let pong: [UInt8] = Array(#"{"type":"\#(FrameType.pong)"}"#.utf8)
 
     public static func resumed(channel: String, seq: UInt64, replayed: Int, complete: Bool) -> [UInt8] {
         var json = JSONWriter()
         json.open()
-        json.field("type", "resumed")
+        json.field("type", FrameType.resumed)
         json.field("channel", channel)
         json.field("seq", seq)
         json.field("replayed", Int64(replayed))
@@ -120,7 +120,7 @@ public enum ServerFrame {
     public static func error(code: String, message: String) -> [UInt8] {
         var json = JSONWriter()
         json.open()
-        json.field("type", "error")
+        json.field("type", FrameType.error)
         json.field("code", code)
         json.field("message", message)
         json.close()
@@ -149,10 +149,10 @@ public struct ConnectResume: Equatable, Sendable {
         for item in value.split(separator: ",", omittingEmptySubsequences: false) {
             let parts = item.split(separator: ":", omittingEmptySubsequences: false)
             guard parts.count == 2, Identifier.isValid(String(parts[0])), let seq = UInt64(parts[1]) else {
-                throw ClientFrame.Rejection(code: "bad_resume", message: "resume must be channel:seq pairs separated by commas")
+                throw ClientFrame.Rejection(code: FrameErrorCode.badResume, message: "resume must be channel:seq pairs separated by commas")
             }
             guard !positions.contains(where: { $0.channel == parts[0] }) else {
-                throw ClientFrame.Rejection(code: "bad_resume", message: "channel '\(parts[0])' is named twice in resume")
+                throw ClientFrame.Rejection(code: FrameErrorCode.badResume, message: "channel '\(parts[0])' is named twice in resume")
             }
             positions.append(Position(channel: String(parts[0]), afterSeq: seq))
         }
@@ -191,35 +191,35 @@ public enum ClientFrame: Equatable, Sendable {
         do {
             wire = try JSONDecoder().decode(Wire.self, from: Data(bytes))
         } catch {
-            throw Rejection(code: "bad_frame", message: "expected a JSON object with a string \"type\"")
+            throw Rejection(code: FrameErrorCode.badFrame, message: "expected a JSON object with a string \"type\"")
         }
         switch wire.type {
-        case "ping":
+        case FrameType.ping:
             // Nothing is subscribed by name: say so rather than let a channel look accepted.
             guard wire.channel == nil else {
-                throw Rejection(code: "bad_frame", message: "ping takes no \"channel\": events come by membership, never by subscription")
+                throw Rejection(code: FrameErrorCode.badFrame, message: "ping takes no \"channel\": events come by membership, never by subscription")
             }
             return .ping
-        case "typing":
+        case FrameType.typing:
             return .typing(channel: try channel(of: wire))
-        case "resume":
+        case FrameType.resume:
             let channel = try channel(of: wire)
             guard let afterSeq = wire.afterSeq else {
-                throw Rejection(code: "bad_frame", message: "resume needs a numeric \"after_seq\"")
+                throw Rejection(code: FrameErrorCode.badFrame, message: "resume needs a numeric \"after_seq\"")
             }
             return .resume(channel: channel, afterSeq: afterSeq)
         default:
             let shown = wire.type.count > 32 ? "\(wire.type.prefix(32))…" : wire.type
-            throw Rejection(code: "unknown_type", message: "unknown frame type '\(shown)'")
+            throw Rejection(code: FrameErrorCode.unknownType, message: "unknown frame type '\(shown)'")
         }
     }
 
     private static func channel(of wire: Wire) throws(Rejection) -> String {
         guard let channel = wire.channel else {
-            throw Rejection(code: "bad_frame", message: "\(wire.type) needs a \"channel\"")
+            throw Rejection(code: FrameErrorCode.badFrame, message: "\(wire.type) needs a \"channel\"")
         }
         if let problem = Identifier.problem(channel, kind: "channel") {
-            throw Rejection(code: "invalid_channel", message: problem)
+            throw Rejection(code: FrameErrorCode.invalidChannel, message: problem)
         }
         return channel
     }

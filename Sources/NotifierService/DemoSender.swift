@@ -4,7 +4,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
-import RoutingCore
+import SwitchboardContracts
 import SwitchboardProto
 
 /// `POST /demo/send` for local demos only: publishes a `MessageCreated` into `CHAT_EVENTS`

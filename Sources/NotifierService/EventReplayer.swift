@@ -2,7 +2,7 @@ import NATSClient
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
-import RoutingCore
+import SwitchboardContracts
 import SwitchboardProto
 #if canImport(Glibc)
 import Glibc
@@ -30,8 +30,8 @@ enum ReplayOutcome: Sendable {
 /// fact in `CHAT_MEMBERSHIP` (the stream keeps the latest per subject): the user must have
 /// JOINED, and the channel must not have been deleted after that.
 final class EventReplayer: EventReplaying {
-    static let eventsStream = "CHAT_EVENTS"
-    static let membershipStream = "CHAT_MEMBERSHIP"
+    static let eventsStream = StreamNames.events
+    static let membershipStream = StreamNames.membership
 
     private let jetStream: JetStream
     private let partitionCount: Int
@@ -67,13 +67,13 @@ final class EventReplayer: EventReplaying {
             return true
         }
         guard admitted else {
-            return eventLoop.makeSucceededFuture(.refused(code: "busy", message: "too many resumes in progress; retry shortly"))
+            return eventLoop.makeSucceededFuture(.refused(code: FrameErrorCode.busy, message: "too many resumes in progress; retry shortly"))
         }
         return pool.runIfActive(eventLoop: eventLoop) { [self] in
             defer { inFlight.withLockedValue { $0 -= 1 } }
             return replayBlocking(channel: channel, user: user, after: after)
         }.flatMapErrorThrowing { _ in
-            .refused(code: "unavailable", message: "resume is unavailable right now")
+            .refused(code: FrameErrorCode.unavailable, message: "resume is unavailable right now")
         }
     }
 
@@ -88,7 +88,7 @@ final class EventReplayer: EventReplaying {
                 return try attempt(channel: channel, user: user, after: after)
             } catch {
                 guard ContinuousClock.now < deadline else {
-                    return .refused(code: "unavailable", message: "resume failed: \(error)")
+                    return .refused(code: FrameErrorCode.unavailable, message: "resume failed: \(error)")
                 }
                 usleep(250_000)
             }

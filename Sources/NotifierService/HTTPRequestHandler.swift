@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import SwitchboardContracts
 
 /// Why `/ws` was not upgraded, decided by the upgrader before the request reaches
 /// `HTTPRequestHandler` (which then answers with it).
@@ -29,7 +30,7 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
-    static let authErrorHeader = "X-Switchboard-Auth-Error"
+    static let authErrorHeader = ClientProtocol.authErrorHeader
 
     private let endpoints: OpsEndpoints
     private let refusal: NIOLoopBoundBox<UpgradeRefusal?>

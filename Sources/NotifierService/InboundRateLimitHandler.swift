@@ -1,5 +1,6 @@
 import NIOCore
 import NIOWebSocket
+import SwitchboardContracts
 
 /// Bounds the messages one client may send: a token bucket per socket. A client over it is
 /// sent close 1008 and disconnected; nothing it sends is queued. Defends the event loop

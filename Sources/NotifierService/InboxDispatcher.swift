@@ -1,4 +1,5 @@
 import NIOCore
+import SwitchboardContracts
 import SwitchboardProto
 
 /// Turns one message of `notify.inbox.<instance>` into one client frame written to the

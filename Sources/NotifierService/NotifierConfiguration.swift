@@ -1,5 +1,5 @@
 import NIOCore
-import RoutingCore
+import SwitchboardContracts
 
 /// Everything a notifier instance needs to run. Defaults work on loopback; the `notifier`
 /// executable fills this from flags and `SWITCHBOARD_*` environment variables.

@@ -5,7 +5,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOWebSocket
-import RoutingCore
+import SwitchboardContracts
 import SwitchboardProto
 
 /// One running notifier instance: the HTTP/WebSocket listener, the inbox subscription,

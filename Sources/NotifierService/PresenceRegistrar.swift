@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import RedisClient
+import SwitchboardContracts
 import SwitchboardProto
 
 /// Publishes this instance's presence to Redis (DESIGN: Presence):
@@ -33,8 +34,8 @@ final class PresenceRegistrar: @unchecked Sendable {
     private let snapshot: @Sendable () -> [(userID: String, slot: UInt32)]
     private let metrics: NotifierMetrics
     private let logger: Logger
-    private var hashKey: String { "presence:\(instanceID)" }
-    private var epochKey: String { "epoch:\(instanceID)" }
+    private var hashKey: String { PresenceKeys.users(instance: instanceID) }
+    private var epochKey: String { PresenceKeys.epoch(instance: instanceID) }
 
     // Guarded by `condition`.
     private let condition = NSCondition()
@@ -217,7 +218,7 @@ final class PresenceRegistrar: @unchecked Sendable {
         try beat(redis)
         for user in users {
             let delta = PresenceDelta(instanceID: instanceID, epoch: epoch, userID: user.userID, slot: user.slot, state: .online)
-            _ = try redis.publish("presence", delta.encoded())
+            _ = try redis.publish(PresenceKeys.channel, delta.encoded())
         }
         metrics.presenceResyncs.increment()
         logger.info("presence: local users registered", metadata: ["users": "\(users.count)", "epoch": "\(epoch)"])
@@ -228,15 +229,15 @@ final class PresenceRegistrar: @unchecked Sendable {
         switch operation {
         case .online(let user, let slot):
             _ = try redis.hset(hashKey, [(user, String(slot))])
-            _ = try redis.publish("presence", PresenceDelta(instanceID: instanceID, epoch: epoch, userID: user, slot: slot, state: .online).encoded())
+            _ = try redis.publish(PresenceKeys.channel, PresenceDelta(instanceID: instanceID, epoch: epoch, userID: user, slot: slot, state: .online).encoded())
         case .offline(let user, let slot):
             _ = try redis.hdel(hashKey, [user])
-            _ = try redis.publish("presence", PresenceDelta(instanceID: instanceID, epoch: epoch, userID: user, slot: slot, state: .offline).encoded())
+            _ = try redis.publish(PresenceKeys.channel, PresenceDelta(instanceID: instanceID, epoch: epoch, userID: user, slot: slot, state: .offline).encoded())
         }
     }
 
     private func beat(_ redis: RedisConnection) throws {
-        _ = try redis.zadd("instances", score: Double(Self.nowMilliseconds()), member: instanceID)
+        _ = try redis.zadd(PresenceKeys.instances, score: Double(Self.nowMilliseconds()), member: instanceID)
     }
 
     private func deregisterInstance(_ existing: RedisConnection?) {
@@ -245,10 +246,10 @@ final class PresenceRegistrar: @unchecked Sendable {
             let redis = try existing ?? RedisConnection(url: redisURL, timeout: commandTimeout)
             defer { if existing == nil { redis.close() } }
             if epoch != 0 {
-                _ = try redis.publish("presence", PresenceDelta(instanceID: instanceID, epoch: epoch, userID: "", slot: 0, state: .instanceDown).encoded())
+                _ = try redis.publish(PresenceKeys.channel, PresenceDelta(instanceID: instanceID, epoch: epoch, userID: "", slot: 0, state: .instanceDown).encoded())
             }
             _ = try redis.command(["DEL", hashKey])
-            _ = try redis.zrem("instances", member: instanceID)
+            _ = try redis.zrem(PresenceKeys.instances, member: instanceID)
             logger.info("presence: deregistered", metadata: ["instance": "\(instanceID)", "epoch": "\(epoch)"])
         } catch {
             metrics.presenceErrors.increment()

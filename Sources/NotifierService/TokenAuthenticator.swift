@@ -1,7 +1,7 @@
 import Foundation
 import JWTKit
 import NIOHTTP1
-import RoutingCore
+import SwitchboardContracts
 
 /// Why a WebSocket upgrade was refused before it happened (HTTP 401). `rawValue` is the
 /// stable reason sent in `X-Switchboard-Auth-Error` and used as the metric label.

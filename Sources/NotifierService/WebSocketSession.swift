@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOWebSocket
+import SwitchboardContracts
 
 /// What every session of one server shares.
 struct SessionEnvironment: Sendable {
@@ -210,13 +211,13 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
     /// Starts replaying `channel` after `after`; returns an error frame when it cannot.
     private func startResume(channel: String, after: UInt64) -> [UInt8]? {
         guard let replayer = environment.replayer else {
-            return ServerFrame.error(code: "unavailable", message: "resume is not available on this instance")
+            return ServerFrame.error(code: FrameErrorCode.unavailable, message: "resume is not available on this instance")
         }
         guard resuming[channel] == nil else {
-            return ServerFrame.error(code: "already_resuming", message: "channel '\(channel)' is already being resumed")
+            return ServerFrame.error(code: FrameErrorCode.alreadyResuming, message: "channel '\(channel)' is already being resumed")
         }
         guard resuming.count < SessionEnvironment.maxConcurrentResumes else {
-            return ServerFrame.error(code: "too_many_resumes", message: "at most \(SessionEnvironment.maxConcurrentResumes) channels at once")
+            return ServerFrame.error(code: FrameErrorCode.tooManyResumes, message: "at most \(SessionEnvironment.maxConcurrentResumes) channels at once")
         }
         resuming[channel] = []
         replay(channel: channel, after: after, with: replayer, replayedBefore: nil)

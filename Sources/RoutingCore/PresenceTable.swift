@@ -1,3 +1,5 @@
+import SwitchboardContracts
+
 /// Where a user is connected: a notifier instance (dense index) and that notifier's local slot.
 public struct Placement: Hashable, Sendable {
     public var instance: UInt32

@@ -1,3 +1,5 @@
+import SwitchboardContracts
+
 /// A partition's channel table as bytes, for snapshots: self-contained (user ids as
 /// strings, since interned indices are per process) and compact (members delta-coded).
 ///

@@ -1,3 +1,5 @@
+import SwitchboardContracts
+
 /// The fan-out's whole routing state, pure and single-owner (the service wraps it in a
 /// lock): interned users, the channel tables of the owned partitions, presence and the
 /// known notifier instances.

@@ -1,3 +1,5 @@
+import SwitchboardContracts
+
 /// Maps strings to dense `UInt32` ids (0, 1, 2, … in order of first sight) and back.
 ///
 /// Ids never move and are never reused, so they can sit in member sets. All strings live

@@ -97,10 +97,3 @@ public struct Typing: Sendable, Equatable {
         }
     }
 }
-
-/// Header on `notify.inbox.<instance>` messages telling a `Typing` from a `Delivery`.
-public enum InboxKind {
-    public static let header = "Switchboard-Kind"
-    public static let delivery = "delivery"
-    public static let typing = "typing"
-}

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import NATSClient
-import RoutingCore
+import SwitchboardContracts
 import SwitchboardProto
 
 /// Developer helper: publishes valid protobuf the way an upstream service would.

@@ -1,8 +1,8 @@
 import ArgumentParser
 import Foundation
 import NATSClient
-import RoutingCore
 import ServiceSupport
+import SwitchboardContracts
 import SwitchboardProto
 
 /// routectl: the operator's view of the routing table, and a developer's publish helper.

@@ -1,6 +1,7 @@
 import ArgumentParser
-import FanoutService
 import Foundation
+import NATSClient
+import SwitchboardContracts
 
 struct Streams: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Manage the JetStream streams.", subcommands: [Apply.self])
@@ -20,7 +21,7 @@ struct Streams: ParsableCommand {
             }
             let connection = try connection.connect()
             defer { connection.close() }
-            for (name, result) in try definitions.apply(to: connection.jetStream()) {
+            for (name, result) in try definitions.apply(connection.jetStream().applyStream(configJSON:)) {
                 print("\(name) \(result)")
             }
         }

@@ -4,6 +4,7 @@ import Foundation
 import NATSClient
 import RedisClient
 import RoutingCore
+import SwitchboardContracts
 import SwitchboardProto
 import Synchronization
 #if canImport(Glibc)
@@ -112,7 +113,7 @@ struct ColdStartBench: ParsableCommand {
         print("servers: nats-server \(env.natsURL), redis-server \(env.redisURL), logs in \(env.directory.path)")
         for (name, result) in try definitions.apply(to: env.jetStream) { print("stream \(name): \(result)") }
         // A kept store may hold an earlier run's snapshots; the replay path must start without.
-        try env.jetStream.purge(stream: "ROUTING_SNAPSHOTS")
+        try env.jetStream.purge(stream: StreamNames.snapshots)
 
         // Load: memberships into CHAT_MEMBERSHIP, presence into Redis (heartbeated from here on).
         let loadStarted = ContinuousClock.now
@@ -122,13 +123,13 @@ struct ColdStartBench: ParsableCommand {
         if let earlierLoad, let storeURL {
             print("memberships: reusing the \(dataset.membershipCount) loaded into \(storeURL.path) on \(earlierLoad.date)")
         } else {
-            try env.jetStream.purge(stream: "CHAT_MEMBERSHIP")
+            try env.jetStream.purge(stream: StreamNames.membership)
             try loader.loadMemberships(maxInFlight: maxInFlight, maxSeconds: maxLoadSeconds)
             membershipSeconds = (ContinuousClock.now - loadStarted).seconds
         }
-        let stored = try env.jetStream.streamState("CHAT_MEMBERSHIP")
+        let stored = try env.jetStream.streamState(StreamNames.membership)
         guard stored.messages == UInt64(dataset.membershipCount) else {
-            throw PipelineError.setup("CHAT_MEMBERSHIP holds \(stored.messages) messages, the dataset has \(dataset.membershipCount) memberships")
+            throw PipelineError.setup("\(StreamNames.membership) holds \(stored.messages) messages, the dataset has \(dataset.membershipCount) memberships")
         }
         if let storeURL, earlierLoad == nil {
             try StoredDataset(datasetLine: datasetLine, memberships: dataset.membershipCount, membershipSeconds: membershipSeconds, maxInFlight: maxInFlight,
@@ -300,7 +301,7 @@ struct StoredDataset: Codable {
         guard let data = try? Data(contentsOf: store.appendingPathComponent(fileName)),
               let record = try? JSONDecoder().decode(StoredDataset.self, from: data),
               record.datasetLine == datasetLine, record.memberships == memberships else { return nil }
-        return try jetStream.streamState("CHAT_MEMBERSHIP").messages == UInt64(memberships) ? record : nil
+        return try jetStream.streamState(StreamNames.membership).messages == UInt64(memberships) ? record : nil
     }
 
     func write(to store: URL) throws {
@@ -443,11 +444,11 @@ struct ColdStartLoader {
         let progress = ColdStartProgress(label: "presence", total: onlineCount)
         var written = 0
         for (index, instance) in instanceIDs.enumerated() {
-            var commands: [[String]] = [["SET", "epoch:\(instance)", "1"]]
+            var commands: [[String]] = [["SET", PresenceKeys.epoch(instance: instance), "1"]]
             var start = 0
             while start < perInstance[index].count {
                 let end = min(start + 500, perInstance[index].count)
-                var hset = ["HSET", "presence:\(instance)"]
+                var hset = ["HSET", PresenceKeys.users(instance: instance)]
                 for (user, slot) in perInstance[index][start..<end] { hset += [user, slot] }
                 commands.append(hset)
                 start = end
@@ -456,7 +457,7 @@ struct ColdStartLoader {
                     commands = []
                 }
             }
-            try Self.checked(redis.pipeline(commands + [["ZADD", "instances", "\(Self.nowMs())", instance]]))
+            try Self.checked(redis.pipeline(commands + [["ZADD", PresenceKeys.instances, "\(Self.nowMs())", instance]]))
             written += perInstance[index].count
             progress.update(written)
         }
@@ -487,7 +488,7 @@ final class ColdStartHeartbeat: @unchecked Sendable {
             while !stopFlag.load(ordering: .relaxed) {
                 if ContinuousClock.now >= nextBeat {
                     let now = "\(ColdStartLoader.nowMs())"
-                    _ = try? redis.pipeline(instances.map { ["ZADD", "instances", now, $0] })
+                    _ = try? redis.pipeline(instances.map { ["ZADD", PresenceKeys.instances, now, $0] })
                     nextBeat = ContinuousClock.now + .seconds(2)
                 }
                 usleep(100_000)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import RoutingCore
+import SwitchboardContracts
 
 /// `switchboard-bench core`: routing-table memory per membership, membership apply rate,
 /// snapshot image size and speed, and planning throughput — the pure core, no servers.

@@ -1,5 +1,6 @@
 import Foundation
 import NATSClient
+import SwitchboardContracts
 import SwitchboardProto
 import Synchronization
 
@@ -53,7 +54,7 @@ final class EndToEndRelay: @unchecked Sendable {
         connection = try NATSConnection(options: .init(url: natsURL, name: "bench-relay-\(design.tag)"))
         let js = try connection.jetStream()
         subscriptions = try (0..<partitionCount).map {
-            try js.pullSubscribe(stream: "CHAT_EVENTS", durable: "bench-\(design.tag)-p\($0)", filterSubject: "chat.events.\($0).*",
+            try js.pullSubscribe(stream: StreamNames.events, durable: "bench-\(design.tag)-p\($0)", filterSubject: Subjects.events(partition: $0),
                                  ackWait: .seconds(5), maxAckPending: 20_000, ackPolicy: .all)
         }
         let userSubjects = onlineMembers.map { $0.map { "user.\(PipelineWorkload.userID($0))" } }
@@ -110,7 +111,7 @@ final class EndToEndRelay: @unchecked Sendable {
         stopping.store(true, ordering: .relaxed)
         let deadline = ContinuousClock.now + .seconds(5)
         while finished.load(ordering: .relaxed) < subscriptions.count && ContinuousClock.now < deadline { usleep(10_000) }
-        for partition in 0..<subscriptions.count { try? jetStream.deleteConsumer(stream: "CHAT_EVENTS", durable: "\(consumerPrefix)\(partition)") }
+        for partition in 0..<subscriptions.count { try? jetStream.deleteConsumer(stream: StreamNames.events, durable: "\(consumerPrefix)\(partition)") }
         connection.close()
     }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import FanoutService
 import Foundation
 import NotifierService
+import SwitchboardContracts
 
 /// `switchboard-bench fanout`: the whole path, publish → JetStream → `fanout` → notifier inbox
 /// → WebSocket frame, with real processes (nats-server -js, redis-server, one `fanout`, K

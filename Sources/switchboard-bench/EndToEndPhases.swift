@@ -1,6 +1,7 @@
 import Foundation
 import Histogram
 import NATSClient
+import SwitchboardContracts
 import SwitchboardProto
 
 /// What one design did in its phase.
@@ -83,7 +84,7 @@ struct EndToEndPhases {
     static func bucket(ofSize size: Int) -> Int { bucketBounds.firstIndex { size <= $0 } ?? bucketBounds.count - 1 }
 
     func run(_ design: EndToEndDesign) throws -> EndToEndOutcome {
-        try env.jetStream.purge(stream: "CHAT_EVENTS")
+        try env.jetStream.purge(stream: StreamNames.events)
         let events = Int(Double(rate) * seconds)
         var outcome = EndToEndOutcome(design: design)
         let monitor = env.natsMonitorPort ?? 0
@@ -96,7 +97,7 @@ struct EndToEndPhases {
         switch design {
         case .switchboard:
             // The bench's own view of the inboxes: what the notifiers' one subscription gets.
-            tap = try env.subscriber.subscribe("notify.inbox.*") { message in
+            tap = try env.subscriber.subscribe(Subjects.allInboxes) { message in
                 let now = pipelineNowNs()
                 guard let delivery = try? Delivery(decoding: message.payload),
                       let event = try? ChatEvent(decoding: delivery.event),
@@ -113,7 +114,7 @@ struct EndToEndPhases {
                 let ready = try env.startFanout(executable: setup.binDirectory.appendingPathComponent("fanout").path, streamsDir: streamsDir)
                 print(String(format: "fanout ready after %.2f s", ready.seconds))
             }
-            consumerPrefix = "fanout-p"
+            consumerPrefix = ConsumerNames.fanoutPrefix
         case .perUser, .perChannel:
             baseline = try EndToEndBaselineNotifiers(design: design, natsPort: env.natsPort, workload: workload, topology: topology, events: events)
             let started = try EndToEndRelay(design: design, natsURL: env.natsURL, partitionCount: env.partitionCount, fetchBatch: fetchBatch,
@@ -127,11 +128,11 @@ struct EndToEndPhases {
             baseline?.stop()
         }
         switch design {
-        case .switchboard: outcome.subscriptions = EndToEndProbes.subscriptions(port: monitor, prefix: "notify.inbox.") ?? -1
+        case .switchboard: outcome.subscriptions = EndToEndProbes.subscriptions(port: monitor, prefix: Subjects.inbox(instance: "")) ?? -1
         case .perUser: outcome.subscriptions = EndToEndProbes.subscriptions(port: monitor, prefix: "user.") ?? -1
         case .perChannel: outcome.subscriptions = EndToEndProbes.subscriptions(port: monitor, prefix: "chat.channel.") ?? -1
         }
-        // The bench's tap is one more `notify.inbox.*` subscription; it is not the design's.
+        // The bench's tap is one more inbox-wildcard subscription; it is not the design's.
         if design == .switchboard && outcome.subscriptions > 0 { outcome.subscriptions -= 1 }
 
         let servicePIDs = design == .switchboard ? setup.notifierPIDs + [env.fanout?.pid].compactMap { $0 } : []

@@ -1,5 +1,6 @@
 import Foundation
 import Histogram
+import SwitchboardContracts
 
 /// The tables, verdicts and charts of one `switchboard-bench fanout` run.
 struct EndToEndReport {
@@ -54,7 +55,7 @@ struct EndToEndReport {
         lines.append("- command: `\(command)`")
         lines.append("- workload: \(workload)")
         lines.append(String(format: "- each design in turn: %d events/s paced for %.0f s into `CHAT_EVENTS` (ChatEvent protobuf, send instant in the text; first %.0f s excluded from latency); same servers, users and channel sizes. Switchboard = 1 release `fanout` + %d release `notifier`s + %d WebSocket clients in the bench (JWT each); baselines = an in-bench relay (per partition: fetch, publish, flush, ack-all: the fan-out's I/O shape) and %d simulated notifiers on raw NATS connections.", rate, seconds, warmup, notifiers, sockets, notifiers))
-        lines.append("- **measurement points differ**: baselines are measured at the simulated notifier's NATS subscription (no WebSocket hop); Switchboard is measured at the WebSocket client *and* at the notifiers' inbox subject (a bench tap on `notify.inbox.*`), and the ratios below use the inbox figure (like for like).")
+        lines.append("- **measurement points differ**: baselines are measured at the simulated notifier's NATS subscription (no WebSocket hop); Switchboard is measured at the WebSocket client *and* at the notifiers' inbox subject (a bench tap on `\(Subjects.allInboxes)`), and the ratios below use the inbox figure (like for like).")
         lines.append("")
         lines.append("| publish → receive, ms | p50 | p90 | p99 | p99.9 | max | samples |")
         lines.append("|---|---:|---:|---:|---:|---:|---:|")
@@ -101,7 +102,7 @@ struct EndToEndReport {
             }
         }
         lines.append("")
-        lines.append("- hop = the messages after JetStream: Switchboard's `Delivery`s to instance inboxes (published count from the fan-out's `switchboard_fanout_deliveries_total`), the relay's `user.<id>` or `chat.channel.<id>` publishes; delivered = what reached the notifiers. /varz counts are whole-server deltas over the phase (they include the upstream JetStream publishes, acks and fetch requests, the same for every design; the bench's inbox tap is subtracted). Subscriptions held = the design's subjects in `/subsz` (`notify.inbox.*`, `user.*`, `chat.channel.*`).")
+        lines.append("- hop = the messages after JetStream: Switchboard's `Delivery`s to instance inboxes (published count from the fan-out's `switchboard_fanout_deliveries_total`), the relay's `user.<id>` or `chat.channel.<id>` publishes; delivered = what reached the notifiers. /varz counts are whole-server deltas over the phase (they include the upstream JetStream publishes, acks and fetch requests, the same for every design; the bench's inbox tap is subtracted). Subscriptions held = the design's subjects in `/subsz` (`\(Subjects.allInboxes)`, `user.*`, `chat.channel.*`).")
         lines.append("")
         lines.append(contentsOf: bucketTable())
         lines.append("")

@@ -3,6 +3,7 @@ import NotifierService
 import RedisClient
 #if canImport(Glibc)
 import Glibc
+import SwitchboardContracts
 #endif
 
 /// The Switchboard side of `switchboard-bench fanout` that `PipelineEnvironment` does not
@@ -92,7 +93,7 @@ final class EndToEndSetup: @unchecked Sendable {
             let hellos = fleet.counters.hellos.load(ordering: .relaxed)
             var registered = 0
             for index in 0..<workload.shape.instances {
-                registered += Int((try? redis.command(["HLEN", "presence:\(PipelineWorkload.instanceID(index))"]))?.integer ?? 0)
+                registered += Int((try? redis.command(["HLEN", PresenceKeys.users(instance: PipelineWorkload.instanceID(index))]))?.integer ?? 0)
             }
             if hellos >= clients.count && registered >= clients.count { break }
             guard ContinuousClock.now < deadline else {

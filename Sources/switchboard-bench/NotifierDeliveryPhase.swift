@@ -1,6 +1,7 @@
 import Foundation
 import NotifierService
 import RoutingCore
+import SwitchboardContracts
 import SwitchboardProto
 
 /// Phase 2 of `switchboard-bench notifier`: socket writes per second when one `Delivery`
@@ -75,7 +76,7 @@ struct NotifierDeliveryPhase {
         try notifier.waitPresence(users: users)
         let presence = try notifier.presenceSlots()
         let slots = tokens[0..<users].compactMap { presence[$0.user] }
-        guard slots.count == users else { throw PipelineError.setup("presence:\(notifier.instanceID) has slots for \(slots.count) of \(users) users") }
+        guard slots.count == users else { throw PipelineError.setup("\(PresenceKeys.users(instance: notifier.instanceID)) has slots for \(slots.count) of \(users) users") }
         print(String(format: "%d users connected in %.1f s; slots read from presence:%@", users, opened.seconds, notifier.instanceID))
 
         var sequence: UInt64 = 0

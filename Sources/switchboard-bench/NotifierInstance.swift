@@ -2,6 +2,7 @@ import Foundation
 import RedisClient
 #if canImport(Glibc)
 import Glibc
+import SwitchboardContracts
 #endif
 
 /// One `notifier` process started by `switchboard-bench notifier` against the bench's own
@@ -57,7 +58,7 @@ final class NotifierInstance {
     func presenceCount() throws -> Int {
         let redis = try RedisConnection(url: redisURL)
         defer { redis.close() }
-        return Int(try redis.command(["HLEN", "presence:\(instanceID)"]).integer ?? -1)
+        return Int(try redis.command(["HLEN", PresenceKeys.users(instance: instanceID)]).integer ?? -1)
     }
 
     /// Polls until `presence:<instance>` holds `users` users (the registrar writes them
@@ -70,7 +71,7 @@ final class NotifierInstance {
             if last == users { return }
             usleep(100_000)
         }
-        throw PipelineError.timeout("presence:\(instanceID) holds \(last) users, expected \(users)")
+        throw PipelineError.timeout("\(PresenceKeys.users(instance: instanceID)) holds \(last) users, expected \(users)")
     }
 
     /// `user → slot` as the notifier registered it (what a fan-out reads).
@@ -80,7 +81,7 @@ final class NotifierInstance {
         var slots: [String: UInt32] = [:]
         var cursor: UInt64 = 0
         repeat {
-            let page = try redis.hscan("presence:\(instanceID)", cursor: cursor, count: 1000)
+            let page = try redis.hscan(PresenceKeys.users(instance: instanceID), cursor: cursor, count: 1000)
             for (user, slot) in page.pairs { slots[user] = UInt32(slot) }
             cursor = page.next
         } while cursor != 0

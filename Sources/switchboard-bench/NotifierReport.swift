@@ -1,4 +1,5 @@
 import Foundation
+import SwitchboardContracts
 
 /// The result block of `switchboard-bench notifier` (Markdown, printed and optionally
 /// appended to bench/RESULTS.md under `## Notifier`), with the target verdicts.
@@ -76,7 +77,7 @@ struct NotifierReport {
         lines.append("")
         if let first = delivery.first {
             let header = NotifierWriteCeiling.webSocketHeader(payloadBytes: first.frameBytes).count
-            lines.append("- event frame \(first.frameBytes) bytes of JSON (+ \(header)-byte WebSocket header); Delivery \(first.deliveryBytes) bytes on `notify.inbox.<instance>` (one per event, slots of every user read from `presence:<instance>`)")
+            lines.append("- event frame \(first.frameBytes) bytes of JSON (+ \(header)-byte WebSocket header); Delivery \(first.deliveryBytes) bytes on `\(Subjects.inbox(instance: "<instance>"))` (one per event, slots of every user read from `\(PresenceKeys.users(instance: "<instance>"))`)")
             lines.append("- writes/s = frames received by all clients ÷ (first publish of the burst → last frame received), summed over the bursts")
             lines.append("- CPU during the bursts (user + system, /proc/<pid>/stat), per socket write: " + delivery.map(Self.cpuLine).joined(separator: "; "))
             if let ceiling { lines.append("- " + Self.ceilingLine(ceiling)) }

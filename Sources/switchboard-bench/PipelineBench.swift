@@ -5,6 +5,7 @@ import Histogram
 import NATSClient
 import RedisClient
 import RoutingCore
+import SwitchboardContracts
 import SwitchboardProto
 import Synchronization
 

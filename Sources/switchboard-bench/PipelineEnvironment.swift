@@ -2,6 +2,7 @@ import Foundation
 import NATSClient
 import RedisClient
 import RoutingCore
+import SwitchboardContracts
 import SwitchboardProto
 import Synchronization
 
@@ -112,16 +113,16 @@ final class PipelineEnvironment: @unchecked Sendable {
         }
         let now = Double(Int64(Date().timeIntervalSince1970 * 1000))
         for (index, instance) in instanceIDs.enumerated() {
-            _ = try redisClient.command(["SET", "epoch:\(instance)", "1"])
+            _ = try redisClient.command(["SET", PresenceKeys.epoch(instance: instance), "1"])
             var start = 0
             while start < perInstance[index].count {
                 let end = min(start + 1000, perInstance[index].count)
-                try redisClient.hset("presence:\(instance)", Array(perInstance[index][start..<end]))
+                try redisClient.hset(PresenceKeys.users(instance: instance), Array(perInstance[index][start..<end]))
                 start = end
             }
-            _ = try redisClient.zadd("instances", score: now, member: instance)
+            _ = try redisClient.zadd(PresenceKeys.instances, score: now, member: instance)
             for (user, slot) in perInstance[index] {
-                _ = try redisClient.publish("presence", PresenceDelta(instanceID: instance, epoch: 1, userID: user, slot: UInt32(slot) ?? 0, state: .online).encoded())
+                _ = try redisClient.publish(PresenceKeys.channel, PresenceDelta(instanceID: instance, epoch: 1, userID: user, slot: UInt32(slot) ?? 0, state: .online).encoded())
             }
         }
         let beatClient = try RedisConnection(url: redisURL)
@@ -130,7 +131,7 @@ final class PipelineEnvironment: @unchecked Sendable {
             while !heartbeatStop.load(ordering: .relaxed) {
                 if ContinuousClock.now >= nextBeat {
                     let now = Double(Int64(Date().timeIntervalSince1970 * 1000))
-                    for instance in instanceIDs { _ = try? beatClient.zadd("instances", score: now, member: instance) }
+                    for instance in instanceIDs { _ = try? beatClient.zadd(PresenceKeys.instances, score: now, member: instance) }
                     nextBeat = ContinuousClock.now + .seconds(2)
                 }
                 usleep(100_000)

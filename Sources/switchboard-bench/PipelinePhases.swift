@@ -2,6 +2,7 @@ import Foundation
 import Histogram
 import NATSClient
 import RoutingCore
+import SwitchboardContracts
 import SwitchboardProto
 import Synchronization
 
@@ -135,21 +136,21 @@ struct PipelinePhases {
     }
 
     private func deleteConsumers(prefix: String) {
-        for partition in 0..<partitionCount { try? jetStream.deleteConsumer(stream: "CHAT_EVENTS", durable: "\(prefix)\(partition)") }
+        for partition in 0..<partitionCount { try? jetStream.deleteConsumer(stream: StreamNames.events, durable: "\(prefix)\(partition)") }
     }
 
     // MARK: phase A
 
     /// A backlog drained by one durable pull consumer per partition: fetch a batch, ack each.
     func rawFetchAck(events: Int) throws -> ThroughputResult {
-        try jetStream.purge(stream: "CHAT_EVENTS")
+        try jetStream.purge(stream: StreamNames.events)
         let backlog = try publishBacklog(count: events, salt: 1, tag: "raw")
         print(String(format: "published %d events at %.0f events/s (async publish)", events, backlog.rate))
         let connection = try NATSConnection(options: .init(url: env.natsURL, name: "bench-raw"))
         defer { connection.close() }
         let consumerJS = try connection.jetStream()
         let subscriptions = try (0..<partitionCount).map {
-            try consumerJS.pullSubscribe(stream: "CHAT_EVENTS", durable: "bench-raw-p\($0)", filterSubject: "chat.events.\($0).*", ackWait: .seconds(5), maxAckPending: 20_000)
+            try consumerJS.pullSubscribe(stream: StreamNames.events, durable: "bench-raw-p\($0)", filterSubject: Subjects.events(partition: $0), ackWait: .seconds(5), maxAckPending: 20_000)
         }
         let tally = PipelineTally()
         let deadlineNs = pipelineNowNs() + UInt64(max(60, events / 1000)) * 1_000_000_000
@@ -185,7 +186,7 @@ struct PipelinePhases {
         let seconds = Double(tally.lastNs.load(ordering: .relaxed) &- tally.firstNs.load(ordering: .relaxed)) / 1e9
         for subscription in subscriptions { subscription.unsubscribe() }
         deleteConsumers(prefix: "bench-raw-p")
-        try jetStream.purge(stream: "CHAT_EVENTS")
+        try jetStream.purge(stream: StreamNames.events)
         guard consumed >= events, seconds > 0 else {
             throw PipelineError.timeout("raw consumers got \(consumed) of \(events) events (\(tally.errors.load(ordering: .relaxed)) errors)")
         }
@@ -201,16 +202,16 @@ struct PipelinePhases {
     /// A backlog published before the fan-out starts; events/s from its first to its last
     /// inbox delivery.
     func fanoutThroughput(events: Int, fanoutExecutable: String, streamsDir: String) throws -> ThroughputResult {
-        try jetStream.purge(stream: "CHAT_EVENTS")
+        try jetStream.purge(stream: StreamNames.events)
         let sink = PipelineSink()
-        let subscription = try env.subscriber.subscribe("notify.inbox.*") { _ in sink.counted(at: pipelineNowNs()) }
+        let subscription = try env.subscriber.subscribe(Subjects.allInboxes) { _ in sink.counted(at: pipelineNowNs()) }
         defer { subscription.unsubscribe() }
         let backlog = try publishBacklog(count: events, salt: 2, tag: "drain")
         print(String(format: "published %d events at %.0f events/s (async publish); expecting %d deliveries", events, backlog.rate, backlog.deliveries))
         let ready = try env.startFanout(executable: fanoutExecutable, streamsDir: streamsDir)
         print(String(format: "fanout ready after %.2f s", ready.seconds))
         let drainTimeout = Duration.seconds(max(120, events / 500))
-        let drained = env.waitDrained(prefix: "fanout-p", timeout: drainTimeout)
+        let drained = env.waitDrained(prefix: ConsumerNames.fanoutPrefix, timeout: drainTimeout)
         usleep(300_000)
         let received = sink.messages.load(ordering: .relaxed)
         let dropped = subscription.droppedMessages
@@ -230,7 +231,7 @@ struct PipelinePhases {
 
     /// Events at `rate` through the relay (before the fan-out runs) or through the fan-out.
     func latency(kind: Path, rate: Int, seconds: Double) throws -> LatencyResult {
-        try jetStream.purge(stream: "CHAT_EVENTS")
+        try jetStream.purge(stream: StreamNames.events)
         let sink = PipelineSink()
         let subscription: NATSSubscription
         let tally = PipelineTally()
@@ -238,7 +239,7 @@ struct PipelinePhases {
         switch kind {
         case .fanout:
             guard env.fanout?.isRunning == true else { throw PipelineError.setup("fanout is not running") }
-            subscription = try env.subscriber.subscribe("notify.inbox.*") { message in
+            subscription = try env.subscriber.subscribe(Subjects.allInboxes) { message in
                 let now = pipelineNowNs()
                 let sent = (try? Delivery(decoding: message.payload)).flatMap { PipelineWorkload.sentNs(ofEvent: $0.event) }
                 sink.received(at: now, sentNs: sent)
@@ -264,7 +265,7 @@ struct PipelinePhases {
         }
         let salt: UInt64 = kind == .relay ? 3 : 4
         let paced = try pacedPublish(rate: rate, seconds: seconds, salt: salt, tag: kind == .relay ? "relay" : "live", sink: sink)
-        let prefix = kind == .relay ? "bench-relay-p" : "fanout-p"
+        let prefix = kind == .relay ? "bench-relay-p" : ConsumerNames.fanoutPrefix
         let drained = env.waitDrained(prefix: prefix, timeout: .seconds(60))
         let expected = kind == .relay ? paced.sent : paced.expectedDeliveries
         // Everything is acked, so every message is on the server; give a lagging bench
@@ -302,7 +303,7 @@ struct PipelinePhases {
         let consumerJS = try connection.jetStream()
         let batch = fetchBatch
         for partition in 0..<partitionCount {
-            let subscription = try consumerJS.pullSubscribe(stream: "CHAT_EVENTS", durable: "bench-relay-p\(partition)", filterSubject: "chat.events.\(partition).*",
+            let subscription = try consumerJS.pullSubscribe(stream: StreamNames.events, durable: "bench-relay-p\(partition)", filterSubject: Subjects.events(partition: partition),
                                                             ackWait: .seconds(5), maxAckPending: 20_000)
             let subject = "bench.relay.\(partition)"
             let thread = Thread {

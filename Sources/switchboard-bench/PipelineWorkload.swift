@@ -1,5 +1,6 @@
 import Foundation
 import RoutingCore
+import SwitchboardContracts
 import SwitchboardProto
 
 /// The deterministic workload of `switchboard-bench pipeline`: channels with log-normal member

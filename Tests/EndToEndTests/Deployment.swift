@@ -3,6 +3,7 @@ import NATSClient
 import NotifierService
 import RedisClient
 import RoutingCore
+import SwitchboardContracts
 import SwitchboardProto
 import SwitchboardTestSupport
 #if canImport(Glibc)

@@ -1,4 +1,5 @@
 import Foundation
+import SwitchboardContracts
 import SwitchboardTestSupport
 import Testing
 #if canImport(Glibc)
@@ -35,7 +36,7 @@ extension EndToEnd {
         // The victim: the node serving the most service connections (the fan-out, notifiers),
         // the CHAT_EVENTS stream leader first among equals, so that both the services'
         // reconnection and a stream leader election are exercised as far as placement allows.
-        let leaderName = try #require(Self.streamLeader(deployment, "CHAT_EVENTS"))
+        let leaderName = try #require(Self.streamLeader(deployment, StreamNames.events))
         let connections = cluster.nodes.map { Self.connectionNames(port: $0.monitorPort) }
         func weight(_ index: Int) -> Int {
             2 * connections[index].filter { $0.hasPrefix("notifier-") || $0.hasPrefix("fanout-") }.count + (cluster.nodes[index].name == leaderName ? 1 : 0)

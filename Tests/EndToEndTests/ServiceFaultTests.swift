@@ -1,4 +1,5 @@
 import Foundation
+import SwitchboardContracts
 import SwitchboardTestSupport
 import Testing
 #if canImport(Glibc)
@@ -81,7 +82,7 @@ extension EndToEnd {
         // The last heartbeat n1 wrote before it died: DESIGN expires an instance silent for 10 s.
         let redis = try deployment.redisConnection()
         defer { redis.close() }
-        let lastBeatMs = try #require(try redis.command(["ZSCORE", "instances", "n1"]).text.flatMap(Double.init))
+        let lastBeatMs = try #require(try redis.command(["ZSCORE", PresenceKeys.instances, "n1"]).text.flatMap(Double.init))
         // Poll the fan-out directly (fast) to time it, then confirm with routectl.
         let gone = eventually(timeout: .seconds(15)) {
             guard let dave = deployment.inspectUser("dave"), let alice = deployment.inspectUser("alice") else { return false }
@@ -145,7 +146,7 @@ extension EndToEnd {
             for (user, instance) in expected {
                 let placed = deployment.inspectUser(user)?.placements.map(\.instance) == [instance]
                 if !placed { unroutable.insert(user) }
-                let stored = (try? redis.command(["HGET", "presence:\(instance)", user]).text) != nil
+                let stored = (try? redis.command(["HGET", PresenceKeys.users(instance: instance), user]).text) != nil
                 whole = whole && placed && stored
             }
             return whole

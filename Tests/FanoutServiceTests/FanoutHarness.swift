@@ -3,6 +3,7 @@ import Foundation
 import NATSClient
 import RedisClient
 import RoutingCore
+import SwitchboardContracts
 import SwitchboardProto
 import SwitchboardTestSupport
 import Synchronization
@@ -31,10 +32,10 @@ final class FanoutHarness: @unchecked Sendable {
         connection = try NATSConnection(options: .init(url: nats.url, name: "fanout-test"))
         jetStream = try connection.jetStream()
         // The deployment's streams exist before upstream publishes (routectl streams apply).
-        _ = try StreamDefinitions(directory: RepositoryPaths.streams).apply(to: jetStream)
+        _ = try StreamDefinitions(directory: RepositoryPaths.streams).apply(jetStream.applyStream(configJSON:))
         redisClient = try RedisConnection(url: redis.url)
-        inboxSubscription = try connection.subscribe("notify.inbox.*") { [weak self] message in
-            let instance = String(message.subject.dropFirst("notify.inbox.".count))
+        inboxSubscription = try connection.subscribe(Subjects.allInboxes) { [weak self] message in
+            let instance = String(Subjects.inboxInstance(message.subject) ?? "")
             self?.inboxes.withLock { $0[instance, default: []].append(message) }
         }
         // Heartbeats for the simulated notifiers, as a notifier would send them every 2 s.
@@ -42,7 +43,7 @@ final class FanoutHarness: @unchecked Sendable {
             while !stopBeating.load(ordering: .relaxed) {
                 let now = Double(Int64(Date().timeIntervalSince1970 * 1000))
                 for instance in beating.withLock({ Array($0.keys) }) {
-                    _ = try? redisClient.zadd("instances", score: now, member: instance)
+                    _ = try? redisClient.zadd(PresenceKeys.instances, score: now, member: instance)
                 }
                 usleep(200_000)
             }
@@ -92,12 +93,12 @@ final class FanoutHarness: @unchecked Sendable {
 
     /// Registers `instance` at `epoch` with `users` (user → slot) and keeps it heartbeating.
     func goOnline(instance: String, epoch: UInt64 = 1, users: [String: UInt32]) throws {
-        _ = try redisClient.command(["SET", "epoch:\(instance)", "\(epoch)"])
-        if !users.isEmpty { try redisClient.hset("presence:\(instance)", users.map { ($0.key, "\($0.value)") }) }
-        _ = try redisClient.zadd("instances", score: Double(Int64(Date().timeIntervalSince1970 * 1000)), member: instance)
+        _ = try redisClient.command(["SET", PresenceKeys.epoch(instance: instance), "\(epoch)"])
+        if !users.isEmpty { try redisClient.hset(PresenceKeys.users(instance: instance), users.map { ($0.key, "\($0.value)") }) }
+        _ = try redisClient.zadd(PresenceKeys.instances, score: Double(Int64(Date().timeIntervalSince1970 * 1000)), member: instance)
         beating.withLock { $0[instance] = epoch }
         for (user, slot) in users {
-            _ = try redisClient.publish("presence", PresenceDelta(instanceID: instance, epoch: epoch, userID: user, slot: slot, state: .online).encoded())
+            _ = try redisClient.publish(PresenceKeys.channel, PresenceDelta(instanceID: instance, epoch: epoch, userID: user, slot: slot, state: .online).encoded())
         }
     }
 
@@ -136,7 +137,7 @@ final class FanoutHarness: @unchecked Sendable {
 extension FanoutHarness {
     /// Complete snapshot manifests in `ROUTING_SNAPSHOTS`, one per partition at most.
     func snapshotManifests() -> Int {
-        (0..<Self.partitionCount).filter { (try? jetStream.lastMessage(stream: "ROUTING_SNAPSHOTS", subject: "routing.snapshot.\($0).manifest")) != nil }.count
+        (0..<Self.partitionCount).filter { (try? jetStream.lastMessage(stream: StreamNames.snapshots, subject: SnapshotSubjects.manifest(partition: $0))) != nil }.count
     }
 
     /// Member count per channel as the running fan-out reports it.
@@ -148,7 +149,7 @@ extension FanoutHarness {
 
     /// Messages of a partition's durable consumer not yet acknowledged.
     func jetStreamConsumerPending(partition: Int) -> Int? {
-        guard let reply = try? connection.request("$JS.API.CONSUMER.INFO.CHAT_EVENTS.fanout-p\(partition)", payload: [], timeout: .seconds(2)),
+        guard let reply = try? connection.request("$JS.API.CONSUMER.INFO.\(StreamNames.events).\(ConsumerNames.fanout(partition: partition))", payload: [], timeout: .seconds(2)),
               let object = try? JSONSerialization.jsonObject(with: Data(reply.payload)) as? [String: Any] else { return nil }
         return (object["num_ack_pending"] as? Int ?? 0) + (object["num_pending"] as? Int ?? 0)
     }

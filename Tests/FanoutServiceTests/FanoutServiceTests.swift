@@ -1,6 +1,7 @@
 import Foundation
 import NATSClient
 import RoutingCore
+import SwitchboardContracts
 import SwitchboardProto
 import SwitchboardTestSupport
 import Testing
@@ -138,9 +139,9 @@ import Testing
         let good = try harness.publishEvent(channel: "general")
         #expect(eventually(timeout: .seconds(10)) { harness.deliveries("n1").contains { $0.streamSeq == good } })
         let partition = Partitioner.partition(of: "general", count: FanoutHarness.partitionCount)
-        #expect(eventually(timeout: .seconds(5)) { (try? harness.jetStream.streamState("CHAT_DLQ").messages) == 2 })
-        let letter = try #require(try harness.jetStream.lastMessage(stream: "CHAT_DLQ", subject: Subjects.deadLetter(partition: partition)))
-        #expect(letter.headers["Switchboard-Reason"]?.contains("does not match subject") == true)
+        #expect(eventually(timeout: .seconds(5)) { (try? harness.jetStream.streamState(StreamNames.deadLetters).messages) == 2 })
+        let letter = try #require(try harness.jetStream.lastMessage(stream: StreamNames.deadLetters, subject: Subjects.deadLetter(partition: partition)))
+        #expect(letter.headers[HeaderNames.reason]?.contains("does not match subject") == true)
         #expect(harness.fanoutLog().contains("event dead-lettered"))
     }
 

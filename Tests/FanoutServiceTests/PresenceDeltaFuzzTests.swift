@@ -1,6 +1,7 @@
 import Foundation
 import NATSClient
 import RoutingCore
+import SwitchboardContracts
 import SwitchboardProto
 import SwitchboardTestSupport
 import Testing
@@ -177,20 +178,20 @@ enum ManifestGenerator {
             #"{"partition":4"#,
         ]
         for (index, manifest) in hostile.enumerated() {
-            _ = try harness.jetStream.publish("routing.snapshot.\([0, 1, 3, 4][index]).manifest", payload: Array(manifest.utf8))
+            _ = try harness.jetStream.publish(SnapshotSubjects.manifest(partition: [0, 1, 3, 4][index]), payload: Array(manifest.utf8))
         }
         let fanout = try harness.startFanout()
         let port = try #require(harness.httpPort())
 
         // Heartbeats no notifier writes.
         for (score, instance) in [("inf", "evil-1"), ("-inf", "evil-2"), ("1e300", "evil-3")] {
-            _ = try harness.redisClient.command(["ZADD", "instances", score, instance])
+            _ = try harness.redisClient.command(["ZADD", PresenceKeys.instances, score, instance])
         }
         // Presence hashes with values that are not slots, ids that are not ids.
-        _ = try harness.redisClient.command(["SET", "epoch:evil-4", "not-a-number"])
-        _ = try harness.redisClient.command(["SET", "epoch:n9", "3"])
-        try harness.redisClient.hset("presence:n9", [("bad id", "1"), ("bob", "-1"), ("carol", "99999999999"), ("dave", "")])
-        _ = try harness.redisClient.zadd("instances", score: Double(PresenceFeed.nowMs()), member: "n9")
+        _ = try harness.redisClient.command(["SET", PresenceKeys.epoch(instance: "evil-4"), "not-a-number"])
+        _ = try harness.redisClient.command(["SET", PresenceKeys.epoch(instance: "n9"), "3"])
+        try harness.redisClient.hset(PresenceKeys.users(instance: "n9"), [("bad id", "1"), ("bob", "-1"), ("carol", "99999999999"), ("dave", "")])
+        _ = try harness.redisClient.zadd(PresenceKeys.instances, score: Double(PresenceFeed.nowMs()), member: "n9")
         // Presence deltas: mutations of valid ones and garbage.
         var random = FuzzRandom(seed: FuzzDriver.seed(for: "process-presence"))
         let valid = PresenceDelta(instanceID: "n1", epoch: 1, userID: "alice", slot: 5, state: .online).encoded()
@@ -199,7 +200,7 @@ enum ManifestGenerator {
             let bytes = FuzzMutator.mutate(valid, corpus: [valid], using: &random)
             // Keep n1's own placement: a mutation may legitimately bump its epoch or take alice offline.
             if let delta = try? PresenceDelta(decoding: bytes), delta.instanceID == "n1" { continue }
-            _ = try harness.redisClient.publish("presence", bytes)
+            _ = try harness.redisClient.publish(PresenceKeys.channel, bytes)
             published += 1
         }
         // Inspection requests with any body.

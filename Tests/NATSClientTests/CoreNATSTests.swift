@@ -1,5 +1,6 @@
 import Foundation
 import NATSClient
+import SwitchboardContracts
 import SwitchboardTestSupport
 import Testing
 
@@ -37,7 +38,7 @@ struct CoreNATSTests {
             defer { subscription.unsubscribe() }
 
             var headers = NATSHeaders()
-            headers["Switchboard-Kind"] = "typing"
+            headers[HeaderNames.kind] = "typing"
             headers.append(name: "Trace", value: "a")
             headers.append(name: "Trace", value: "b")
             try connection.publish("room.1", payload: bytes("with headers"), headers: headers)
@@ -51,7 +52,7 @@ struct CoreNATSTests {
             #expect(text(bySubject["room.1"]?.payload ?? []) == "with headers")
             #expect(bySubject["room.1"]?.headers == headers)
             #expect(bySubject["room.1"]?.headers.values(for: "Trace") == ["a", "b"])
-            #expect(bySubject["room.1"]?.headers["Switchboard-Kind"] == "typing")
+            #expect(bySubject["room.1"]?.headers[HeaderNames.kind] == "typing")
             #expect(bySubject["room.2"]?.headers.isEmpty == true)
             #expect(bySubject["room.2"]?.reply == nil)
             #expect(bySubject["room.3"]?.payload == [7, 7, 7])

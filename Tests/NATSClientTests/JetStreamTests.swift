@@ -1,5 +1,6 @@
 import Foundation
 import NATSClient
+import SwitchboardContracts
 import SwitchboardTestSupport
 import Testing
 
@@ -9,17 +10,17 @@ struct JetStreamTests {
         try withNATS { _, connection in
             let jetStream = try connection.jetStream()
             let definitions = try streamDefinitionFiles()
-            #expect(definitions.map(\.name).contains("CHAT_EVENTS"))
+            #expect(definitions.map(\.name).contains(StreamNames.events))
             for definition in definitions {
                 #expect(try jetStream.applyStream(configJSON: definition.json) == .created, "\(definition.name)")
             }
             for definition in definitions {
                 #expect(try jetStream.applyStream(configJSON: definition.json) == .unchanged, "\(definition.name)")
             }
-            let changed = try streamDefinition("CHAT_EVENTS", changing: ["max_msg_size": 2_097_152])
+            let changed = try streamDefinition(StreamNames.events, changing: ["max_msg_size": 2_097_152])
             #expect(try jetStream.applyStream(configJSON: changed) == .updated)
             #expect(try jetStream.applyStream(configJSON: changed) == .unchanged)
-            #expect(try jetStream.applyStream(configJSON: streamDefinition("CHAT_EVENTS")) == .updated)
+            #expect(try jetStream.applyStream(configJSON: streamDefinition(StreamNames.events)) == .updated)
             #expect(JetStream.StreamApplyResult.created.description == "created")
         }
     }
@@ -60,16 +61,16 @@ struct JetStreamTests {
     @Test func publishWithMessageIDDeduplicatesInsideTheWindow() throws {
         try withNATS { _, connection in
             let jetStream = try connection.jetStream()
-            _ = try jetStream.applyStream(configJSON: streamDefinition("CHAT_EVENTS"))
+            _ = try jetStream.applyStream(configJSON: streamDefinition(StreamNames.events))
 
             let first = try jetStream.publish("chat.events.1.general", payload: bytes("a"), msgID: "event-1")
-            #expect(first == JetStream.PublishAck(stream: "CHAT_EVENTS", sequence: 1, duplicate: false))
+            #expect(first == JetStream.PublishAck(stream: StreamNames.events, sequence: 1, duplicate: false))
             let again = try jetStream.publish("chat.events.1.general", payload: bytes("a"), msgID: "event-1")
             #expect(again.duplicate)
             #expect(again.sequence == 1)
             let other = try jetStream.publish("chat.events.1.general", payload: bytes("b"), msgID: "event-2")
             #expect(other.sequence == 2 && !other.duplicate)
-            #expect(try jetStream.streamState("CHAT_EVENTS").messages == 2)
+            #expect(try jetStream.streamState(StreamNames.events).messages == 2)
         }
     }
 
@@ -86,12 +87,12 @@ struct JetStreamTests {
     @Test func asyncPublishStoresEverythingAndReportsFailures() throws {
         try withNATS { _, connection in
             let jetStream = try connection.jetStream(maxPendingAsyncPublishes: 64)
-            _ = try jetStream.applyStream(configJSON: streamDefinition("CHAT_EVENTS"))
+            _ = try jetStream.applyStream(configJSON: streamDefinition(StreamNames.events))
             for index in 0..<500 {
                 try jetStream.publishAsync("chat.events.\(index % 16).load", payload: bytes("\(index)"), msgID: "load-\(index)")
             }
             try jetStream.publishAsyncComplete(timeout: .seconds(5))
-            #expect(try jetStream.streamState("CHAT_EVENTS").messages == 500)
+            #expect(try jetStream.streamState(StreamNames.events).messages == 500)
 
             try jetStream.publishAsync("no.stream.here", payload: [1])
             #expect(throws: NATSError.self) { try jetStream.publishAsyncComplete(timeout: .seconds(5)) }
@@ -103,18 +104,18 @@ struct JetStreamTests {
     @Test func pullConsumerFetchesAcksNaksAndTerminates() throws {
         try withNATS { _, connection in
             let jetStream = try connection.jetStream()
-            _ = try jetStream.applyStream(configJSON: streamDefinition("CHAT_EVENTS"))
+            _ = try jetStream.applyStream(configJSON: streamDefinition(StreamNames.events))
             for index in 1...5 {
                 _ = try jetStream.publish("chat.events.2.room", payload: bytes("event \(index)"), msgID: "e\(index)")
             }
             _ = try jetStream.publish("chat.events.3.other", payload: bytes("other partition"))
-            let subscription = try jetStream.pullSubscribe(stream: "CHAT_EVENTS", durable: "fanout-p2", filterSubject: "chat.events.2.*")
+            let subscription = try jetStream.pullSubscribe(stream: StreamNames.events, durable: ConsumerNames.fanout(partition: 2), filterSubject: Subjects.events(partition: 2))
             defer { subscription.unsubscribe() }
 
             let batch = try subscription.fetch(batch: 10, timeout: .seconds(2))
             #expect(batch.map { text($0.payload) } == (1...5).map { "event \($0)" })
             #expect(batch.map(\.metadata.streamSequence) == [1, 2, 3, 4, 5])
-            #expect(batch.allSatisfy { $0.metadata.numDelivered == 1 && $0.metadata.stream == "CHAT_EVENTS" && $0.metadata.consumer == "fanout-p2" })
+            #expect(batch.allSatisfy { $0.metadata.numDelivered == 1 && $0.metadata.stream == StreamNames.events && $0.metadata.consumer == ConsumerNames.fanout(partition: 2) })
             #expect(batch.last?.metadata.numPending == 0)
             #expect(batch.first?.headers["Nats-Msg-Id"] == "e1")
             #expect(batch[0].metadata.timestampNs > 0)
@@ -141,30 +142,30 @@ struct JetStreamTests {
             subscription.unsubscribe()
             subscription.unsubscribe()
             _ = try jetStream.publish("chat.events.2.room", payload: bytes("event 6"))
-            let resumed = try jetStream.pullSubscribe(stream: "CHAT_EVENTS", durable: "fanout-p2", filterSubject: "chat.events.2.*")
+            let resumed = try jetStream.pullSubscribe(stream: StreamNames.events, durable: ConsumerNames.fanout(partition: 2), filterSubject: Subjects.events(partition: 2))
             let next = try resumed.fetch(batch: 10, timeout: .seconds(2))
             #expect(next.map { text($0.payload) } == ["event 6"])
             #expect(next.first?.metadata.streamSequence == 7)
             #expect(next.first?.metadata.consumerSequence == 7)  // 5 first deliveries + 1 redelivery before it
             try next.first?.ack()
             resumed.unsubscribe()
-            try jetStream.deleteConsumer(stream: "CHAT_EVENTS", durable: "fanout-p2")
-            #expect(throws: NATSError.self) { try jetStream.deleteConsumer(stream: "CHAT_EVENTS", durable: "fanout-p2") }
+            try jetStream.deleteConsumer(stream: StreamNames.events, durable: ConsumerNames.fanout(partition: 2))
+            #expect(throws: NATSError.self) { try jetStream.deleteConsumer(stream: StreamNames.events, durable: ConsumerNames.fanout(partition: 2)) }
         }
     }
 
     @Test func ackAllAcksEveryEarlierMessageAndSwitchingPolicyKeepsThePosition() throws {
         try withNATS { _, connection in
             let jetStream = try connection.jetStream()
-            _ = try jetStream.applyStream(configJSON: streamDefinition("CHAT_EVENTS"))
+            _ = try jetStream.applyStream(configJSON: streamDefinition(StreamNames.events))
             for index in 1...6 { _ = try jetStream.publish("chat.events.2.room", payload: bytes("event \(index)")) }
             // An explicit-ack consumer acks the first two, then the policy changes to ack-all.
-            let explicit = try jetStream.pullSubscribe(stream: "CHAT_EVENTS", durable: "fanout-p2", filterSubject: "chat.events.2.*", ackWait: .seconds(1))
+            let explicit = try jetStream.pullSubscribe(stream: StreamNames.events, durable: ConsumerNames.fanout(partition: 2), filterSubject: Subjects.events(partition: 2), ackWait: .seconds(1))
             let first = try explicit.fetch(batch: 2, timeout: .seconds(2))
             for message in first { try message.ackSync(timeout: .seconds(2)) }
             explicit.unsubscribe()
 
-            let all = try jetStream.pullSubscribe(stream: "CHAT_EVENTS", durable: "fanout-p2", filterSubject: "chat.events.2.*", ackWait: .seconds(1), ackPolicy: .all)
+            let all = try jetStream.pullSubscribe(stream: StreamNames.events, durable: ConsumerNames.fanout(partition: 2), filterSubject: Subjects.events(partition: 2), ackWait: .seconds(1), ackPolicy: .all)
             defer { all.unsubscribe() }
             let rest = try all.fetch(batch: 10, timeout: .seconds(2))
             #expect(rest.map(\.metadata.streamSequence) == [3, 4, 5, 6], "resumes past the ack floor")
@@ -178,9 +179,9 @@ struct JetStreamTests {
     @Test func nakWithDelayRedeliversAfterTheDelay() throws {
         try withNATS { _, connection in
             let jetStream = try connection.jetStream()
-            _ = try jetStream.applyStream(configJSON: streamDefinition("CHAT_EVENTS"))
+            _ = try jetStream.applyStream(configJSON: streamDefinition(StreamNames.events))
             _ = try jetStream.publish("chat.events.5.room", payload: bytes("retry me"))
-            let subscription = try jetStream.pullSubscribe(stream: "CHAT_EVENTS", durable: "fanout-p5", filterSubject: "chat.events.5.*")
+            let subscription = try jetStream.pullSubscribe(stream: StreamNames.events, durable: ConsumerNames.fanout(partition: 5), filterSubject: Subjects.events(partition: 5))
             let first = try #require(try subscription.fetch(batch: 1, timeout: .seconds(2)).first)
             try first.nak(delay: .milliseconds(300))
             #expect(try subscription.fetch(batch: 1, timeout: .milliseconds(100)).isEmpty)
@@ -193,7 +194,7 @@ struct JetStreamTests {
     @Test func orderedConsumerReplaysFromStartSequenceInOrderWithPendingCount() throws {
         try withNATS { _, connection in
             let jetStream = try connection.jetStream()
-            _ = try jetStream.applyStream(configJSON: streamDefinition("CHAT_MEMBERSHIP"))
+            _ = try jetStream.applyStream(configJSON: streamDefinition(StreamNames.membership))
             var partitionSevenSequences: [UInt64] = []
             for index in 0..<20 {
                 let partition = index % 2 == 0 ? 7 : 8
@@ -201,7 +202,7 @@ struct JetStreamTests {
                 if partition == 7 { partitionSevenSequences.append(ack.sequence) }
             }
 
-            let all = try jetStream.orderedConsumer(stream: "CHAT_MEMBERSHIP", filterSubject: "chat.membership.7.*.*", startSequence: 0)
+            let all = try jetStream.orderedConsumer(stream: StreamNames.membership, filterSubject: "chat.membership.7.*.*", startSequence: 0)
             defer { all.close() }
             var replayed: [UInt64] = []
             while let message = try all.next(timeout: .seconds(2)) {
@@ -212,7 +213,7 @@ struct JetStreamTests {
             #expect(replayed == partitionSevenSequences)
 
             let start = partitionSevenSequences[6]
-            let tail = try jetStream.orderedConsumer(stream: "CHAT_MEMBERSHIP", filterSubject: "chat.membership.7.*.*", startSequence: start)
+            let tail = try jetStream.orderedConsumer(stream: StreamNames.membership, filterSubject: "chat.membership.7.*.*", startSequence: start)
             defer { tail.close() }
             var tailSequences: [UInt64] = []
             var tailPayloads: [String] = []
@@ -239,14 +240,14 @@ struct JetStreamTests {
     @Test func orderedConsumerOverTheWholeStreamLendsBatchesInOrder() throws {
         try withNATS { _, connection in
             let jetStream = try connection.jetStream()
-            _ = try jetStream.applyStream(configJSON: streamDefinition("CHAT_MEMBERSHIP"))
+            _ = try jetStream.applyStream(configJSON: streamDefinition(StreamNames.membership))
             var published: [(sequence: UInt64, subject: String)] = []
             for index in 0..<300 {
                 let subject = "chat.membership.\(index % 16).channel.user\(index)"
                 published.append((try jetStream.publish(subject, payload: bytes("\(index)")).sequence, subject))
             }
 
-            let consumer = try jetStream.orderedConsumer(stream: "CHAT_MEMBERSHIP", filterSubject: ">", startSequence: published[100].sequence)
+            let consumer = try jetStream.orderedConsumer(stream: StreamNames.membership, filterSubject: ">", startSequence: published[100].sequence)
             defer { consumer.close() }
             var read: [(sequence: UInt64, subject: String, payload: String, pending: UInt64)] = []
             var batches = 0
@@ -271,19 +272,19 @@ struct JetStreamTests {
     @Test func lastMessageReturnsTheNewestPerSubjectAndNilForNone() throws {
         try withNATS { _, connection in
             let jetStream = try connection.jetStream()
-            _ = try jetStream.applyStream(configJSON: streamDefinition("ROUTING_SNAPSHOTS"))
-            _ = try jetStream.publish("routing.snapshot.3.manifest", payload: bytes("old"))
+            _ = try jetStream.applyStream(configJSON: streamDefinition(StreamNames.snapshots))
+            _ = try jetStream.publish(SnapshotSubjects.manifest(partition: 3), payload: bytes("old"))
             var headers = NATSHeaders()
-            headers["Switchboard-Generation"] = "2"
-            let newest = try jetStream.publish("routing.snapshot.3.manifest", payload: bytes("new"), headers: headers)
-            _ = try jetStream.publish("routing.snapshot.4.manifest", payload: bytes("other"))
+            headers["Test-Generation"] = "2"
+            let newest = try jetStream.publish(SnapshotSubjects.manifest(partition: 3), payload: bytes("new"), headers: headers)
+            _ = try jetStream.publish(SnapshotSubjects.manifest(partition: 4), payload: bytes("other"))
 
-            let message = try #require(try jetStream.lastMessage(stream: "ROUTING_SNAPSHOTS", subject: "routing.snapshot.3.manifest"))
+            let message = try #require(try jetStream.lastMessage(stream: StreamNames.snapshots, subject: SnapshotSubjects.manifest(partition: 3)))
             #expect(text(message.payload) == "new")
             #expect(message.sequence == newest.sequence)
-            #expect(message.subject == "routing.snapshot.3.manifest")
-            #expect(message.headers["Switchboard-Generation"] == "2")
-            #expect(try jetStream.lastMessage(stream: "ROUTING_SNAPSHOTS", subject: "routing.snapshot.9.manifest") == nil)
+            #expect(message.subject == SnapshotSubjects.manifest(partition: 3))
+            #expect(message.headers["Test-Generation"] == "2")
+            #expect(try jetStream.lastMessage(stream: StreamNames.snapshots, subject: SnapshotSubjects.manifest(partition: 9)) == nil)
             do {
                 _ = try jetStream.lastMessage(stream: "NO_SUCH_STREAM", subject: "x")
                 Issue.record("read from a missing stream")
@@ -297,22 +298,22 @@ struct JetStreamTests {
     @Test func purgeBySubjectRemovesOnlyThatSubject() throws {
         try withNATS { _, connection in
             let jetStream = try connection.jetStream()
-            _ = try jetStream.applyStream(configJSON: streamDefinition("ROUTING_SNAPSHOTS"))
+            _ = try jetStream.applyStream(configJSON: streamDefinition(StreamNames.snapshots))
             for chunk in 0..<3 {
-                _ = try jetStream.publish("routing.snapshot.1.g1.chunk.\(chunk)", payload: bytes("g1-\(chunk)"))
-                _ = try jetStream.publish("routing.snapshot.1.g2.chunk.\(chunk)", payload: bytes("g2-\(chunk)"))
+                _ = try jetStream.publish(SnapshotSubjects.chunk(partition: 1, generation: 1, index: chunk), payload: bytes("g1-\(chunk)"))
+                _ = try jetStream.publish(SnapshotSubjects.chunk(partition: 1, generation: 2, index: chunk), payload: bytes("g2-\(chunk)"))
             }
-            #expect(try jetStream.streamState("ROUTING_SNAPSHOTS").messages == 6)
+            #expect(try jetStream.streamState(StreamNames.snapshots).messages == 6)
 
-            try jetStream.purge(stream: "ROUTING_SNAPSHOTS", subject: "routing.snapshot.1.g1.>")
-            let state = try jetStream.streamState("ROUTING_SNAPSHOTS")
+            try jetStream.purge(stream: StreamNames.snapshots, subject: SnapshotSubjects.generation(partition: 1, generation: 1))
+            let state = try jetStream.streamState(StreamNames.snapshots)
             #expect(state.messages == 3)
             #expect(state.lastSequence == 6)
-            #expect(try jetStream.lastMessage(stream: "ROUTING_SNAPSHOTS", subject: "routing.snapshot.1.g1.chunk.0") == nil)
-            #expect(try jetStream.lastMessage(stream: "ROUTING_SNAPSHOTS", subject: "routing.snapshot.1.g2.chunk.0") != nil)
+            #expect(try jetStream.lastMessage(stream: StreamNames.snapshots, subject: SnapshotSubjects.chunk(partition: 1, generation: 1, index: 0)) == nil)
+            #expect(try jetStream.lastMessage(stream: StreamNames.snapshots, subject: SnapshotSubjects.chunk(partition: 1, generation: 2, index: 0)) != nil)
 
-            try jetStream.purge(stream: "ROUTING_SNAPSHOTS")
-            #expect(try jetStream.streamState("ROUTING_SNAPSHOTS").messages == 0)
+            try jetStream.purge(stream: StreamNames.snapshots)
+            #expect(try jetStream.streamState(StreamNames.snapshots).messages == 0)
         }
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import NIOHTTP1
 import NotifierService
 import RoutingCore
+import SwitchboardContracts
 import SwitchboardProto
 import SwitchboardTestSupport
 import Testing
@@ -88,7 +89,7 @@ import Testing
     @Test func frameAskingToSubscribeOrCarryingAChannelOnPingIsRefused() {
         for text in [
             #"{"type":"subscribe","channel":"secret"}"#,
-            #"{"type":"subscribe","subject":"notify.inbox.n2"}"#,
+            #"{"type":"subscribe","subject":"\#(Subjects.inbox(instance: "n2"))"}"#,
             #"{"type":"sub","subject":">"}"#,
             #"{"type":"ping","channel":"secret"}"#,
         ] {
@@ -148,7 +149,7 @@ import Testing
 enum JSONGenerator {
     static let keys = ["type", "channel", "after_seq", "user", "subject", "channels", "instance", "\u{0}", "type\u{0}", "Type"]
     static let types = ["ping", "typing", "resume", "subscribe", "unsubscribe", "hello", "event", "", "PING", "ping\u{0}", "typing "]
-    static let strings = ["general", "secret", "", "a b", "notify.inbox.n1", ">", "*", "chat.events.*.*", String(repeating: "a", count: 65), "\u{FFFD}", "é"]
+    static let strings = ["general", "secret", "", "a b", Subjects.inbox(instance: "n1"), ">", "*", "chat.events.*.*", String(repeating: "a", count: 65), "\u{FFFD}", "é"]
 
     static func generate(_ random: inout FuzzRandom, _ corpus: [[UInt8]]) -> [UInt8] {
         var text = ""

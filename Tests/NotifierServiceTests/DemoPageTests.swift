@@ -2,6 +2,7 @@ import Foundation
 import NATSClient
 import NotifierService
 import RoutingCore
+import SwitchboardContracts
 import SwitchboardProto
 import SwitchboardTestSupport
 import Testing
@@ -35,7 +36,7 @@ import Glibc
         let nats = try fixture.natsConnection()
         defer { nats.close() }
         let jetStream = try nats.jetStream()
-        for name in ["CHAT_EVENTS", "CHAT_MEMBERSHIP"] {
+        for name in [StreamNames.events, StreamNames.membership] {
             let definition = try Data(contentsOf: URL(fileURLWithPath: RepositoryPaths.streams).appendingPathComponent("\(name).json"))
             _ = try jetStream.applyStream(configJSON: Array(definition))
         }
@@ -63,13 +64,13 @@ import Glibc
         let bob = try post(port: fixture.port, path: "/demo/send", token: try await fixture.token("bob"), body: message)
         #expect(bob.status == 403)
         #expect(bob.body.contains("not_member"))
-        #expect(try jetStream.streamState("CHAT_EVENTS").messages == 0)
+        #expect(try jetStream.streamState(StreamNames.events).messages == 0)
 
         let sent = try post(port: fixture.port, path: "/demo/send", token: alice, body: message)
         #expect(sent.status == 200)
         let reply = try #require(try JSONSerialization.jsonObject(with: Data(sent.body.utf8)) as? [String: Any])
         #expect(reply["seq"] as? Int == 1)
-        let stored = try #require(try jetStream.lastMessage(stream: "CHAT_EVENTS", subject: Subjects.event(channel: "general", partitionCount: 16)))
+        let stored = try #require(try jetStream.lastMessage(stream: StreamNames.events, subject: Subjects.event(channel: "general", partitionCount: 16)))
         let event = try ChatEvent(decoding: stored.payload)
         #expect(event.senderID == "alice")
         #expect(event.channelID == "general")

@@ -4,6 +4,7 @@ import NIOCore
 import NIOEmbedded
 import NIOHTTP1
 import NIOWebSocket
+import SwitchboardContracts
 import Testing
 @testable import NotifierService
 
@@ -307,7 +308,7 @@ import Testing
     @Test func wsRefusalsCarryTheirStatusAndReason() throws {
         let unauthorized = try Self.http(path: "/ws?token=x", refusal: .unauthorized(.expired))
         #expect(unauthorized.status == .unauthorized)
-        #expect(unauthorized.headers.first(name: "X-Switchboard-Auth-Error") == "expired")
+        #expect(unauthorized.headers.first(name: ClientProtocol.authErrorHeader) == "expired")
         #expect(unauthorized.body.hasPrefix("expired: "))
         #expect(try Self.http(path: "/ws", refusal: .overCapacity).status == .serviceUnavailable)
         #expect(try Self.http(path: "/ws", refusal: .draining).status == .serviceUnavailable)

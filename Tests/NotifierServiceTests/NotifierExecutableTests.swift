@@ -1,6 +1,7 @@
 import Foundation
 import NotifierService
 import RedisClient
+import SwitchboardContracts
 import SwitchboardTestSupport
 import Testing
 
@@ -70,7 +71,7 @@ import Testing
         #expect(HTTPProbe.waitFor200(port: port, path: "/readyz", timeout: .seconds(10)), "\(notifier.log())")
         let connection = try RedisConnection(url: redis.url, timeout: .seconds(2))
         defer { connection.close() }
-        #expect(eventually(timeout: .seconds(3)) { (try? connection.command(["ZSCORE", "instances", "from-env"]))?.text != nil })
+        #expect(eventually(timeout: .seconds(3)) { (try? connection.command(["ZSCORE", PresenceKeys.instances, "from-env"]))?.text != nil })
         // The secret from the file (trailing newline dropped) verifies tokens.
         let token = try await TokenIssuer(secret: Array(NotifierFixture.secret.utf8)).token(user: "zed")
         let client = try WebSocketTestClient(port: Int(port), headers: ["Authorization": "Bearer \(token)"])

@@ -2,6 +2,7 @@ import Foundation
 import NATSClient
 import NotifierService
 import RedisClient
+import SwitchboardContracts
 import SwitchboardProto
 import SwitchboardTestSupport
 
@@ -85,7 +86,7 @@ final class NotifierFixture: @unchecked Sendable {
         defer { redis.close() }
         var slot: UInt32?
         eventually(timeout: timeout) {
-            slot = (try? redis.command(["HGET", "presence:\(instanceID)", user]))?.text.flatMap { UInt32($0) }
+            slot = (try? redis.command(["HGET", PresenceKeys.users(instance: instanceID), user]))?.text.flatMap { UInt32($0) }
             return slot != nil
         }
         return slot
@@ -97,7 +98,7 @@ final class NotifierFixture: @unchecked Sendable {
         let delivery = Delivery(streamSeq: seq, channelID: channel, event: event.encoded(), slots: slots)
         var headers = NATSHeaders()
         headers[InboxKind.header] = InboxKind.delivery
-        try connection.publish("notify.inbox.\(instanceID)", payload: delivery.encoded(), headers: headers)
+        try connection.publish(Subjects.inbox(instance: instanceID), payload: delivery.encoded(), headers: headers)
         try connection.flush(timeout: .seconds(2))
     }
 

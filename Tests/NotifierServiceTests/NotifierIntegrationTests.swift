@@ -3,6 +3,7 @@ import NATSClient
 import NIOConcurrencyHelpers
 import NotifierService
 import RedisClient
+import SwitchboardContracts
 import SwitchboardProto
 import SwitchboardTestSupport
 import Testing
@@ -80,7 +81,7 @@ import Testing
         // A typing message on the inbox goes the same way.
         var headers = NATSHeaders()
         headers[InboxKind.header] = InboxKind.typing
-        try nats.publish("notify.inbox.n1", payload: Typing(channelID: "general", userID: "bob", slots: [carolSlot]).encoded(), headers: headers)
+        try nats.publish(Subjects.inbox(instance: "n1"), payload: Typing(channelID: "general", userID: "bob", slots: [carolSlot]).encoded(), headers: headers)
         #expect(try carolSocket.receiveText() == #"{"type":"typing","channel":"general","user":"bob"}"#)
     }
 
@@ -117,14 +118,14 @@ import Testing
         let fixture = try await NotifierFixture()
         defer { fixture.stop() }
         let deltas = DeltaRecorder()
-        let subscriber = try RedisSubscriber(url: fixture.redis.url, channels: ["presence"]) { event in
+        let subscriber = try RedisSubscriber(url: fixture.redis.url, channels: [PresenceKeys.channel]) { event in
             if case .message(_, let payload) = event, let delta = try? PresenceDelta(decoding: payload) { deltas.append(delta) }
         }
         defer { subscriber.stop() }
         let redis = try fixture.redisConnection()
         defer { redis.close() }
-        #expect(eventually(timeout: .seconds(3)) { (try? redis.command(["ZSCORE", "instances", "n1"]))?.text != nil })
-        let epochText = try #require(try redis.command(["GET", "epoch:n1"]).text)
+        #expect(eventually(timeout: .seconds(3)) { (try? redis.command(["ZSCORE", PresenceKeys.instances, "n1"]))?.text != nil })
+        let epochText = try #require(try redis.command(["GET", PresenceKeys.epoch(instance: "n1")]).text)
         let epoch = try #require(UInt64(epochText))
         try await Task.sleep(for: .milliseconds(300))  // the subscription is confirmed
 
@@ -139,10 +140,10 @@ import Testing
         try phone.sendClose()
         _ = try phone.receiveClose()
         try await Task.sleep(for: .milliseconds(300))
-        #expect(try redis.command(["HGET", "presence:n1", "dave"]).text == String(slot))
+        #expect(try redis.command(["HGET", PresenceKeys.users(instance: "n1"), "dave"]).text == String(slot))
         try laptop.sendClose()
         _ = try laptop.receiveClose()
-        #expect(eventually(timeout: .seconds(3)) { (try? redis.command(["HGET", "presence:n1", "dave"]))?.text == nil })
+        #expect(eventually(timeout: .seconds(3)) { (try? redis.command(["HGET", PresenceKeys.users(instance: "n1"), "dave"]))?.text == nil })
         #expect(eventually(timeout: .seconds(3)) { deltas.all.contains { $0.userID == "dave" && $0.state == .offline && $0.slot == slot } })
     }
 
@@ -156,8 +157,8 @@ import Testing
         #expect(try fixture.slot(of: "erin", timeout: .seconds(8)) == slot)
         let redis = try fixture.redisConnection()
         defer { redis.close() }
-        #expect(eventually(timeout: .seconds(3)) { (try? redis.command(["ZSCORE", "instances", "n1"]))?.text != nil })
-        #expect(try redis.command(["GET", "epoch:n1"]).text == "1")
+        #expect(eventually(timeout: .seconds(3)) { (try? redis.command(["ZSCORE", PresenceKeys.instances, "n1"]))?.text != nil })
+        #expect(try redis.command(["GET", PresenceKeys.epoch(instance: "n1")]).text == "1")
         // The socket was served throughout.
         try client.send(text: #"{"type":"ping"}"#)
         #expect(try client.receiveText() == #"{"type":"pong"}"#)
@@ -291,7 +292,7 @@ import Testing
         let fixture = try await NotifierFixture(arguments: ["--drain-seconds", "1"])
         defer { fixture.stop() }
         let deltas = DeltaRecorder()
-        let subscriber = try RedisSubscriber(url: fixture.redis.url, channels: ["presence"]) { event in
+        let subscriber = try RedisSubscriber(url: fixture.redis.url, channels: [PresenceKeys.channel]) { event in
             if case .message(_, let payload) = event, let delta = try? PresenceDelta(decoding: payload) { deltas.append(delta) }
         }
         defer { subscriber.stop() }
@@ -308,8 +309,8 @@ import Testing
         #expect(fixture.notifier.waitForExit(timeout: .seconds(10)) == 0)
         let redis = try fixture.redisConnection()
         defer { redis.close() }
-        #expect(try redis.command(["EXISTS", "presence:n1"]).integer == 0)
-        #expect(try redis.command(["ZSCORE", "instances", "n1"]).text == nil)
+        #expect(try redis.command(["EXISTS", PresenceKeys.users(instance: "n1")]).integer == 0)
+        #expect(try redis.command(["ZSCORE", PresenceKeys.instances, "n1"]).text == nil)
         #expect(eventually(timeout: .seconds(2)) { deltas.all.contains { $0.state == .instanceDown && $0.instanceID == "n1" } })
     }
 
@@ -319,7 +320,7 @@ import Testing
         let nats = try fixture.natsConnection()
         defer { nats.close() }
         let jetStream = try nats.jetStream()
-        for name in ["CHAT_EVENTS", "CHAT_MEMBERSHIP"] {
+        for name in [StreamNames.events, StreamNames.membership] {
             let definition = try Data(contentsOf: URL(fileURLWithPath: RepositoryPaths.streams).appendingPathComponent("\(name).json"))
             _ = try jetStream.applyStream(configJSON: Array(definition))
         }

@@ -2,6 +2,7 @@ import Foundation
 import NATSClient
 import NotifierService
 import RoutingCore
+import SwitchboardContracts
 import SwitchboardProto
 import SwitchboardTestSupport
 import Synchronization
@@ -43,7 +44,7 @@ import Testing
         // None of them got as far as a slot: presence holds no user at all.
         let redis = try fixture.redisConnection()
         defer { redis.close() }
-        #expect(try redis.command(["HLEN", "presence:\(fixture.instanceID)"]).integer == 0)
+        #expect(try redis.command(["HLEN", PresenceKeys.users(instance: fixture.instanceID)]).integer == 0)
         // The genuine token still works, for the user it names.
         let client = try WebSocketTestClient(port: fixture.port, headers: ["Authorization": "Bearer \(valid)"])
         #expect(try client.receiveText()?.contains(#""user":"alice""#) == true)
@@ -74,14 +75,14 @@ import Testing
         let monitor = try LoopbackPort.free()
         let fixture = try await NotifierFixture(natsArguments: ["-m", "\(monitor)"])
         defer { fixture.stop() }
-        #expect(try Self.deliverySubscriptions(monitor: monitor, instance: fixture.instanceID) == ["notify.inbox.\(fixture.instanceID)"])
+        #expect(try Self.deliverySubscriptions(monitor: monitor, instance: fixture.instanceID) == [Subjects.inbox(instance: fixture.instanceID)])
 
         let alice = try fixture.connect(try await fixture.token("alice"))
         let mallory = try fixture.connect(try await fixture.token("mallory"))
         let aliceSlot = try #require(try fixture.slot(of: "alice"))
         let attempts: [(frame: String, code: String)] = [
             (#"{"type":"subscribe","channel":"secret"}"#, "unknown_type"),
-            (#"{"type":"subscribe","subject":"notify.inbox.n1"}"#, "unknown_type"),
+            (#"{"type":"subscribe","subject":"\#(Subjects.inbox(instance: "n1"))"}"#, "unknown_type"),
             (#"{"type":"subscribe","subject":"chat.events.>"}"#, "unknown_type"),
             (#"{"type":"join","channel":"secret","user":"mallory"}"#, "unknown_type"),
             (#"{"type":"ping","channel":"secret"}"#, "bad_frame"),
@@ -103,7 +104,7 @@ import Testing
         try mallory.send(text: #"{"type":"ping"}"#)
         #expect(try mallory.receiveText() == #"{"type":"pong"}"#, "mallory's next frame is the answer to her ping")
         // Still exactly one delivery subscription, whatever the clients asked for.
-        #expect(try Self.deliverySubscriptions(monitor: monitor, instance: fixture.instanceID) == ["notify.inbox.\(fixture.instanceID)"])
+        #expect(try Self.deliverySubscriptions(monitor: monitor, instance: fixture.instanceID) == [Subjects.inbox(instance: fixture.instanceID)])
     }
 
     // MARK: cannot receive a non-member channel
@@ -114,7 +115,7 @@ import Testing
         let nats = try fixture.natsConnection()
         defer { nats.close() }
         let jetStream = try nats.jetStream()
-        for name in ["CHAT_EVENTS", "CHAT_MEMBERSHIP"] {
+        for name in [StreamNames.events, StreamNames.membership] {
             let definition = try Data(contentsOf: URL(fileURLWithPath: RepositoryPaths.streams).appendingPathComponent("\(name).json"))
             _ = try jetStream.applyStream(configJSON: Array(definition))
         }

@@ -1,5 +1,6 @@
 import Foundation
 @testable import RedisClient
+import SwitchboardContracts
 import SwitchboardTestSupport
 import Testing
 
@@ -124,16 +125,16 @@ extension RedisClientTests {
                 let redis = try RedisConnection(url: server.url)
                 defer { redis.close() }
                 let expected = Dictionary(uniqueKeysWithValues: (0..<1500).map { ("user-\($0)", "\($0 % 97)") })
-                try redis.hset("presence:a", expected.map { ($0.key, $0.value) })
-                try redis.hdel("presence:a", ["user-0", "user-1", "nobody"])
-                try redis.hset("presence:a", [])
-                try redis.hdel("presence:a", [])
+                try redis.hset(PresenceKeys.users(instance: "a"), expected.map { ($0.key, $0.value) })
+                try redis.hdel(PresenceKeys.users(instance: "a"), ["user-0", "user-1", "nobody"])
+                try redis.hset(PresenceKeys.users(instance: "a"), [])
+                try redis.hdel(PresenceKeys.users(instance: "a"), [])
 
                 var collected: [String: String] = [:]
                 var cursor: UInt64 = 0
                 var pages = 0
                 repeat {
-                    let page = try redis.hscan("presence:a", cursor: cursor, count: 100)
+                    let page = try redis.hscan(PresenceKeys.users(instance: "a"), cursor: cursor, count: 100)
                     for (field, value) in page.pairs { collected[field] = value }
                     cursor = page.next
                     pages += 1
@@ -144,7 +145,7 @@ extension RedisClientTests {
                 #expect(collected == remaining)
                 #expect(pages > 1)
 
-                let empty = try redis.hscan("presence:none", cursor: 0, count: 10)
+                let empty = try redis.hscan(PresenceKeys.users(instance: "none"), cursor: 0, count: 10)
                 #expect(empty.next == 0 && empty.pairs.isEmpty)
             }
         }
@@ -153,23 +154,23 @@ extension RedisClientTests {
             try withRedis { server in
                 let redis = try RedisConnection(url: server.url)
                 defer { redis.close() }
-                #expect(try redis.zadd("instances", score: 1_700_000_000_123, member: "a") == 1)
-                #expect(try redis.zadd("instances", score: -2.5, member: "b") == 1)
-                #expect(try redis.zadd("instances", score: .infinity, member: "c") == 1)
-                #expect(try redis.zadd("instances", score: 10, member: "d") == 1)
-                #expect(try redis.zadd("instances", score: 11, member: "d") == 0)
+                #expect(try redis.zadd(PresenceKeys.instances, score: 1_700_000_000_123, member: "a") == 1)
+                #expect(try redis.zadd(PresenceKeys.instances, score: -2.5, member: "b") == 1)
+                #expect(try redis.zadd(PresenceKeys.instances, score: .infinity, member: "c") == 1)
+                #expect(try redis.zadd(PresenceKeys.instances, score: 10, member: "d") == 1)
+                #expect(try redis.zadd(PresenceKeys.instances, score: 11, member: "d") == 0)
 
-                let all = try redis.zrangeByScore("instances", min: -.infinity, max: .infinity)
+                let all = try redis.zrangeByScore(PresenceKeys.instances, min: -.infinity, max: .infinity)
                 #expect(all.map(\.member) == ["b", "d", "a", "c"])
                 #expect(all.map(\.score) == [-2.5, 11, 1_700_000_000_123, .infinity])
-                #expect(try redis.zrangeByScore("instances", min: 11, max: 1_700_000_000_123).map(\.member) == ["d", "a"])
-                #expect(try redis.zrangeByScore("instances", min: 12, max: 100).isEmpty)
+                #expect(try redis.zrangeByScore(PresenceKeys.instances, min: 11, max: 1_700_000_000_123).map(\.member) == ["d", "a"])
+                #expect(try redis.zrangeByScore(PresenceKeys.instances, min: 12, max: 100).isEmpty)
                 #expect(try redis.zrangeByScore("missing", min: -.infinity, max: .infinity).isEmpty)
 
-                try redis.zrem("instances", member: "d")
-                try redis.zrem("instances", member: "never-there")
-                #expect(try redis.zrangeByScore("instances", min: -10, max: 100).map(\.member) == ["b"])
-                #expect(throws: RedisError.self) { try redis.zadd("instances", score: .nan, member: "x") }
+                try redis.zrem(PresenceKeys.instances, member: "d")
+                try redis.zrem(PresenceKeys.instances, member: "never-there")
+                #expect(try redis.zrangeByScore(PresenceKeys.instances, min: -10, max: 100).map(\.member) == ["b"])
+                #expect(throws: RedisError.self) { try redis.zadd(PresenceKeys.instances, score: .nan, member: "x") }
             }
         }
 

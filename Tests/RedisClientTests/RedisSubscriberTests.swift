@@ -1,5 +1,6 @@
 import Foundation
 import RedisClient
+import SwitchboardContracts
 import SwitchboardTestSupport
 import Testing
 
@@ -8,7 +9,7 @@ extension RedisClientTests {
         @Test func subscriberReportsConnectedThenDeliversMessagesIncludingBinaryPayloads() throws {
             try withRedis { server in
                 let log = EventLog()
-                let subscriber = try RedisSubscriber(url: server.url, channels: ["presence", "other"], handler: log.handler)
+                let subscriber = try RedisSubscriber(url: server.url, channels: [PresenceKeys.channel, "other"], handler: log.handler)
                 defer { subscriber.stop() }
                 #expect(log.waitForConnected())
                 #expect(log.all == [.connected])
@@ -16,16 +17,16 @@ extension RedisClientTests {
                 let publisher = try RedisConnection(url: server.url)
                 defer { publisher.close() }
                 let everyByte = (0...255).map(UInt8.init)
-                #expect(try publisher.publish("presence", everyByte) == 1)
+                #expect(try publisher.publish(PresenceKeys.channel, everyByte) == 1)
                 #expect(try publisher.publish("other", []) == 1)
                 #expect(try publisher.publish("unsubscribed", bytes("nobody")) == 0)
-                #expect(try publisher.publish("presence", bytes("last")) == 1)
-                #expect(log.waitForMessage("presence", bytes("last")))
+                #expect(try publisher.publish(PresenceKeys.channel, bytes("last")) == 1)
+                #expect(log.waitForMessage(PresenceKeys.channel, bytes("last")))
                 #expect(log.all == [
                     .connected,
-                    .message(channel: "presence", payload: everyByte),
+                    .message(channel: PresenceKeys.channel, payload: everyByte),
                     .message(channel: "other", payload: []),
-                    .message(channel: "presence", payload: bytes("last")),
+                    .message(channel: PresenceKeys.channel, payload: bytes("last")),
                 ])
             }
         }
@@ -33,7 +34,7 @@ extension RedisClientTests {
         @Test func subscriberSurvivesAServerRestartAndKeepsReceiving() throws {
             try withRedis { server in
                 let log = EventLog()
-                let subscriber = try RedisSubscriber(url: server.url, channels: ["presence"], reconnectDelay: .milliseconds(50), handler: log.handler)
+                let subscriber = try RedisSubscriber(url: server.url, channels: [PresenceKeys.channel], reconnectDelay: .milliseconds(50), handler: log.handler)
                 defer { subscriber.stop() }
                 #expect(log.waitForConnected())
 
@@ -49,8 +50,8 @@ extension RedisClientTests {
 
                 let publisher = try RedisConnection(url: server.url)
                 defer { publisher.close() }
-                #expect(try publisher.publish("presence", bytes("after restart")) == 1)
-                #expect(log.waitForMessage("presence", bytes("after restart")))
+                #expect(try publisher.publish(PresenceKeys.channel, bytes("after restart")) == 1)
+                #expect(log.waitForMessage(PresenceKeys.channel, bytes("after restart")))
             }
         }
 
@@ -58,7 +59,7 @@ extension RedisClientTests {
             try withRedis { server in
                 let log = EventLog()
                 let subscriber = try RedisSubscriber(
-                    url: server.url, channels: ["presence"], reconnectDelay: .milliseconds(50),
+                    url: server.url, channels: [PresenceKeys.channel], reconnectDelay: .milliseconds(50),
                     timeout: .milliseconds(300), healthCheckInterval: .milliseconds(200), handler: log.handler
                 )
                 defer { subscriber.stop() }
@@ -75,8 +76,8 @@ extension RedisClientTests {
                 #expect(log.waitForConnected(2))
                 let publisher = try RedisConnection(url: server.url)
                 defer { publisher.close() }
-                try publisher.publish("presence", bytes("awake"))
-                #expect(log.waitForMessage("presence", bytes("awake")))
+                try publisher.publish(PresenceKeys.channel, bytes("awake"))
+                #expect(log.waitForMessage(PresenceKeys.channel, bytes("awake")))
                 #expect(log.disconnects == 1)
             }
         }
@@ -84,7 +85,7 @@ extension RedisClientTests {
         @Test func unreachableServerIsReportedOnceAndRetriedUntilStopped() throws {
             let port = try LoopbackPort.free()
             let log = EventLog()
-            let subscriber = try RedisSubscriber(url: "redis://127.0.0.1:\(port)", channels: ["presence"], reconnectDelay: .milliseconds(20), handler: log.handler)
+            let subscriber = try RedisSubscriber(url: "redis://127.0.0.1:\(port)", channels: [PresenceKeys.channel], reconnectDelay: .milliseconds(20), handler: log.handler)
             #expect(log.wait(timeout: .seconds(2)) { !$0.isEmpty })
             Thread.sleep(forTimeInterval: 0.3)  // several more attempts, none reported again
             let started = ContinuousClock.now
@@ -99,7 +100,7 @@ extension RedisClientTests {
         @Test func stopReturnsQuicklyAndNoEventFollowsIt() throws {
             try withRedis { server in
                 let log = EventLog()
-                let subscriber = try RedisSubscriber(url: server.url, channels: ["presence"], handler: log.handler)
+                let subscriber = try RedisSubscriber(url: server.url, channels: [PresenceKeys.channel], handler: log.handler)
                 #expect(log.waitForConnected())
                 let started = ContinuousClock.now
                 subscriber.stop()
@@ -108,7 +109,7 @@ extension RedisClientTests {
 
                 let publisher = try RedisConnection(url: server.url)
                 defer { publisher.close() }
-                #expect(try publisher.publish("presence", bytes("too late")) == 0)  // the subscription is gone
+                #expect(try publisher.publish(PresenceKeys.channel, bytes("too late")) == 0)  // the subscription is gone
                 Thread.sleep(forTimeInterval: 0.1)
                 #expect(log.all == [.connected])
             }
@@ -118,7 +119,7 @@ extension RedisClientTests {
             try withRedis { server in
                 let log = EventLog()
                 let box = SubscriberBox()
-                let subscriber = try RedisSubscriber(url: server.url, channels: ["presence"]) { event in
+                let subscriber = try RedisSubscriber(url: server.url, channels: [PresenceKeys.channel]) { event in
                     log.handler(event)
                     if case .message = event { box.subscriber?.stop() }
                 }
@@ -130,24 +131,24 @@ extension RedisClientTests {
                 #expect(log.waitForConnected())
                 let publisher = try RedisConnection(url: server.url)
                 defer { publisher.close() }
-                try publisher.publish("presence", bytes("stop now"))
-                try publisher.publish("presence", bytes("ignored"))
-                #expect(log.waitForMessage("presence", bytes("stop now")))
+                try publisher.publish(PresenceKeys.channel, bytes("stop now"))
+                try publisher.publish(PresenceKeys.channel, bytes("ignored"))
+                #expect(log.waitForMessage(PresenceKeys.channel, bytes("stop now")))
                 Thread.sleep(forTimeInterval: 0.1)
-                #expect(log.all == [.connected, .message(channel: "presence", payload: bytes("stop now"))])
+                #expect(log.all == [.connected, .message(channel: PresenceKeys.channel, payload: bytes("stop now"))])
             }
         }
 
         @Test func messagesPublishedWithRedisCliReachTheSubscriber() throws {
             try withRedis { server in
                 let log = EventLog()
-                let subscriber = try RedisSubscriber(url: server.url, channels: ["presence"], handler: log.handler)
+                let subscriber = try RedisSubscriber(url: server.url, channels: [PresenceKeys.channel], handler: log.handler)
                 defer { subscriber.stop() }
                 #expect(log.waitForConnected())
 
                 let cli = Process()
                 cli.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-                cli.arguments = ["redis-cli", "-h", "127.0.0.1", "-p", "\(server.port)", "PUBLISH", "presence", "from redis-cli"]
+                cli.arguments = ["redis-cli", "-h", "127.0.0.1", "-p", "\(server.port)", "PUBLISH", PresenceKeys.channel, "from redis-cli"]
                 let output = Pipe()
                 cli.standardOutput = output
                 try cli.run()
@@ -155,7 +156,7 @@ extension RedisClientTests {
                 let printed = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
                 #expect(cli.terminationStatus == 0)
                 #expect(printed.trimmingCharacters(in: .whitespacesAndNewlines) == "1")
-                #expect(log.waitForMessage("presence", bytes("from redis-cli")))
+                #expect(log.waitForMessage(PresenceKeys.channel, bytes("from redis-cli")))
             }
         }
 

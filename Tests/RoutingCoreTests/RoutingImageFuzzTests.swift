@@ -1,4 +1,5 @@
 import RoutingCore
+import SwitchboardContracts
 import Testing
 import SwitchboardTestSupport
 

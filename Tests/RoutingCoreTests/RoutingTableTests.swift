@@ -1,5 +1,6 @@
 import PropertyBased
 import RoutingCore
+import SwitchboardContracts
 import Testing
 
 /// The naive model the table must agree with: plain sets and dictionaries of strings.
@@ -20,7 +21,7 @@ struct NaiveRouting {
 func planned(_ buffer: PlanBuffer) -> [String: [UInt32]] {
     var result: [String: [UInt32]] = [:]
     for (index, target) in buffer.targets.enumerated() {
-        #expect(target.inboxSubject == "notify.inbox.\(target.instanceID)")
+        #expect(target.inboxSubject == Subjects.inbox(instance: target.instanceID))
         #expect(result[target.instanceID] == nil, "one delivery per instance")
         result[target.instanceID] = buffer.slots[index].sorted()
     }

@@ -1,0 +1,18 @@
+import RoutingCore
+import Testing
+
+@Suite struct StringInternerTests {
+    @Test func internsDenselyAndRoundTrips() {
+        var interner = StringInterner()
+        let names = (0..<5000).map { "user-\($0)" }
+        for (index, name) in names.enumerated() { #expect(interner.intern(name) == UInt32(index)) }
+        for (index, name) in names.enumerated() {
+            #expect(interner.intern(name) == UInt32(index))
+            #expect(interner.id(of: name) == UInt32(index))
+            #expect(interner.string(UInt32(index)) == name)
+        }
+        #expect(interner.count == 5000)
+        #expect(interner.id(of: "user-5000") == nil)
+        #expect(interner.id(of: "") == nil)
+    }
+}

@@ -69,8 +69,9 @@ func subject(_ subject: String, matches filter: String) -> Bool {
             for channel in Self.channels {
                 let p = Partitioner.partition(of: channel, count: count)
                 for user in ["alice", "u-1", Subjects.channelDeletedUser] {
-                    var built = Subjects.membership(channel: channel, user: user, partitionCount: count)
-                    built.withUTF8 { bytes in
+                    let built = Subjects.membership(channel: channel, user: user, partitionCount: count)
+                    var bytesOfBuilt = built
+                    bytesOfBuilt.withUTF8 { bytes in
                         #expect(Subjects.membershipPartition(bytes) == p, "\(built)")
                         #expect(Subjects.isMembership(bytes, partition: p, channel: channel, user: user), "\(built)")
                         #expect(!Subjects.isMembership(bytes, partition: p, channel: channel, user: user + "x"), "\(built)")

@@ -82,6 +82,18 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Development helpers the `notifier` executable wires in: the demo page, its send
+        // endpoint, a token issuer for tests and benchmarks. Never part of the product module.
+        .target(
+            name: "NotifierDemo",
+            dependencies: [
+                "NotifierService", "SwitchboardContracts", "NATSClient", "SwitchboardProto", "ServiceSupport",
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+            ],
+            swiftSettings: strict
+        ),
 
         // Thin executables: parse configuration, run.
         .executableTarget(
@@ -91,7 +103,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "notifier",
-            dependencies: ["NotifierService", "ServiceSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["NotifierService", "NotifierDemo", "ServiceSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict
         ),
         .executableTarget(
@@ -105,7 +117,7 @@ let package = Package(
         .executableTarget(
             name: "switchboard-bench",
             dependencies: [
-                "SwitchboardContracts", "RoutingCore", "NATSClient", "RedisClient", "SwitchboardProto", "FanoutService", "NotifierService",
+                "SwitchboardContracts", "RoutingCore", "NATSClient", "RedisClient", "SwitchboardProto", "FanoutService", "NotifierService", "NotifierDemo",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -136,7 +148,7 @@ let package = Package(
         .testTarget(
             name: "NotifierServiceTests",
             dependencies: [
-                "NotifierService", "SwitchboardTestSupport", "NATSClient", "RedisClient", "SwitchboardProto", "SwitchboardContracts",
+                "NotifierService", "NotifierDemo", "ServiceSupport", "SwitchboardTestSupport", "NATSClient", "RedisClient", "SwitchboardProto", "SwitchboardContracts",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -149,7 +161,7 @@ let package = Package(
         ),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["SwitchboardTestSupport", "NATSClient", "RedisClient", "SwitchboardProto", "SwitchboardContracts", "RoutingCore", "NotifierService"],
+            dependencies: ["SwitchboardTestSupport", "NATSClient", "RedisClient", "SwitchboardProto", "SwitchboardContracts", "RoutingCore", "NotifierService", "NotifierDemo"],
             exclude: ["Peers"],
             swiftSettings: strict
         ),

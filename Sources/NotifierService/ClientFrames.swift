@@ -37,6 +37,23 @@ import SwitchboardProto
 /// bytes go to every recipient socket, so the encoder writes straight into a byte array
 /// with no intermediate `Codable` tree.
 public enum ServerFrame {
+    /// Largest `ChatEvent` the `CHAT_EVENTS` stream accepts: its `max_msg_size` in
+    /// `streams/CHAT_EVENTS.json` (payload and headers together, so a payload is never larger).
+    public static let maxEventBytes = 32_768
+
+    /// Bytes of an event frame that do not come from the event's text: the envelope, the keys,
+    /// an identifier channel (≤ 64 bytes), a 20-digit seq and timestamp. The longest body
+    /// (`reaction`) renders to well under half of it with every string empty.
+    public static let eventFrameEnvelopeBytes = 512
+
+    /// The largest event frame an event of `eventBytes` can render to. Every string of the
+    /// event (ids, text, emoji, name, topic) is a distinct run of the encoded event's bytes,
+    /// and one byte renders to at most six (`\u0001`; an invalid UTF-8 byte becomes the
+    /// three-byte U+FFFD), so the frame is at most six times the event plus the envelope.
+    public static func maxEventFrameBytes(eventBytes: Int = maxEventBytes) -> Int {
+        6 * eventBytes + eventFrameEnvelopeBytes
+    }
+
     public static func hello(instance: String, user: String, heartbeatSeconds: Int) -> [UInt8] {
         var json = JSONWriter()
         json.open()

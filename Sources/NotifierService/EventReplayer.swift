@@ -22,41 +22,31 @@ enum ReplayOutcome: Sendable {
 }
 
 /// Replays a channel's events from `CHAT_EVENTS` for a client that resumes after a
-/// reconnect (see ClientFrames.swift). JetStream calls block, so they run on a small
-/// thread pool, never on an event loop; at most `maxConcurrent` replays are in flight and
-/// each is capped at `maxEvents`.
+/// reconnect (see ClientFrames.swift). JetStream calls block, so they run on the process's
+/// one blocking executor (`NIOThreadPool.singleton`), never on an event loop; at most
+/// `maxConcurrent` replays are in flight and each is capped at `maxEvents`.
 ///
-/// The notifier does not know memberships, so before replaying it checks the user's own
-/// fact in `CHAT_MEMBERSHIP` (the stream keeps the latest per subject): the user must have
-/// JOINED, and the channel must not have been deleted after that.
+/// The notifier does not know memberships, so before replaying it asks `ChannelMembership`.
 final class EventReplayer: EventReplaying {
     static let eventsStream = StreamNames.events
-    static let membershipStream = StreamNames.membership
 
     private let jetStream: JetStream
     private let partitionCount: Int
     private let maxEvents: Int
     private let maxConcurrent: Int
     private let idleTimeout: Duration
-    private let pool: NIOThreadPool
     private let inFlight = NIOLockedValueBox(0)
 
     /// - Parameters:
     ///   - maxEvents: events one replay sends at most (bounds the memory and time one
     ///     reconnecting client can take); past it the replay reports `complete: false`.
     ///   - maxConcurrent: replays running or queued at once; more are refused as `busy`.
-    init(jetStream: JetStream, partitionCount: Int, maxEvents: Int = 1000, maxConcurrent: Int = 64, threads: Int = 2, idleTimeout: Duration = .milliseconds(500)) {
+    init(jetStream: JetStream, partitionCount: Int, maxEvents: Int = 1000, maxConcurrent: Int = 64, idleTimeout: Duration = .milliseconds(500)) {
         self.jetStream = jetStream
         self.partitionCount = partitionCount
         self.maxEvents = maxEvents
         self.maxConcurrent = maxConcurrent
         self.idleTimeout = idleTimeout
-        pool = NIOThreadPool(numberOfThreads: threads)
-        pool.start()
-    }
-
-    func shutdown() {
-        pool.shutdownGracefully { _ in }
     }
 
     /// Runs the replay on the pool; the future completes on `eventLoop`.
@@ -69,7 +59,7 @@ final class EventReplayer: EventReplaying {
         guard admitted else {
             return eventLoop.makeSucceededFuture(.refused(code: FrameErrorCode.busy, message: "too many resumes in progress; retry shortly"))
         }
-        return pool.runIfActive(eventLoop: eventLoop) { [self] in
+        return NIOThreadPool.singleton.runIfActive(eventLoop: eventLoop) { [self] in
             defer { inFlight.withLockedValue { $0 -= 1 } }
             return replayBlocking(channel: channel, user: user, after: after)
         }.flatMapErrorThrowing { _ in
@@ -100,7 +90,7 @@ final class EventReplayer: EventReplaying {
     }
 
     private func attempt(channel: String, user: String, after: UInt64) throws -> ReplayOutcome {
-        guard try isMember(channel: channel, user: user) else {
+        guard try ChannelMembership.isMember(channel: channel, user: user, partitionCount: partitionCount, in: jetStream) else {
             return .refused(code: "not_member", message: "not a member of channel '\(channel)'")
         }
         let subject = Subjects.event(channel: channel, partitionCount: partitionCount)
@@ -133,16 +123,5 @@ final class EventReplayer: EventReplaying {
         }
         guard reachedNewest || frames.count >= maxEvents else { throw Stalled() }
         return .replayed(frames: frames, lastSeq: lastSeq, complete: complete)
-    }
-
-    private func isMember(channel: String, user: String) throws -> Bool {
-        let subject = Subjects.membership(channel: channel, user: user, partitionCount: partitionCount)
-        guard let fact = try jetStream.lastMessage(stream: Self.membershipStream, subject: subject),
-              let change = try? MembershipChange(decoding: fact.payload), change.state == .joined else { return false }
-        let deletion = Subjects.membership(channel: channel, user: Subjects.channelDeletedUser, partitionCount: partitionCount)
-        if let deleted = try jetStream.lastMessage(stream: Self.membershipStream, subject: deletion), deleted.sequence > fact.sequence {
-            return false
-        }
-        return true
     }
 }

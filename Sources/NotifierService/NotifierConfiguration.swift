@@ -10,7 +10,7 @@ public struct NotifierConfiguration: Sendable {
     public var redisURL: String = "redis://127.0.0.1:6379"
     /// Where HTTP and WebSocket clients connect (`/ws`, `/healthz`, `/readyz`, `/metrics`).
     public var host: String = "127.0.0.1"
-    /// 0 picks a free port (see `NotifierServer.port`).
+    /// 0 picks a free port (the log line `notifier listening` names it).
     public var port: Int = 8080
     /// The HS256 secret shared with whoever issues client tokens.
     public var jwtSecret: [UInt8]
@@ -24,13 +24,14 @@ public struct NotifierConfiguration: Sendable {
     public var maxConnections: Int = 50_000
     /// Bytes written to a socket but not yet taken by the kernel, at most; a socket over it
     /// is closed with 4008 "slow consumer" so that one slow client never holds memory or
-    /// time that the others need.
+    /// time that the others need. At least `ServerFrame.maxEventFrameBytes()`, so that every
+    /// event the stream accepts fits one socket's budget (a single frame larger than the
+    /// budget, written to an empty queue, is sent all the same).
     public var outboundBufferBytes: Int = 262_144
-    /// Largest WebSocket frame accepted from a client (close 1009 past it). Client frames
-    /// are small JSON; this bounds what a client can make the server buffer.
+    /// Largest message accepted from a client, one frame or the sum of its fragments (close
+    /// 1009 past it). Client frames are small JSON; this bounds what a client can make the
+    /// server buffer.
     public var maxFrameBytes: Int = 16_384
-    /// Largest message accepted from a client across its fragments (close 1009 past it).
-    public var maxMessageBytes: Int = 65_536
     /// Inbound messages per second per socket, sustained (close 1008 past it, after the burst).
     public var maxInboundMessagesPerSecond: Double = 20
     /// Inbound messages a socket may send at once before the rate applies.
@@ -58,10 +59,9 @@ public struct NotifierConfiguration: Sendable {
     public var slotReuseDelay: Duration = .seconds(30)
     /// Event-loop threads serving sockets.
     public var eventLoopThreads: Int = System.coreCountForNotifier
-    /// Development only: `POST /demo/send` lets the demo page publish messages as the
-    /// token's user (see `DemoSender`). Off by default; never enable it in production,
-    /// where messages come from upstream services.
-    public var demoSend: Bool = false
+    /// HTTP routes the executable serves beside `/ws` and the operations endpoints (the
+    /// development demo page); nil serves none.
+    public var routes: (any NotifierRoutes)?
 
     public init(instanceID: String, jwtSecret: [UInt8]) {
         self.instanceID = instanceID
@@ -75,11 +75,13 @@ public struct NotifierConfiguration: Sendable {
         if jwtSecret.count < 32 { return "--jwt-secret: use at least 32 bytes for HS256" }
         if !(0...65_535).contains(port) { return "--listen: port \(port) is out of range" }
         if maxConnections < 1 { return "--max-connections must be at least 1" }
-        if outboundBufferBytes < 1024 { return "--outbound-buffer-bytes must be at least 1024" }
+        if outboundBufferBytes < ServerFrame.maxEventFrameBytes() {
+            return "--outbound-buffer-bytes must be at least \(ServerFrame.maxEventFrameBytes()): an event of \(ServerFrame.maxEventBytes) bytes (CHAT_EVENTS max_msg_size) can render to a frame that large"
+        }
         if heartbeatInterval < .milliseconds(100) { return "--heartbeat-seconds must be positive" }
         if drainWindow < .zero { return "--drain-seconds must not be negative" }
         if partitionCount < 1 { return "--partition-count must be at least 1" }
-        if maxFrameBytes < 128 || maxMessageBytes < maxFrameBytes { return "frame limits must be ≥ 128 bytes and message ≥ frame" }
+        if maxFrameBytes < 128 { return "--max-frame-bytes must be at least 128" }
         if maxInboundMessagesPerSecond <= 0 || inboundBurst < 1 { return "inbound rate limits must be positive" }
         if eventLoopThreads < 1 { return "event-loop threads must be at least 1" }
         return nil

@@ -1,19 +1,155 @@
 import Logging
+import NATSClient
+import NIOCore
+import NIOPosix
 import ServiceLifecycle
+import SwitchboardContracts
+import SwitchboardProto
 
-/// The notifier as a swift-service-lifecycle `Service`: `run()` starts the server, waits
-/// for graceful shutdown (SIGTERM through the `ServiceGroup`), then drains it.
+/// One notifier instance as a swift-service-lifecycle `Service`. `run()` connects to NATS
+/// and subscribes the inbox, then runs its parts in an inner `ServiceGroup` — the presence
+/// registrar, the inbox subscription, the listener — until graceful shutdown (SIGTERM
+/// through the executable's group). The group shuts them down in reverse order: the
+/// listener drains its sockets first, then the inbox is unsubscribed, then presence is
+/// deregistered; NATS is drained last. Blocking NATS and Redis calls run on
+/// `NIOThreadPool.singleton`, the process's one blocking executor.
 public struct NotifierService: Service {
-    public let server: NotifierServer
+    /// Errors of start-up.
+    public enum Error: Swift.Error, CustomStringConvertible {
+        case invalidConfiguration(String)
+        case bind(host: String, port: Int, underlying: String)
+        case nats(url: String, underlying: String)
 
+        public var description: String {
+            switch self {
+            case .invalidConfiguration(let problem): problem
+            case .bind(let host, let port, let underlying): "cannot listen on \(host):\(port): \(underlying)"
+            case .nats(let url, let underlying): "NATS (\(url)): \(underlying)"
+            }
+        }
+    }
+
+    public let configuration: NotifierConfiguration
+    private let logger: Logger
+    private let metricsText: (@Sendable () -> [UInt8])?
+
+    /// - Parameter metricsText: renders the process's metrics for `/metrics` (Prometheus
+    ///   text); nil answers 404 there.
     public init(configuration: NotifierConfiguration, logger: Logger = Logger(label: "switchboard.notifier"), metricsText: (@Sendable () -> [UInt8])? = nil) {
-        server = NotifierServer(configuration: configuration, logger: logger, metricsText: metricsText)
+        self.configuration = configuration
+        self.logger = logger
+        self.metricsText = metricsText
     }
 
     public func run() async throws {
-        try await server.start()
-        // Returns on graceful shutdown; throws on cancellation. Drain in both cases.
-        try? await gracefulShutdown()
-        await server.drain()
+        let config = configuration
+        if let problem = config.problem() { throw Error.invalidConfiguration(problem) }
+        let logger = logger
+        let metrics = NotifierMetrics()
+        let registry = SessionRegistry(maxConnections: config.maxConnections, slotReuseDelay: config.slotReuseDelay, metrics: metrics)
+        let nats: NATSConnection
+        do {
+            nats = try await NIOThreadPool.singleton.runIfActive {
+                try NATSConnection(options: .init(
+                    url: config.natsURL, name: "notifier-\(config.instanceID)",
+                    onConnectionEvent: { event in
+                        Self.connectionChanged(event, registry: registry, metrics: metrics, window: config.drainWindow, instanceID: config.instanceID, logger: logger)
+                    }
+                ))
+            }
+        } catch {
+            throw Error.nats(url: config.natsURL, underlying: "\(error)")
+        }
+        let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: config.eventLoopThreads)
+        do {
+            let inbox: InboxSubscription
+            do {
+                inbox = try await InboxSubscription.subscribe(nats, instanceID: config.instanceID, dispatcher: InboxDispatcher(registry: registry, metrics: metrics))
+            } catch {
+                throw Error.nats(url: config.natsURL, underlying: "\(error)")
+            }
+            let presence = PresenceRegistrar(
+                instanceID: config.instanceID, redisURL: config.redisURL, heartbeat: config.presenceHeartbeat,
+                queueLimit: config.presenceQueueLimit, metrics: metrics, logger: logger
+            ) { registry.registrations() }
+            registry.setPresenceSink(.init(
+                online: { user, slot in presence.enqueue(.online(user: user, slot: slot)) },
+                offline: { user, slot in presence.enqueue(.offline(user: user, slot: slot)) }
+            ))
+            let environment = sessionEnvironment(nats: nats, registry: registry, metrics: metrics)
+            let authenticator = await TokenAuthenticator(secret: config.jwtSecret, leeway: config.jwtLeeway)
+            let server = NotifierServer(
+                configuration: config, registry: registry,
+                pipeline: { endpoints in
+                    WebSocketPipeline(
+                        authenticator: authenticator, registry: registry, metrics: metrics, environment: environment,
+                        endpoints: endpoints, routes: config.routes, maxFrameBytes: config.maxFrameBytes,
+                        inboundRate: config.maxInboundMessagesPerSecond, inboundBurst: config.inboundBurst
+                    )
+                },
+                eventLoops: eventLoops, natsConnected: { nats.isConnected }, presenceConnected: { presence.isConnected },
+                metricsText: metricsText, logger: logger
+            )
+            let group = ServiceGroup(configuration: .init(services: [presence, inbox, server], logger: logger))
+            try await group.run()
+        } catch {
+            await Self.close(nats: nats, eventLoops: eventLoops)
+            throw error
+        }
+        await Self.close(nats: nats, eventLoops: eventLoops)
+        logger.info("notifier drained", metadata: ["instance": "\(config.instanceID)"])
+    }
+
+    private static func close(nats: NATSConnection, eventLoops: MultiThreadedEventLoopGroup) async {
+        _ = try? await NIOThreadPool.singleton.runIfActive { nats.drain(timeout: .seconds(2)) }
+        try? await eventLoops.shutdownGracefully()
+    }
+
+    private func sessionEnvironment(nats: NATSConnection, registry: SessionRegistry, metrics: NotifierMetrics) -> SessionEnvironment {
+        let config = configuration
+        let logger = logger
+        // Resume needs JetStream; without it clients still get live events.
+        let replayer: EventReplayer?
+        do {
+            replayer = EventReplayer(jetStream: try nats.jetStream(), partitionCount: config.partitionCount, maxEvents: config.maxReplayEvents)
+        } catch {
+            logger.warning("resume disabled: no JetStream context", metadata: ["error": "\(error)"])
+            replayer = nil
+        }
+        return SessionEnvironment(
+            instanceID: config.instanceID, registry: registry, metrics: metrics,
+            heartbeatInterval: TimeAmount(config.heartbeatInterval), closeHandshakeTimeout: TimeAmount(config.closeHandshakeTimeout),
+            typingPerSecond: config.typingPerSecond,
+            publishTyping: { channel, user in
+                // A core NATS publish only buffers: it does not block the event loop.
+                let subject = Subjects.typing(channel: channel, partitionCount: config.partitionCount)
+                do {
+                    try nats.publish(subject, payload: Typing(channelID: channel, userID: user).encoded())
+                } catch {
+                    logger.debug("typing publish failed", metadata: ["subject": "\(subject)", "error": "\(error)"])
+                }
+            },
+            replayer: replayer, logger: logger, outboundBufferBytes: config.outboundBufferBytes
+        )
+    }
+
+    /// Deliveries are core NATS: whatever the fan-out sent while this connection was down
+    /// is gone, and a client cannot see the hole (`seq` is stream-wide). So after a reconnect
+    /// every socket open at that moment is asked to reconnect (4000, spread over the drain
+    /// window) and resume from its last seq, which replays exactly the missed events.
+    private static func connectionChanged(
+        _ event: ConnectionEvent, registry: SessionRegistry, metrics: NotifierMetrics, window: Duration, instanceID: String, logger: Logger
+    ) {
+        switch event {
+        case .disconnected:
+            metrics.natsDisconnects.increment()
+            logger.warning("NATS disconnected: no deliveries until it reconnects", metadata: ["instance": "\(instanceID)"])
+        case .reconnected:
+            guard !registry.isDraining else { return }
+            let sockets = registry.closeAll(spreadOver: TimeAmount(window), becauseNATSReconnected: true)
+            logger.warning("NATS reconnected: asking sockets to reconnect and resume what they may have missed", metadata: [
+                "instance": "\(instanceID)", "sockets": "\(sockets)", "window_s": "\(window)",
+            ])
+        }
     }
 }

@@ -1,8 +1,11 @@
 import Foundation
 import Logging
+import NIOPosix
 import RedisClient
+import ServiceLifecycle
 import SwitchboardContracts
 import SwitchboardProto
+import Synchronization
 
 /// Publishes this instance's presence to Redis (DESIGN: Presence):
 ///
@@ -17,11 +20,12 @@ import SwitchboardProto
 ///   Redis lost `epoch:<instance>` it is written back;
 /// - drain: `PUBLISH` INSTANCE_DOWN, `DEL` the hash, `ZREM instances`.
 ///
-/// Redis calls block, so they all run on one dedicated thread, in order, never on an
-/// event loop. Callers only enqueue (under a lock, O(1)); the queue is bounded by
-/// `queueLimit`, past which it is dropped and replaced by a full re-registration.
-final class PresenceRegistrar: @unchecked Sendable {
-    enum Operation {
+/// Redis calls block, so each round of them runs on the process's one blocking executor
+/// (`NIOThreadPool.singleton`), in order, never on an event loop or the cooperative pool.
+/// Callers only enqueue (under a lock, O(1)); the queue is bounded by `queueLimit`, past
+/// which it is dropped and replaced by a full re-registration.
+final class PresenceRegistrar: Service, Sendable {
+    enum Operation: Sendable {
         case online(user: String, slot: UInt32)
         case offline(user: String, slot: UInt32)
     }
@@ -37,16 +41,27 @@ final class PresenceRegistrar: @unchecked Sendable {
     private var hashKey: String { PresenceKeys.users(instance: instanceID) }
     private var epochKey: String { PresenceKeys.epoch(instance: instanceID) }
 
-    // Guarded by `condition`.
-    private let condition = NSCondition()
-    private var queue: [Operation] = []
-    private var overflowed = false
-    private var stopRequested = false
-    private var deregisterOnStop = true
-    private var finished: CheckedContinuation<Void, Never>?
-    private var hasFinished = false
-    private var currentEpoch: UInt64 = 0
-    private var connected = false
+    /// What callers and the Redis rounds share.
+    private struct Shared {
+        var queue: [Operation] = []
+        var overflowed = false
+        var stopped = false
+        var epoch: UInt64 = 0
+        var connected = false
+    }
+
+    private let shared = Mutex(Shared())
+    private let wakeup = Wakeup()
+
+    /// The Redis link between rounds: owned by `run()`, handed to each round on the pool.
+    private struct Link: Sendable {
+        var redis: RedisConnection?
+        var needsFullSync = true
+        var nextHeartbeat = ContinuousClock.now
+        var nextConnectAttempt = ContinuousClock.now
+        var loggedOutage = false
+        var nextWake: ContinuousClock.Instant { redis == nil ? nextConnectAttempt : nextHeartbeat }
+    }
 
     init(
         instanceID: String, redisURL: String, heartbeat: Duration, queueLimit: Int, commandTimeout: Duration = .seconds(2),
@@ -63,137 +78,118 @@ final class PresenceRegistrar: @unchecked Sendable {
     }
 
     /// This process's epoch (0 until Redis first answered).
-    var epoch: UInt64 { condition.locked { currentEpoch } }
+    var epoch: UInt64 { shared.withLock { $0.epoch } }
     /// Whether the last Redis operation succeeded.
-    var isConnected: Bool { condition.locked { connected } }
-
-    func start() {
-        let thread = Thread { [self] in
-            run()
-        }
-        thread.name = "presence-registrar"
-        thread.start()
-    }
+    var isConnected: Bool { shared.withLock { $0.connected } }
 
     func enqueue(_ operation: Operation) {
-        condition.locked {
-            guard !stopRequested else { return }
-            if queue.count >= queueLimit {
-                queue.removeAll()
-                overflowed = true
+        let accepted = shared.withLock { shared -> Bool in
+            guard !shared.stopped else { return false }
+            if shared.queue.count >= queueLimit {
+                shared.queue.removeAll()
+                shared.overflowed = true
             } else {
-                queue.append(operation)
+                shared.queue.append(operation)
             }
-            condition.signal()
+            return true
         }
+        if accepted { wakeup.signal() }
     }
 
-    /// Stops the worker after it has (if `deregister`) announced INSTANCE_DOWN and removed
-    /// this instance's keys; returns when the worker has exited.
-    func stop(deregister: Bool) async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            condition.lock()
-            if hasFinished {
-                condition.unlock()
-                continuation.resume()
-                return
-            }
-            finished = continuation
-            stopRequested = true
-            deregisterOnStop = deregister
-            condition.signal()
-            condition.unlock()
-        }
-    }
-
-    // MARK: Worker thread
-
-    private func run() {
-        var redis: RedisConnection?
-        var needsFullSync = true
-        var nextHeartbeat = ContinuousClock.now
-        var nextConnectAttempt = ContinuousClock.now
-        var loggedOutage = false
-
-        while true {
-            condition.lock()
-            while queue.isEmpty && !overflowed && !stopRequested {
-                let wake = redis == nil ? nextConnectAttempt : nextHeartbeat
-                if ContinuousClock.now >= wake { break }
-                _ = condition.wait(until: Date(timeIntervalSinceNow: Self.seconds(wake - ContinuousClock.now)))
-            }
-            var operations = queue
-            queue.removeAll()
-            if overflowed {
-                overflowed = false
-                needsFullSync = true
-            }
-            let stopping = stopRequested
-            let deregister = deregisterOnStop
-            condition.unlock()
-
-            if stopping {
-                if deregister { deregisterInstance(redis) }
-                redis?.close()
-                condition.locked {
-                    hasFinished = true
-                    connected = false
-                    finished?.resume()
-                    finished = nil
-                }
-                return
-            }
-
-            if redis == nil {
-                // Whatever was queued is superseded by the full sync after reconnecting.
-                needsFullSync = true
-                guard ContinuousClock.now >= nextConnectAttempt else { continue }
-                do {
-                    redis = try connect()
-                    loggedOutage = false
-                } catch {
-                    metrics.presenceErrors.increment()
-                    if !loggedOutage {
-                        logger.warning("presence: Redis unreachable; serving sockets, will re-register when it answers", metadata: ["error": "\(error)"])
-                        loggedOutage = true
+    /// Registers this instance, then applies changes and beats until graceful shutdown; then
+    /// announces INSTANCE_DOWN and removes this instance's keys.
+    func run() async {
+        var link = Link()
+        await withGracefulShutdownHandler {
+            while !Task.isShuttingDownGracefully && !Task.isCancelled {
+                let (operations, overflowed) = shared.withLock { shared in
+                    defer {
+                        shared.queue.removeAll()
+                        shared.overflowed = false
                     }
-                    nextConnectAttempt = ContinuousClock.now + .milliseconds(500)
-                    continue
+                    return (shared.queue, shared.overflowed)
                 }
+                let current = link
+                do {
+                    link = try await NIOThreadPool.singleton.runIfActive { [self] in
+                        var link = current
+                        round(&link, operations: operations, overflowed: overflowed)
+                        return link
+                    }
+                } catch {
+                    break  // the pool is shutting down with the process
+                }
+                await wakeup.wait(until: link.nextWake)
             }
-            guard let connection = redis else { continue }
+        } onGracefulShutdown: { [wakeup] in
+            wakeup.signal()
+        }
+        shared.withLock { shared in
+            shared.stopped = true
+            shared.queue.removeAll()
+        }
+        let redis = link.redis
+        _ = try? await NIOThreadPool.singleton.runIfActive { [self] in
+            deregisterInstance(redis)
+            redis?.close()
+        }
+        shared.withLock { $0.connected = false }
+    }
+
+    // MARK: Redis rounds (blocking, on the pool)
+
+    private func round(_ link: inout Link, operations: [Operation], overflowed: Bool) {
+        var operations = operations
+        if overflowed { link.needsFullSync = true }
+        if link.redis == nil {
+            // Whatever was queued is superseded by the full sync after reconnecting.
+            link.needsFullSync = true
+            guard ContinuousClock.now >= link.nextConnectAttempt else { return }
             do {
-                if needsFullSync {
-                    operations.removeAll()
-                    try fullSync(connection)
-                    needsFullSync = false
-                    nextHeartbeat = ContinuousClock.now + heartbeat
-                }
-                for operation in operations { try apply(operation, connection) }
-                if ContinuousClock.now >= nextHeartbeat {
-                    try beat(connection)
-                    nextHeartbeat = ContinuousClock.now + heartbeat
-                }
-                condition.locked { connected = true }
+                link.redis = try connect()
+                link.loggedOutage = false
             } catch {
                 metrics.presenceErrors.increment()
-                logger.warning("presence: Redis operation failed; will re-register", metadata: ["error": "\(error)"])
-                connection.close()
-                redis = nil
-                needsFullSync = true
-                loggedOutage = true
-                condition.locked { connected = false }
-                nextConnectAttempt = ContinuousClock.now + .milliseconds(500)
+                if !link.loggedOutage {
+                    logger.warning("presence: Redis unreachable; serving sockets, will re-register when it answers", metadata: ["error": "\(error)"])
+                    link.loggedOutage = true
+                }
+                link.nextConnectAttempt = ContinuousClock.now + .milliseconds(500)
+                return
             }
+        }
+        guard let connection = link.redis else { return }
+        do {
+            if link.needsFullSync {
+                operations.removeAll()
+                try fullSync(connection)
+                link.needsFullSync = false
+                link.nextHeartbeat = ContinuousClock.now + heartbeat
+            }
+            for operation in operations { try apply(operation, connection) }
+            if ContinuousClock.now >= link.nextHeartbeat {
+                try beat(connection)
+                link.nextHeartbeat = ContinuousClock.now + heartbeat
+            }
+            shared.withLock { $0.connected = true }
+        } catch {
+            metrics.presenceErrors.increment()
+            logger.warning("presence: Redis operation failed; will re-register", metadata: ["error": "\(error)"])
+            connection.close()
+            link.redis = nil
+            link.needsFullSync = true
+            link.loggedOutage = true
+            shared.withLock { $0.connected = false }
+            link.nextConnectAttempt = ContinuousClock.now + .milliseconds(500)
         }
     }
 
     private func connect() throws -> RedisConnection {
         let redis = try RedisConnection(url: redisURL, timeout: commandTimeout)
-        let known = condition.locked { currentEpoch }
+        let known = shared.withLock { $0.epoch }
         if known == 0 {
             let epoch = UInt64(max(1, try redis.incr(epochKey)))
-            condition.locked { currentEpoch = epoch }
+            shared.withLock { $0.epoch = epoch }
             logger.info("presence: registered", metadata: ["instance": "\(instanceID)", "epoch": "\(epoch)"])
         } else {
             // Keep this process's epoch; put it back if Redis lost it (restart without data).
@@ -206,7 +202,7 @@ final class PresenceRegistrar: @unchecked Sendable {
     /// Rewrites the hash from the local table and announces every user (after start, an
     /// outage, or a queue overflow).
     private func fullSync(_ redis: RedisConnection) throws {
-        let epoch = condition.locked { currentEpoch }
+        let epoch = shared.withLock { $0.epoch }
         let users = snapshot()
         _ = try redis.command(["DEL", hashKey])
         var index = 0
@@ -225,7 +221,7 @@ final class PresenceRegistrar: @unchecked Sendable {
     }
 
     private func apply(_ operation: Operation, _ redis: RedisConnection) throws {
-        let epoch = condition.locked { currentEpoch }
+        let epoch = shared.withLock { $0.epoch }
         switch operation {
         case .online(let user, let slot):
             _ = try redis.hset(hashKey, [(user, String(slot))])
@@ -241,7 +237,7 @@ final class PresenceRegistrar: @unchecked Sendable {
     }
 
     private func deregisterInstance(_ existing: RedisConnection?) {
-        let epoch = condition.locked { currentEpoch }
+        let epoch = shared.withLock { $0.epoch }
         do {
             let redis = try existing ?? RedisConnection(url: redisURL, timeout: commandTimeout)
             defer { if existing == nil { redis.close() } }
@@ -258,16 +254,4 @@ final class PresenceRegistrar: @unchecked Sendable {
     }
 
     static func nowMilliseconds() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
-
-    static func seconds(_ duration: Duration) -> TimeInterval {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
-    }
-}
-
-extension NSCondition {
-    func locked<T>(_ body: () throws -> T) rethrows -> T {
-        lock()
-        defer { unlock() }
-        return try body()
-    }
 }

@@ -1,5 +1,6 @@
 import NIOConcurrencyHelpers
 import NIOCore
+import Synchronization
 
 /// The shared, locked `LocalRouter` of one server, plus the admission count.
 ///
@@ -21,6 +22,9 @@ final class SessionRegistry: Sendable {
     static let tcpHeadroom = 1024
     private let presence: NIOLockedValueBox<PresenceSink?> = NIOLockedValueBox(nil)
     private let metrics: NotifierMetrics
+    private let draining = Atomic(false)
+    /// Signalled when the last socket unregisters (the drain waits for it).
+    private let emptied = Wakeup()
     let maxConnections: Int
 
     init(maxConnections: Int, slotReuseDelay: Duration, metrics: NotifierMetrics) {
@@ -31,6 +35,36 @@ final class SessionRegistry: Sendable {
 
     func setPresenceSink(_ sink: PresenceSink?) {
         presence.withLockedValue { $0 = sink }
+    }
+
+    // MARK: Drain
+
+    /// True once the instance drains: upgrades are refused and NATS reconnects no longer
+    /// send sockets away (the drain does).
+    var isDraining: Bool { draining.load(ordering: .relaxed) }
+
+    /// Starts the drain; false when it had already started.
+    func beginDrain() -> Bool {
+        !draining.exchange(true, ordering: .relaxed)
+    }
+
+    /// Returns once no socket is registered, or at `deadline`.
+    func waitUntilEmpty(deadline: ContinuousClock.Instant) async {
+        while socketCount > 0 && ContinuousClock.now < deadline {
+            await emptied.wait(until: deadline)
+        }
+    }
+
+    /// Closes every open socket with 4000 "reconnect", spread evenly over `window` so that
+    /// their reconnects (and resumes) do not arrive all at once. Each close runs on its
+    /// socket's own loop.
+    func closeAll(spreadOver window: TimeAmount, becauseNATSReconnected: Bool) -> Int {
+        let sessions = allSessions()
+        for (index, session) in sessions.enumerated() {
+            let delay: TimeAmount = sessions.count <= 1 ? .nanoseconds(0) : .nanoseconds(window.nanoseconds * Int64(index) / Int64(sessions.count))
+            session.eventLoop.scheduleTask(in: delay) { session.closeForDrain(becauseNATSReconnected: becauseNATSReconnected) }
+        }
+        return sessions.count
     }
 
     // MARK: Admission
@@ -86,6 +120,7 @@ final class SessionRegistry: Sendable {
         }
         metrics.connections.record(sockets)
         metrics.onlineUsers.record(users)
+        if sockets == 0 { emptied.signal() }
     }
 
     func registrations() -> [(userID: String, slot: UInt32)] {

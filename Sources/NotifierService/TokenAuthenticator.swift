@@ -6,6 +6,9 @@ import SwitchboardContracts
 /// Why a WebSocket upgrade was refused before it happened (HTTP 401). `rawValue` is the
 /// stable reason sent in `X-Switchboard-Auth-Error` and used as the metric label.
 public enum AuthFailure: String, Error, Sendable, CaseIterable {
+    /// The response header that carries `rawValue` on a 401.
+    public static let header = ClientProtocol.authErrorHeader
+
     case missingToken = "missing_token"
     case malformedToken = "malformed_token"
     case badSignature = "bad_signature"
@@ -26,13 +29,18 @@ public enum AuthFailure: String, Error, Sendable, CaseIterable {
     }
 }
 
-/// The claims the notifier reads: `sub` is the user id, `exp` is required.
-struct SwitchboardClaims: JWTPayload {
-    var sub: SubjectClaim?
-    var exp: ExpirationClaim?
+/// The claims of a client token: `sub` is the user id, `exp` is required.
+public struct SwitchboardClaims: JWTPayload {
+    public var sub: SubjectClaim?
+    public var exp: ExpirationClaim?
+
+    public init(sub: SubjectClaim?, exp: ExpirationClaim?) {
+        self.sub = sub
+        self.exp = exp
+    }
 
     /// Claims are checked by `TokenAuthenticator` against its own clock and leeway.
-    func verify(using algorithm: some JWTAlgorithm) async throws {}
+    public func verify(using algorithm: some JWTAlgorithm) async throws {}
 }
 
 /// Verifies the HS256 JWT a client presents on the upgrade request.
@@ -78,26 +86,5 @@ public struct TokenAuthenticator: Sendable {
             return String(pair.dropFirst("token=".count)).removingPercentEncoding
         }
         return nil
-    }
-}
-
-/// Signs tokens in the notifier's format: for tests, benchmarks and local development
-/// (production tokens come from the identity service that shares the secret).
-public struct TokenIssuer: Sendable {
-    private let keys: JWTKeyCollection
-
-    public init(secret: [UInt8]) async {
-        keys = JWTKeyCollection()
-        await keys.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
-    }
-
-    /// A token for `subject` (omitted when nil) expiring at `expiresAt` (omitted when nil).
-    public func token(subject: String?, expiresAt: Date?) async throws -> String {
-        try await keys.sign(SwitchboardClaims(sub: subject.map(SubjectClaim.init(value:)), exp: expiresAt.map(ExpirationClaim.init(value:))))
-    }
-
-    /// A token for `user` valid for `lifetime`.
-    public func token(user: String, lifetime: Duration = .seconds(3600)) async throws -> String {
-        try await token(subject: user, expiresAt: Date().addingTimeInterval(Double(lifetime.components.seconds)))
     }
 }

@@ -3,36 +3,13 @@ import NIOCore
 import NIOWebSocket
 import SwitchboardContracts
 
-/// What every session of one server shares.
-struct SessionEnvironment: Sendable {
-    let instanceID: String
-    let registry: SessionRegistry
-    let metrics: NotifierMetrics
-    let heartbeatInterval: TimeAmount
-    let closeHandshakeTimeout: TimeAmount
-    let typingPerSecond: Double
-    /// Publishes a client's typing indicator to the fan-out (core NATS).
-    let publishTyping: @Sendable (_ channel: String, _ user: String) -> Void
-    /// Replays events for `resume`; nil when JetStream is unavailable.
-    let replayer: (any EventReplaying)?
-    let logger: Logger
-
-    /// Channels one socket may be resuming at once.
-    static let maxConcurrentResumes = 16
-    /// Live frames held back per socket while its resumes run; past it the socket is a slow
-    /// consumer (the replay is taking far longer than the channel's traffic allows).
-    static let maxHeldFrames = 4096
-    /// How long a resume waits for its channel's first live frame before the catch-up pass.
-    static let resumeSettle = TimeAmount.seconds(2)
-    static let resumeSettlePoll = TimeAmount.milliseconds(50)
-}
-
 /// One client's WebSocket: protocol state, heartbeat, backpressure, and the target of inbox
 /// deliveries (`deliver(_:)`).
 ///
 /// Thread-safety: every mutable property is touched only on `eventLoop` (handler callbacks,
-/// and `deliver`/`closeForDrain`, which callers run on that loop). That is what makes the
-/// `@unchecked Sendable` sound: other threads only hold the reference and read the `let`s.
+/// and `deliver`/`closeForDrain`, which assert that they run on it). Other threads only hold
+/// the reference (in `SessionRegistry`) and read the `let`s.
+// @unchecked: mutable state confined to `eventLoop`, asserted at every entry from outside it.
 final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = WebSocketFrame
     typealias OutboundOut = WebSocketFrame
@@ -56,6 +33,12 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
     /// frame at or below this seq is dropped so the client never gets a seq twice. Cleared by
     /// the first newer live frame (live frames of a channel arrive in stream order).
     private var replayedThrough: [String: UInt64] = [:]
+
+    /// Set while writing what the budget does not bound: a frame larger than the budget to an
+    /// empty queue (one event, however large, is never a slow consumer by itself), and a
+    /// resume's replay (held in memory already, at most `maxReplayEvents` frames). A live
+    /// frame that must queue behind more than the budget still closes the socket.
+    private var writingPastBudget = false
 
     /// `?resume=` of the upgrade request, started before any live frame can be delivered.
     private let connectResume: Result<ConnectResume?, ClientFrame.Rejection>
@@ -184,7 +167,7 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         // The channel turns unwritable once the bytes written but not yet taken by the
         // kernel pass the high watermark, which the server sets to the outbound budget.
-        if !context.channel.isWritable && state == .open {
+        if !context.channel.isWritable && state == .open && !writingPastBudget {
             environment.metrics.slowConsumerCloses.increment()
             initiateClose(code: CloseCode.slowConsumer, reason: "slow consumer")
         }
@@ -237,10 +220,12 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
                 return
             }
             guard state == .open, let context else { return }
+            writingPastBudget = true
             for (_, frame) in frames {
                 context.write(wrapOutboundOut(.text(context.channel.allocator.buffer(bytes: frame))), promise: nil)
             }
             context.flush()
+            writingPastBudget = false
             awaitLive(channel: channel, after: last, with: replayer, replayed: frames.count, until: eventLoop.now + SessionEnvironment.resumeSettle)
         }
     }
@@ -268,9 +253,11 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
         case .refused(let code, let message):
             context.write(wrapOutboundOut(.text(allocator.buffer(bytes: ServerFrame.error(code: code, message: message)))), promise: nil)
         case .replayed(let frames, let last, let complete):
+            writingPastBudget = true
             for (_, frame) in frames {
                 context.write(wrapOutboundOut(.text(allocator.buffer(bytes: frame))), promise: nil)
             }
+            writingPastBudget = false
             let resumed = ServerFrame.resumed(channel: channel, seq: last, replayed: replayedBefore + frames.count, complete: complete)
             context.write(wrapOutboundOut(.text(allocator.buffer(bytes: resumed))), promise: nil)
             lastSeq = last
@@ -289,6 +276,7 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
     /// that are not events (typing), which are never held back.
     @inline(__always)
     func deliver(_ payload: ByteBuffer, channel: String, seq: UInt64) -> Bool {
+        eventLoop.preconditionInEventLoop()
         guard state == .open, let context else { return false }
         if seq != 0, !replayedThrough.isEmpty, let replayed = replayedThrough[channel] {
             if seq <= replayed { return true }  // the replay already sent it
@@ -303,12 +291,27 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
             }
             return true
         }
+        guard context.channel.isWritable else {
+            // Over the budget already (a large frame or a replay is still being sent): this
+            // frame would queue behind more than the budget.
+            environment.metrics.slowConsumerCloses.increment()
+            initiateClose(code: CloseCode.slowConsumer, reason: "slow consumer")
+            return true
+        }
+        if payload.readableBytes >= environment.outboundBufferBytes - Self.frameHeaderBytes {
+            writingPastBudget = (try? context.channel.syncOptions?.getOption(.bufferedWritableBytes)) == 0
+        }
         context.writeAndFlush(wrapOutboundOut(.text(payload)), promise: nil)
+        writingPastBudget = false
         return true
     }
 
+    /// A server frame's header: 2 bytes plus an 8-byte length (servers do not mask).
+    private static let frameHeaderBytes = 10
+
     /// Tells the client to reconnect elsewhere (close 4000). Must run on `eventLoop`.
     func closeForDrain(becauseNATSReconnected: Bool = false) {
+        eventLoop.preconditionInEventLoop()
         guard state == .open || state == .opening else { return }
         (becauseNATSReconnected ? environment.metrics.natsReconnectCloses : environment.metrics.drainCloses).increment()
         initiateClose(code: CloseCode.reconnect, reason: "reconnect")

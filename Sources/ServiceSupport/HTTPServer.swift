@@ -58,35 +58,20 @@ final class OperationsHandler: ChannelInboundHandler, Sendable {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
-    let configuration: HTTPServer.Configuration
+    let endpoints: OperationsEndpoints
 
-    init(configuration: HTTPServer.Configuration) { self.configuration = configuration }
+    init(configuration: HTTPServer.Configuration) {
+        let registry = configuration.metrics
+        endpoints = OperationsEndpoints(
+            liveness: configuration.liveness, readiness: configuration.readiness, metrics: { MetricsSetup.render(registry) }
+        )
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard case .head(let head) = unwrapInboundIn(data) else { return }
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
-        let (status, contentType, body): (HTTPResponseStatus, String, [UInt8])
-        switch (head.method, path) {
-        case (.GET, "/healthz"):
-            let live = configuration.liveness()
-            (status, contentType, body) = (live ? .ok : .serviceUnavailable, "text/plain", Array((live ? "ok\n" : "not live\n").utf8))
-        case (.GET, "/readyz"):
-            let ready = configuration.readiness()
-            (status, contentType, body) = (ready ? .ok : .serviceUnavailable, "text/plain", Array((ready ? "ready\n" : "not ready\n").utf8))
-        case (.GET, "/metrics"):
-            (status, contentType, body) = (.ok, "text/plain; version=0.0.4", MetricsSetup.render(configuration.metrics))
-        case (.GET, _):
-            (status, contentType, body) = (.notFound, "text/plain", Array("not found: use /healthz, /readyz or /metrics\n".utf8))
-        default:
-            (status, contentType, body) = (.methodNotAllowed, "text/plain", Array("only GET\n".utf8))
-        }
-        var headers = HTTPHeaders()
-        headers.add(name: "Content-Type", value: contentType)
-        headers.add(name: "Content-Length", value: "\(body.count)")
-        headers.add(name: "Connection", value: "close")
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))), promise: nil)
-        let channel = context.channel
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+        let answer = endpoints.response(method: head.method, path: path)
+            ?? HTTPAnswer(status: .notFound, text: "not found: use /healthz, /readyz or /metrics\n")
+        answer.write(version: head.version, context: context)
     }
 }

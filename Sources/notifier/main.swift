@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import NotifierDemo
 import NotifierService
 import ServiceLifecycle
 import ServiceSupport
@@ -27,11 +28,11 @@ struct Notifier: AsyncParsableCommand {
     @Option(help: "HS256 secret for client tokens (prefer --jwt-secret-file).") var jwtSecret: String?
     @Option(help: "File holding the HS256 secret (trailing newline ignored).") var jwtSecretFile: String?
     @Option(help: "Open WebSocket connections at most (HTTP 503 past it).") var maxConnections = 50_000
-    @Option(help: "Unsent bytes per socket at most; past it the socket is closed with 4008 (slow consumer).") var outboundBufferBytes = 262_144
+    @Option(help: "Unsent bytes per socket at most; past it the socket is closed with 4008 (slow consumer). At least the largest event frame (197120).") var outboundBufferBytes = 262_144
     @Option(help: "Ping interval; a socket silent for two intervals is closed.") var heartbeatSeconds: Double = 15
     @Option(help: "On SIGTERM, sockets are closed with 4000 spread over this many seconds.") var drainSeconds: Double = 5
     @Option(help: "Partitions of the deployment (typing subjects).") var partitionCount = 16
-    @Option(help: "Largest WebSocket frame accepted from a client (close 1009 past it).") var maxFrameBytes = 16_384
+    @Option(help: "Largest WebSocket message accepted from a client, one frame or its fragments together (close 1009 past it).") var maxFrameBytes = 16_384
     @Option(help: "Inbound messages per second per socket (close 1008 past it).") var maxInboundPerSecond: Double = 20
     @Option(help: "Event-loop threads (default: one per core).") var eventLoopThreads: Int?
     @Option(help: "trace, debug, info, notice, warning, error, critical.") var logLevel = "info"
@@ -85,25 +86,24 @@ struct Notifier: AsyncParsableCommand {
         config.drainWindow = .milliseconds(Int64(drainSeconds * 1000))
         config.partitionCount = partitionCount
         config.maxFrameBytes = maxFrameBytes
-        config.maxMessageBytes = max(config.maxMessageBytes, maxFrameBytes)
         config.maxInboundMessagesPerSecond = maxInboundPerSecond
         config.inboundBurst = max(1, maxInboundPerSecond * 2)
         if let eventLoopThreads { config.eventLoopThreads = eventLoopThreads }
-        config.demoSend = demoSend
         if let problem = config.problem() { throw ValidationError(problem) }
         return (config, level)
     }
 
     func run() async throws {
-        let (config, level) = try makeConfiguration()
+        var (config, level) = try makeConfiguration()
         LogSetup.bootstrap(label: "switchboard.notifier", level: level)
         let registry = MetricsSetup.bootstrapPrometheus()
         let logger = Logger(label: "switchboard.notifier")
-        if config.demoSend {
+        var sender: DemoSender?
+        if demoSend {
             logger.warning("POST /demo/send is enabled: clients can publish messages (development only)")
-            DemoSender.install(await DemoSender(natsURL: config.natsURL, jwtSecret: config.jwtSecret, partitionCount: config.partitionCount))
+            sender = await DemoSender(natsURL: config.natsURL, jwtSecret: config.jwtSecret, partitionCount: config.partitionCount)
         }
-        defer { DemoSender.install(nil) }
+        config.routes = DemoRoutes(sender: sender)
         let service = NotifierService(configuration: config, logger: logger, metricsText: { MetricsSetup.render(registry) })
         let group = ServiceGroup(configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()

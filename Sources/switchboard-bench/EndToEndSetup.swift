@@ -1,4 +1,5 @@
 import Foundation
+import NotifierDemo
 import NotifierService
 import RedisClient
 #if canImport(Glibc)

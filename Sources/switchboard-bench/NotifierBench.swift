@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import NotifierDemo
 import NotifierService
 import Synchronization
 

@@ -1,5 +1,6 @@
 import Foundation
 import NATSClient
+import NotifierDemo
 import NotifierService
 import RedisClient
 import RoutingCore

@@ -1,5 +1,6 @@
 import Foundation
 import NIOHTTP1
+import NotifierDemo
 import NotifierService
 import RoutingCore
 import SwitchboardContracts

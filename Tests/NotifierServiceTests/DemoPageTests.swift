@@ -1,5 +1,6 @@
 import Foundation
 import NATSClient
+import NotifierDemo
 import NotifierService
 import RoutingCore
 import SwitchboardContracts
@@ -35,11 +36,7 @@ import Glibc
         defer { fixture.stop() }
         let nats = try fixture.natsConnection()
         defer { nats.close() }
-        let jetStream = try nats.jetStream()
-        for name in [StreamNames.events, StreamNames.membership] {
-            let definition = try Data(contentsOf: URL(fileURLWithPath: RepositoryPaths.streams).appendingPathComponent("\(name).json"))
-            _ = try jetStream.applyStream(configJSON: Array(definition))
-        }
+        let jetStream = try fixture.chatStreams(over: nats)
         let membership = Subjects.membership(channel: "general", user: "alice", partitionCount: 16)
         _ = try jetStream.publish(membership, payload: MembershipChange(channelID: "general", userID: "alice", state: .joined, version: 1).encoded())
         let alice = try await fixture.token("alice")

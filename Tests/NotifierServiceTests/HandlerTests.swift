@@ -4,6 +4,7 @@ import NIOCore
 import NIOEmbedded
 import NIOHTTP1
 import NIOWebSocket
+import ServiceSupport
 import SwitchboardContracts
 import Testing
 @testable import NotifierService
@@ -268,12 +269,25 @@ import Testing
 
     // MARK: HTTPRequestHandler
 
-    private static func http(path: String, refusal: UpgradeRefusal? = nil, ready: Bool = true) throws -> (status: HTTPResponseStatus, headers: HTTPHeaders, body: String) {
+    /// Serves `/echo` (its async answer is covered against the real executable, in
+    /// DemoPageTests: an embedded loop cannot take a completion from another thread).
+    struct EchoRoutes: NotifierRoutes {
+        var maxBodyBytes: Int { 8 }
+        func serves(path: String) -> Bool { path == "/echo" }
+        func respond(to request: RouteRequest) async -> HTTPAnswer {
+            HTTPAnswer(status: .ok, body: request.body)
+        }
+    }
+
+    private static func http(
+        path: String, method: HTTPMethod = .GET, body: String? = nil, refusal: UpgradeRefusal? = nil, ready: Bool = true
+    ) throws -> (status: HTTPResponseStatus, headers: HTTPHeaders, body: String) {
         let channel = EmbeddedChannel()
         let box = NIOLoopBoundBox<UpgradeRefusal?>(refusal, eventLoop: channel.eventLoop)
-        let endpoints = OpsEndpoints(isReady: { ready }, metricsText: { Array("metric 1\n".utf8) })
-        try channel.pipeline.syncOperations.addHandler(HTTPRequestHandler(endpoints: endpoints, refusal: box))
-        try channel.writeInbound(HTTPServerRequestPart.head(HTTPRequestHead(version: .http1_1, method: .GET, uri: path)))
+        let endpoints = OperationsEndpoints(readiness: { ready }, readinessNote: { "presence ok" }, metrics: { Array("metric 1\n".utf8) })
+        try channel.pipeline.syncOperations.addHandler(HTTPRequestHandler(endpoints: endpoints, routes: EchoRoutes(), refusal: box))
+        try channel.writeInbound(HTTPServerRequestPart.head(HTTPRequestHead(version: .http1_1, method: method, uri: path)))
+        if let body { try channel.writeInbound(HTTPServerRequestPart.body(ByteBuffer(string: body))) }
         try channel.writeInbound(HTTPServerRequestPart.end(nil))
         guard case .head(let head)? = try channel.readOutbound(as: HTTPServerResponsePart.self),
               case .body(.byteBuffer(let body))? = try channel.readOutbound(as: HTTPServerResponsePart.self) else {
@@ -290,13 +304,20 @@ import Testing
         #expect(try Self.http(path: "/readyz", ready: false).status == .serviceUnavailable)
         #expect(try Self.http(path: "/metrics").body == "metric 1\n")
         #expect(try Self.http(path: "/nope").status == .notFound)
+        #expect(try Self.http(path: "/readyz").body == "ready; presence ok\n")
+        #expect(try Self.http(path: "/metrics", method: .POST).status == .methodNotAllowed)
+    }
+
+    @Test func executableRoutesSitBesideTheOperationsEndpoints() throws {
+        #expect(try Self.http(path: "/echo?x=1", method: .POST, body: "longer than eight").status == .payloadTooLarge)
+        #expect(try Self.http(path: "/demo/send", method: .POST, body: "{}").status == .notFound)
     }
 
     @Test func connectionWithoutACompleteRequestIsClosedAfterTheTimeout() throws {
         let channel = EmbeddedChannel()
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         let box = NIOLoopBoundBox<UpgradeRefusal?>(nil, eventLoop: channel.eventLoop)
-        let endpoints = OpsEndpoints(isReady: { true }, metricsText: nil)
+        let endpoints = OperationsEndpoints(readiness: { true }, metrics: nil)
         try channel.pipeline.syncOperations.addHandler(HTTPRequestHandler(endpoints: endpoints, refusal: box, requestTimeout: .seconds(10)))
         try channel.writeInbound(HTTPServerRequestPart.head(HTTPRequestHead(version: .http1_1, method: .GET, uri: "/healthz")))
         channel.embeddedEventLoop.advanceTime(by: .seconds(9))

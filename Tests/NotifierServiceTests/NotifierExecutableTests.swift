@@ -1,4 +1,5 @@
 import Foundation
+import NotifierDemo
 import NotifierService
 import RedisClient
 import SwitchboardContracts
@@ -34,6 +35,7 @@ import Testing
         (["--instance-id", "n1", "--jwt-secret", NotifierFixture.secret, "--log-level", "loud"], "--log-level"),
         (["--instance-id", "n1", "--jwt-secret-file", "/nonexistent/secret"], "--jwt-secret-file"),
         (["--no-such-flag"], "no-such-flag"),
+        (["--instance-id", "n1", "--jwt-secret", NotifierFixture.secret, "--outbound-buffer-bytes", "65536"], "--outbound-buffer-bytes must be at least 197120"),
         (["--instance-id", "n1", "--jwt-secret", NotifierFixture.secret, "--nats-url", "nats://127.0.0.1:1"], "NATS"),
     ])
     func invalidConfigurationExitsOneWithOneLine(arguments: [String], mentions: String) throws {

@@ -1,5 +1,6 @@
 import Foundation
 import NATSClient
+import NotifierDemo
 import NotifierService
 import RedisClient
 import SwitchboardContracts
@@ -74,6 +75,16 @@ final class NotifierFixture: @unchecked Sendable {
 
     func natsConnection() throws -> NATSConnection {
         try NATSConnection(options: .init(url: nats.url, name: "notifier-test"))
+    }
+
+    /// JetStream over `nats` with `CHAT_EVENTS` and `CHAT_MEMBERSHIP` applied from `streams/`.
+    func chatStreams(over nats: NATSConnection) throws -> JetStream {
+        let jetStream = try nats.jetStream()
+        for name in [StreamNames.events, StreamNames.membership] {
+            let definition = try Data(contentsOf: URL(fileURLWithPath: RepositoryPaths.streams).appendingPathComponent("\(name).json"))
+            _ = try jetStream.applyStream(configJSON: Array(definition))
+        }
+        return jetStream
     }
 
     func redisConnection() throws -> RedisConnection {

@@ -1,6 +1,7 @@
 import Foundation
 import NATSClient
 import NIOConcurrencyHelpers
+import NotifierDemo
 import NotifierService
 import RedisClient
 import SwitchboardContracts
@@ -214,6 +215,24 @@ import Testing
         #expect(close.closeCode == 1009)
     }
 
+    @Test func fragmentedMessageOverTheLimitIsClosedWith1009ThoughEachFragmentIsUnder() async throws {
+        let fixture = try await NotifierFixture(arguments: ["--max-frame-bytes", "1024"])
+        defer { fixture.stop() }
+        let client = try fixture.connect(try await fixture.token("gail"))
+        // A message in fragments under the limit altogether is one message.
+        let ping = Array(#"{"type":"ping"}"#.utf8)
+        try client.send(opcode: 0x1, payload: Array(ping[..<5]), fin: false)
+        try client.send(opcode: 0x0, payload: Array(ping[5...]), fin: true)
+        #expect(try client.receiveText() == #"{"type":"pong"}"#)
+        // Three fragments of 600 bytes: each under 1024, the message over it.
+        let fragment = [UInt8](repeating: UInt8(ascii: "x"), count: 600)
+        try client.send(opcode: 0x1, payload: fragment, fin: false)
+        try client.send(opcode: 0x0, payload: fragment, fin: false)
+        try? client.send(opcode: 0x0, payload: fragment, fin: true)
+        let close = try #require(try client.receiveClose())
+        #expect(close.closeCode == 1009)
+    }
+
     @Test func floodingClientIsClosedWith1008() async throws {
         let fixture = try await NotifierFixture(arguments: ["--max-inbound-per-second", "5"])
         defer { fixture.stop() }
@@ -314,16 +333,38 @@ import Testing
         #expect(eventually(timeout: .seconds(2)) { deltas.all.contains { $0.state == .instanceDown && $0.instanceID == "n1" } })
     }
 
+    @Test func drainingNotifierKeepsListeningAndAnswers503UntilItsSocketsAreClosed() async throws {
+        let fixture = try await NotifierFixture(arguments: ["--drain-seconds", "0.5"])
+        defer { fixture.stop() }
+        // This client never answers the close frame: the drain lasts until the notifier's
+        // close handshake timeout ends the connection.
+        let lingering = try fixture.connect(try await fixture.token("lena"))
+        let token = try await fixture.token("otto")
+        fixture.notifier.send(SIGTERM)
+        let close = try #require(try lingering.receiveClose(timeout: .seconds(5)))
+        #expect(close.closeCode == 4000)
+        // Draining: the listener still answers, not ready, and refuses upgrades with 503.
+        let readiness = try HTTPProbe.get(port: UInt16(fixture.port), path: "/readyz")
+        #expect(readiness.status == 503)
+        do {
+            _ = try WebSocketTestClient(port: fixture.port, headers: ["Authorization": "Bearer \(token)"])
+            Issue.record("upgrade accepted while draining")
+        } catch WebSocketTestClient.Failure.refused(let status, _, let body) {
+            #expect(status == 503)
+            #expect(body.contains("draining"))
+        }
+        #expect(try HTTPProbe.get(port: UInt16(fixture.port), path: "/healthz").status == 200)
+        // Once the drain ends the process exits and the port is closed.
+        #expect(fixture.notifier.waitForExit(timeout: .seconds(15)) == 0)
+        #expect((try? HTTPProbe.get(port: UInt16(fixture.port), path: "/readyz")) == nil)
+    }
+
     @Test func resumeReplaysMissedEventsFromJetStreamOnlyForMembers() async throws {
         let fixture = try await NotifierFixture()
         defer { fixture.stop() }
         let nats = try fixture.natsConnection()
         defer { nats.close() }
-        let jetStream = try nats.jetStream()
-        for name in [StreamNames.events, StreamNames.membership] {
-            let definition = try Data(contentsOf: URL(fileURLWithPath: RepositoryPaths.streams).appendingPathComponent("\(name).json"))
-            _ = try jetStream.applyStream(configJSON: Array(definition))
-        }
+        let jetStream = try fixture.chatStreams(over: nats)
         let p = fnv1a("general") % 16
         _ = try jetStream.publish("chat.membership.\(p).general.alice", payload: MembershipChange(channelID: "general", userID: "alice", state: .joined, version: 1).encoded())
         for i in 1...5 {

@@ -1,5 +1,6 @@
 import Foundation
 import NATSClient
+import NotifierDemo
 import NotifierService
 import RoutingCore
 import SwitchboardContracts
@@ -114,11 +115,7 @@ import Testing
         defer { fixture.stop() }
         let nats = try fixture.natsConnection()
         defer { nats.close() }
-        let jetStream = try nats.jetStream()
-        for name in [StreamNames.events, StreamNames.membership] {
-            let definition = try Data(contentsOf: URL(fileURLWithPath: RepositoryPaths.streams).appendingPathComponent("\(name).json"))
-            _ = try jetStream.applyStream(configJSON: Array(definition))
-        }
+        let jetStream = try fixture.chatStreams(over: nats)
         func membership(_ channel: String, _ user: String, _ state: MembershipChange.State, _ version: UInt64) throws {
             let change = MembershipChange(channelID: channel, userID: user, state: state, version: version)
             _ = try jetStream.publish(Subjects.membership(channel: channel, user: state == .channelDeleted ? Subjects.channelDeletedUser : user, partitionCount: 16), payload: change.encoded())

@@ -1,10 +1,11 @@
 import Foundation
 import NATSClient
-import NIOConcurrencyHelpers
-import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NotifierService
+import ServiceSupport
 import SwitchboardContracts
+import Synchronization
 import SwitchboardProto
 
 /// `POST /demo/send` for local demos only: publishes a `MessageCreated` into `CHAT_EVENTS`
@@ -17,37 +18,14 @@ import SwitchboardProto
 /// of the channel by `CHAT_MEMBERSHIP` (403, the same check the resume path makes), invalid
 /// ids or text (400), and more than a few sends per second per process (429).
 public final class DemoSender: Sendable {
-    /// What `POST /demo/send` answers.
-    struct Reply: Sendable {
-        var status: HTTPResponseStatus
-        var headers: [(String, String)] = []
-        var body: String
-    }
-
-    /// The sender the `notifier` executable installed, or nil (then `/demo/send` is 404).
-    /// A process-wide slot because the HTTP pipeline is built inside `NotifierServer` and
-    /// this development-only switch should not widen its API.
-    static var installed: DemoSender? { slot.withLockedValue { $0 } }
-    private static let slot = NIOLockedValueBox<DemoSender?>(nil)
-
-    /// Makes `sender` answer `POST /demo/send` in this process (nil removes it).
-    public static func install(_ sender: DemoSender?) {
-        let previous = slot.withLockedValue { slot in
-            defer { slot = sender }
-            return slot
-        }
-        previous?.shutdown()
-    }
-
     static let maxBodyBytes = 4096
     static let maxTextCharacters = 2000
 
     private let natsURL: String
     private let authenticator: TokenAuthenticator
     private let partitionCount: Int
-    private let pool = NIOThreadPool(numberOfThreads: 1)
-    private let connection = NIOLockedValueBox<(NATSConnection, JetStream)?>(nil)
-    private let bucket = NIOLockedValueBox(TokenBucket(rate: 5, burst: 10, nowNanos: DispatchTime.now().uptimeNanoseconds))
+    private let connection = Mutex<(NATSConnection, JetStream)?>(nil)
+    private let bucket = Mutex(TokenBucket(rate: 5, burst: 10, nowNanos: DispatchTime.now().uptimeNanoseconds))
 
     /// The NATS connection is opened on the first send, so a notifier with the flag starts
     /// as fast as one without it.
@@ -55,24 +33,22 @@ public final class DemoSender: Sendable {
         self.natsURL = natsURL
         authenticator = await TokenAuthenticator(secret: jwtSecret)
         self.partitionCount = partitionCount
-        pool.start()
     }
 
-    public func shutdown() {
-        connection.withLockedValue { $0?.0.close(); $0 = nil }
-        pool.shutdownGracefully { _ in }
+    deinit {
+        connection.withLock { $0?.0.close() }
     }
 
     /// Handles one request; `token` is the bearer token (or `?token=`), `body` the JSON
     /// `{"channel":"…","text":"…"}`.
-    func send(token: String?, body: [UInt8]) async -> Reply {
-        let admitted = bucket.withLockedValue { $0.take(nowNanos: DispatchTime.now().uptimeNanoseconds) }
+    func send(token: String?, body: [UInt8]) async -> HTTPAnswer {
+        let admitted = bucket.withLock { $0.take(nowNanos: DispatchTime.now().uptimeNanoseconds) }
         guard admitted else { return Self.failure(.tooManyRequests, "rate_limited", "too many demo sends; slow down") }
         let user: String
         switch await authenticator.authenticate(token) {
         case .failure(let failure):
             var reply = Self.failure(.unauthorized, failure.rawValue, failure.message)
-            reply.headers = [(HTTPRequestHandler.authErrorHeader, failure.rawValue), ("WWW-Authenticate", "Bearer")]
+            reply.headers += [(AuthFailure.header, failure.rawValue), ("WWW-Authenticate", "Bearer")]
             return reply
         case .success(let subject):
             user = subject
@@ -89,17 +65,17 @@ public final class DemoSender: Sendable {
             return Self.failure(.badRequest, "bad_text", "text must be 1-\(Self.maxTextCharacters) characters")
         }
         do {
-            return try await pool.runIfActive { [self] in try publish(user: user, channel: request.channel, text: text) }
+            return try await NIOThreadPool.singleton.runIfActive { [self] in try publish(user: user, channel: request.channel, text: text) }
         } catch {
-            connection.withLockedValue { $0?.0.close(); $0 = nil }
+            connection.withLock { $0?.0.close(); $0 = nil }
             return Self.failure(.serviceUnavailable, "unavailable", "cannot publish: \(error)")
         }
     }
 
-    /// Membership check and JetStream publish (blocking; runs on the pool).
-    private func publish(user: String, channel: String, text: String) throws -> Reply {
+    /// Membership check and JetStream publish (blocking; runs on the process's thread pool).
+    private func publish(user: String, channel: String, text: String) throws -> HTTPAnswer {
         let jetStream = try jetStream()
-        guard try isMember(channel: channel, user: user, jetStream: jetStream) else {
+        guard try ChannelMembership.isMember(channel: channel, user: user, partitionCount: partitionCount, in: jetStream) else {
             return Self.failure(.forbidden, "not_member", "'\(user)' is not a member of channel '\(channel)'")
         }
         let id = UUID().uuidString
@@ -108,11 +84,11 @@ public final class DemoSender: Sendable {
             body: .messageCreated(messageID: id, text: text)
         )
         let ack = try jetStream.publish(Subjects.event(channel: channel, partitionCount: partitionCount), payload: event.encoded(), msgID: id)
-        return Reply(status: .ok, body: #"{"channel":"\#(channel)","seq":\#(ack.sequence),"event_id":"\#(id)"}"#)
+        return HTTPAnswer(status: .ok, headers: Self.json, text: #"{"channel":"\#(channel)","seq":\#(ack.sequence),"event_id":"\#(id)"}"#)
     }
 
     private func jetStream() throws -> JetStream {
-        try connection.withLockedValue { connection in
+        try connection.withLock { connection in
             if let existing = connection { return existing.1 }
             let nats = try NATSConnection(options: .init(url: natsURL, name: "notifier-demo-send"))
             do {
@@ -126,21 +102,10 @@ public final class DemoSender: Sendable {
         }
     }
 
-    /// The sender's own latest fact in `CHAT_MEMBERSHIP` is JOINED and the channel was not
-    /// deleted after it (as `EventReplayer` checks before a resume).
-    private func isMember(channel: String, user: String, jetStream: JetStream) throws -> Bool {
-        let subject = Subjects.membership(channel: channel, user: user, partitionCount: partitionCount)
-        guard let fact = try jetStream.lastMessage(stream: EventReplayer.membershipStream, subject: subject),
-              let change = try? MembershipChange(decoding: fact.payload), change.state == .joined else { return false }
-        let deletion = Subjects.membership(channel: channel, user: Subjects.channelDeletedUser, partitionCount: partitionCount)
-        if let deleted = try jetStream.lastMessage(stream: EventReplayer.membershipStream, subject: deletion), deleted.sequence > fact.sequence {
-            return false
-        }
-        return true
-    }
+    private static let json = [("Content-Type", "application/json")]
 
-    private static func failure(_ status: HTTPResponseStatus, _ code: String, _ message: String) -> Reply {
+    private static func failure(_ status: HTTPResponseStatus, _ code: String, _ message: String) -> HTTPAnswer {
         let json = (try? JSONSerialization.data(withJSONObject: ["error": code, "message": message], options: [.sortedKeys])) ?? Data()
-        return Reply(status: status, body: String(decoding: json, as: UTF8.self))
+        return HTTPAnswer(status: status, headers: Self.json, body: Array(json))
     }
 }

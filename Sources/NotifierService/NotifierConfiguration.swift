@@ -53,6 +53,13 @@ public struct NotifierConfiguration: Sendable {
     /// Presence operations waiting for Redis, at most; past it the queue is dropped and the
     /// whole local state is re-registered once Redis keeps up (bounds memory in an outage).
     public var presenceQueueLimit: Int = 100_000
+    /// Replays (resumes) running or queued at once on this instance; more are refused `busy`.
+    public var maxConcurrentReplays: Int = 64
+    /// Threads of the process's one blocking pool (`NIOThreadPool.singleton`): one per replay
+    /// that can be in flight — a replay may block for seconds while JetStream elects a
+    /// leader — plus a few for presence rounds, NATS connect and drain and the inbox, so that
+    /// a presence heartbeat never waits behind replays (a late heartbeat expires the instance).
+    public var blockingThreads: Int { maxConcurrentReplays + 4 }
     /// Events one `resume` replays at most (see `EventReplayer`).
     public var maxReplayEvents: Int = 1000
     /// How long a released slot stays unused (see `LocalRouter`).

@@ -41,6 +41,12 @@ public struct NotifierService: Service {
         self.metricsText = metricsText
     }
 
+    /// Sizes `NIOThreadPool.singleton` for `configuration` (see `blockingThreads`). Call it
+    /// first thing in `main`: the size cannot change once the pool has been used.
+    public static func sizeBlockingPool(for configuration: NotifierConfiguration) {
+        NIOSingletons.blockingPoolThreadCountSuggestion = max(System.coreCount, configuration.blockingThreads)
+    }
+
     public func run() async throws {
         let config = configuration
         if let problem = config.problem() { throw Error.invalidConfiguration(problem) }
@@ -111,7 +117,10 @@ public struct NotifierService: Service {
         // Resume needs JetStream; without it clients still get live events.
         let replayer: EventReplayer?
         do {
-            replayer = EventReplayer(jetStream: try nats.jetStream(), partitionCount: config.partitionCount, maxEvents: config.maxReplayEvents)
+            replayer = EventReplayer(
+                jetStream: try nats.jetStream(), partitionCount: config.partitionCount, maxEvents: config.maxReplayEvents,
+                maxConcurrent: config.maxConcurrentReplays
+            )
         } catch {
             logger.warning("resume disabled: no JetStream context", metadata: ["error": "\(error)"])
             replayer = nil
@@ -142,6 +151,7 @@ public struct NotifierService: Service {
     ) {
         switch event {
         case .disconnected:
+            guard !registry.isDraining else { return }  // the drain closes the connection itself
             metrics.natsDisconnects.increment()
             logger.warning("NATS disconnected: no deliveries until it reconnects", metadata: ["instance": "\(instanceID)"])
         case .reconnected:

@@ -95,6 +95,7 @@ struct Notifier: AsyncParsableCommand {
 
     func run() async throws {
         var (config, level) = try makeConfiguration()
+        NotifierService.sizeBlockingPool(for: config)
         LogSetup.bootstrap(label: "switchboard.notifier", level: level)
         let registry = MetricsSetup.bootstrapPrometheus()
         let logger = Logger(label: "switchboard.notifier")

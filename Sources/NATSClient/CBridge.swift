@@ -113,6 +113,13 @@ func withPayload<R>(_ payload: UnsafeRawBufferPointer, _ body: (UnsafeRawPointer
     return try body(payload.baseAddress, Int32(payload.count))
 }
 
+/// A nats.c object pointer that may cross threads: nats.c locks every connection, subscription,
+/// JetStream context and message internally, so its owners only need the pointer to be shareable.
+struct CHandle: @unchecked Sendable {
+    let pointer: OpaquePointer
+    init(_ pointer: OpaquePointer) { self.pointer = pointer }
+}
+
 // MARK: - Messages
 
 enum CMessage {

@@ -8,14 +8,15 @@ import Glibc
 /// `fetch` is meant for one consuming thread; `unsubscribe` may come from another. The
 /// consumer (server side) is kept: `unsubscribe` only stops this client's interest; use
 /// `JetStream.deleteConsumer` to remove it.
-public final class PullSubscription: @unchecked Sendable {
-    private let handle: OpaquePointer
+public final class PullSubscription: Sendable {
+    private let cHandle: CHandle
+    private var handle: OpaquePointer { cHandle.pointer }
     /// Keeps the JetStream context (and so the connection) alive while messages are acked.
     private let jetStream: JetStream
     private let name: String
 
     init(handle: OpaquePointer, jetStream: JetStream, description: String) {
-        self.handle = handle
+        cHandle = CHandle(handle)
         self.jetStream = jetStream
         self.name = description
     }
@@ -58,15 +59,16 @@ public final class PullSubscription: @unchecked Sendable {
 
 /// An ordered consumer (see `JetStream.orderedConsumer`), read with `next(timeout:)` on one
 /// thread. Its messages need no ack.
-public final class OrderedConsumer: @unchecked Sendable {
+public final class OrderedConsumer: Sendable {
     /// Unread bytes the client buffers before dropping (then `next` throws `messagesDropped`).
     static let pendingByteLimit: Int32 = 256 << 20
-    private let handle: OpaquePointer
+    private let cHandle: CHandle
+    private var handle: OpaquePointer { cHandle.pointer }
     private let jetStream: JetStream
     private let name: String
 
     init(handle: OpaquePointer, jetStream: JetStream, description: String) {
-        self.handle = handle
+        cHandle = CHandle(handle)
         self.jetStream = jetStream
         self.name = description
     }
@@ -136,7 +138,7 @@ public final class OrderedConsumer: @unchecked Sendable {
 ///
 /// Ack, nak, term and inProgress each send one protocol message; send exactly one final
 /// answer (ack, nak or term) per message, from one thread at a time.
-public final class JetStreamMessage: @unchecked Sendable {
+public final class JetStreamMessage: Sendable {
     /// Where the message sits in its stream and consumer (from the ack reply subject).
     public struct Metadata: Sendable, Equatable {
         public var streamSequence: UInt64
@@ -151,14 +153,15 @@ public final class JetStreamMessage: @unchecked Sendable {
         public var consumer: String
     }
 
-    private let handle: OpaquePointer
-    private let owner: AnyObject
+    private let cHandle: CHandle
+    private var handle: OpaquePointer { cHandle.pointer }
+    private let owner: any AnyObject & Sendable
     public let subject: String
     public let payload: [UInt8]
     public let headers: NATSHeaders
     public let metadata: Metadata
 
-    init(adopting msg: OpaquePointer, owner: AnyObject) throws {
+    init(adopting msg: OpaquePointer, owner: any AnyObject & Sendable) throws {
         var meta: UnsafeMutablePointer<jsMsgMetaData>?
         let status = natsMsg_GetMetaData(&meta, msg)
         guard status == NATS_OK, let meta else {
@@ -176,7 +179,7 @@ public final class JetStreamMessage: @unchecked Sendable {
             stream: meta.pointee.Stream.map { String(cString: $0) } ?? "",
             consumer: meta.pointee.Consumer.map { String(cString: $0) } ?? ""
         )
-        handle = msg
+        cHandle = CHandle(msg)
         self.owner = owner
         subject = CMessage.subject(msg)
         payload = CMessage.payload(msg)

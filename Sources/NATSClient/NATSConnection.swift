@@ -13,7 +13,7 @@ import Darwin
 /// the C connection. Subscriptions and JetStream contexts made from this connection stay
 /// valid memory-wise after it is closed (nats.c reference-counts them); their calls then fail
 /// with `NATSError.connectionClosed`.
-public final class NATSConnection: @unchecked Sendable {
+public final class NATSConnection: Sendable {
     /// How to connect and how to behave when the connection drops.
     public struct Options: Sendable {
         /// One URL or several, comma-separated (`nats://a:4222,nats://b:4222`).
@@ -72,8 +72,9 @@ public final class NATSConnection: @unchecked Sendable {
     }
 
     public let options: Options
+    private let cHandle: CHandle
     /// The `natsConnection*`; valid until deinit.
-    let handle: OpaquePointer
+    var handle: OpaquePointer { cHandle.pointer }
 
     /// Connects, or throws `NATSError.connect` once every server refused or the connect
     /// timeout passed. Never retries a failed first connect in the background.
@@ -122,7 +123,7 @@ public final class NATSConnection: @unchecked Sendable {
         guard status == NATS_OK, let connection else {
             throw NATSError.connect(url: options.url, status: statusText(status))
         }
-        handle = connection
+        cHandle = CHandle(connection)
     }
 
     deinit {
@@ -185,48 +186,6 @@ public final class NATSConnection: @unchecked Sendable {
         return String(cString: inbox)
     }
 
-    // MARK: Subscribing
-
-    /// Subscribes with a handler that nats.c calls on its delivery thread for this
-    /// subscription, one message at a time, in order.
-    ///
-    /// The bridge: the handler lives in one `SubscriptionHandlerBox`, retained once
-    /// (`Unmanaged.passRetained`) and passed to nats.c as the callback's closure pointer. The
-    /// box is released by nats.c's on-complete callback, which runs after the subscription is
-    /// closed (by `unsubscribe()`, the subscription's deinit, or the connection closing) *and*
-    /// its last handler call has returned, so the handler never runs on a freed box.
-    public func subscribe(_ subject: String, queue: String? = nil, handler: @escaping @Sendable (NATSMessage) -> Void) throws -> NATSSubscription {
-        let box = Unmanaged.passRetained(SubscriptionHandlerBox(handler)).toOpaque()
-        var sub: OpaquePointer?
-        let status = withOptionalCString(queue) { cQueue in
-            if let cQueue {
-                return natsConnection_QueueSubscribe(&sub, handle, subject, cQueue, deliverToHandler, box)
-            }
-            return natsConnection_Subscribe(&sub, handle, subject, deliverToHandler, box)
-        }
-        guard status == NATS_OK, let sub else {
-            Unmanaged<SubscriptionHandlerBox>.fromOpaque(box).release()
-            throw coreError(status, "subscribe to \(subject)", subject: subject)
-        }
-        if natsSubscription_SetOnCompleteCB(sub, releaseHandlerBox, box) != NATS_OK {
-            // Already closed (the connection went away): the handler may still be running, so
-            // the box is left allocated rather than risk freeing it under the handler.
-            natsSubscription_Destroy(sub)
-            throw NATSError.connectionClosed(operation: "subscribe to \(subject)")
-        }
-        _ = natsSubscription_SetPendingLimits(sub, Int32(clamping: options.maxPendingMessages), Int32(clamping: options.maxPendingBytes))
-        return NATSSubscription(handle: sub, subject: subject)
-    }
-
-    /// Subscribes for polling with `nextMessage(timeout:)` on the caller's thread.
-    public func subscribeSync(_ subject: String) throws -> NATSSyncSubscription {
-        var sub: OpaquePointer?
-        let status = natsConnection_SubscribeSync(&sub, handle, subject)
-        guard status == NATS_OK, let sub else { throw coreError(status, "subscribe to \(subject)", subject: subject) }
-        _ = natsSubscription_SetPendingLimits(sub, Int32(clamping: options.maxPendingMessages), Int32(clamping: options.maxPendingBytes))
-        return NATSSyncSubscription(handle: sub, subject: subject)
-    }
-
     // MARK: JetStream
 
     /// A JetStream context over this connection. `timeout` bounds each JetStream API call
@@ -264,85 +223,6 @@ public final class NATSConnection: @unchecked Sendable {
     /// Closes the connection; pending publishes are lost unless `flush` ran first. Idempotent.
     public func close() {
         natsConnection_Close(handle)
-    }
-}
-
-/// Holds a subscription's handler for the C callback (see `NATSConnection.subscribe`).
-final class SubscriptionHandlerBox: Sendable {
-    let handler: @Sendable (NATSMessage) -> Void
-    init(_ handler: @escaping @Sendable (NATSMessage) -> Void) { self.handler = handler }
-}
-
-/// nats.c's message callback: copies the message into Swift, frees the C one, calls the handler.
-private let deliverToHandler: natsMsgHandler = { _, _, msg, closure in
-    guard let msg else { return }
-    let message = NATSMessage(consuming: msg)
-    guard let closure else { return }
-    Unmanaged<SubscriptionHandlerBox>.fromOpaque(closure).takeUnretainedValue().handler(message)
-}
-
-/// nats.c's on-complete callback: the subscription is closed and its handler returned.
-private let releaseHandlerBox: natsOnCompleteCB = { closure in
-    guard let closure else { return }
-    Unmanaged<SubscriptionHandlerBox>.fromOpaque(closure).release()
-}
-
-/// An asynchronous subscription (see `NATSConnection.subscribe`). Unsubscribes at deinit.
-public final class NATSSubscription: @unchecked Sendable {
-    private let handle: OpaquePointer
-    public let subject: String
-
-    init(handle: OpaquePointer, subject: String) {
-        self.handle = handle
-        self.subject = subject
-    }
-
-    /// Stops delivery; the handler may still be running for a message already dispatched.
-    /// Idempotent, and harmless after the connection closed.
-    public func unsubscribe() {
-        if natsSubscription_IsValid(handle) { _ = natsSubscription_Unsubscribe(handle) }
-    }
-
-    /// Messages dropped because the handler fell behind the pending limits.
-    public var droppedMessages: Int64 {
-        var dropped: Int64 = 0
-        _ = natsSubscription_GetDropped(handle, &dropped)
-        return dropped
-    }
-
-    deinit {
-        unsubscribe()
-        natsSubscription_Destroy(handle)
-    }
-}
-
-/// A synchronous subscription, polled with `nextMessage(timeout:)`. Unsubscribes at deinit.
-public final class NATSSyncSubscription: @unchecked Sendable {
-    private let handle: OpaquePointer
-    public let subject: String
-
-    init(handle: OpaquePointer, subject: String) {
-        self.handle = handle
-        self.subject = subject
-    }
-
-    /// The next message, or nil when none arrives within `timeout`.
-    public func nextMessage(timeout: Duration) throws -> NATSMessage? {
-        var msg: OpaquePointer?
-        let status = natsSubscription_NextMsg(&msg, handle, timeout.natsTimeoutMilliseconds)
-        if status == NATS_TIMEOUT { return nil }
-        guard status == NATS_OK, let msg else { throw coreError(status, "next message on \(subject)", subject: subject) }
-        return NATSMessage(consuming: msg)
-    }
-
-    /// Idempotent, and harmless after the connection closed.
-    public func unsubscribe() {
-        if natsSubscription_IsValid(handle) { _ = natsSubscription_Unsubscribe(handle) }
-    }
-
-    deinit {
-        unsubscribe()
-        natsSubscription_Destroy(handle)
     }
 }
 

@@ -1,10 +1,10 @@
-import Foundation
+import Synchronization
 
 /// One blocking Redis connection (hiredis's synchronous API) with typed helpers for the
 /// commands Switchboard uses.
 ///
 /// Meant to be used from one thread at a time (one owner, like the presence poller). Calls
-/// from several threads are serialized by an internal lock, so misuse costs latency, not
+/// from several threads are serialized by an internal mutex, so misuse costs latency, not
 /// memory safety.
 ///
 /// Timeouts: `timeout` bounds the TCP connect and, as the socket's read/write timeout, each
@@ -20,30 +20,32 @@ import Foundation
 /// On Linux the first connection sets SIGPIPE to ignored unless the process installed a
 /// handler: hiredis writes with `write()`, and a reset connection must become an error,
 /// not kill the process.
-public final class RedisConnection: @unchecked Sendable {
+public final class RedisConnection: Sendable {
     private let endpoint: RedisEndpoint
     private let timeout: Duration
-    private let lock = NSLock()
-    /// nil after a connection-level error, until the next command reconnects. Guarded by `lock`.
-    private var context: HiredisContext?
-    /// Set by `close()`. Guarded by `lock`. (Dropping the last reference also closes: the
-    /// context's deinit frees it.)
-    private var isClosed = false
+    private let state: Mutex<State>
+
+    private struct State {
+        /// nil after a connection-level error, until the next command reconnects.
+        var context: HiredisContext?
+        /// Set by `close()`. (Dropping the last reference also closes: the context's deinit frees it.)
+        var isClosed = false
+    }
 
     /// Connects to `url` (`redis://host:port[/db]`, a password as `redis://:pw@host:port`,
     /// an ACL user as `redis://user:pw@host:port`), authenticating and selecting the database.
     public init(url: String, timeout: Duration = .seconds(2)) throws {
         endpoint = try RedisEndpoint(parsing: url)
         self.timeout = timeout
-        context = try HiredisContext(endpoint: endpoint, timeout: timeout)
+        state = Mutex(State(context: try HiredisContext(endpoint: endpoint, timeout: timeout)))
     }
 
     /// Closes the connection; later calls throw `RedisError.closed`. Idempotent.
     public func close() {
-        lock.lock()
-        defer { lock.unlock() }
-        isClosed = true
-        context = nil
+        state.withLock { state in
+            state.isClosed = true
+            state.context = nil
+        }
     }
 
     // MARK: Generic commands
@@ -204,22 +206,22 @@ public final class RedisConnection: @unchecked Sendable {
 
     /// Runs `body` on the live context under the lock, connecting first if the previous one
     /// broke, and discarding the context if `body` broke it.
-    private func withContext<Result>(name: String, _ body: (HiredisContext) throws(RedisError) -> Result) throws(RedisError) -> Result {
-        lock.lock()
-        defer { lock.unlock() }
-        guard !isClosed else { throw .closed }
-        let redis: HiredisContext
-        if let context {
-            redis = context
-        } else {
-            redis = try HiredisContext(endpoint: endpoint, timeout: timeout)
-            context = redis
-        }
-        do {
-            return try body(redis)
-        } catch {
-            if redis.isBroken { context = nil }
-            throw error
+    private func withContext<Result: Sendable>(name: String, _ body: (HiredisContext) throws(RedisError) -> Result) throws(RedisError) -> Result {
+        try state.withLock { (state) throws(RedisError) -> Result in
+            guard !state.isClosed else { throw .closed }
+            let redis: HiredisContext
+            if let context = state.context {
+                redis = context
+            } else {
+                redis = try HiredisContext(endpoint: endpoint, timeout: timeout)
+                state.context = redis
+            }
+            do throws(RedisError) {
+                return try body(redis)
+            } catch {
+                if redis.isBroken { state.context = nil }
+                throw error
+            }
         }
     }
 

@@ -16,7 +16,7 @@ import Foundation
 /// would leave the context unusable). A connection that goes quiet for
 /// `healthCheckInterval` is probed with `PING`; no reply within `timeout` counts as lost,
 /// which catches a server that hangs or a peer that vanished without closing the socket.
-public final class RedisSubscriber: @unchecked Sendable {
+public final class RedisSubscriber: Sendable {
     /// A change of subscription state, or a message.
     public enum Event: Sendable, Equatable {
         case connected
@@ -67,6 +67,7 @@ public final class RedisSubscriber: @unchecked Sendable {
 
 /// The subscriber thread's state. Separate from `RedisSubscriber` so that the thread does not
 /// keep its owner alive and the owner's deinit can stop it.
+/// `@unchecked Sendable`: its vars are guarded by `state`, a condition (stop wakes a reconnect pause).
 private final class SubscriberWorker: @unchecked Sendable {
     /// How long one `poll` waits before the thread checks for `stop()` again.
     static let pollSlice: Duration = .milliseconds(250)

@@ -1,0 +1,125 @@
+import CNATS
+
+extension NATSConnection {
+
+    /// Subscribes with a handler that nats.c calls on its delivery thread for this
+    /// subscription, one message at a time, in order.
+    ///
+    /// The bridge: the handler lives in one `SubscriptionHandlerBox`, retained once
+    /// (`Unmanaged.passRetained`) and passed to nats.c as the callback's closure pointer. The
+    /// box is released by nats.c's on-complete callback, which runs after the subscription is
+    /// closed (by `unsubscribe()`, the subscription's deinit, or the connection closing) *and*
+    /// its last handler call has returned, so the handler never runs on a freed box.
+    public func subscribe(_ subject: String, queue: String? = nil, handler: @escaping @Sendable (NATSMessage) -> Void) throws -> NATSSubscription {
+        let box = Unmanaged.passRetained(SubscriptionHandlerBox(handler)).toOpaque()
+        var sub: OpaquePointer?
+        let status = withOptionalCString(queue) { cQueue in
+            if let cQueue {
+                return natsConnection_QueueSubscribe(&sub, handle, subject, cQueue, deliverToHandler, box)
+            }
+            return natsConnection_Subscribe(&sub, handle, subject, deliverToHandler, box)
+        }
+        guard status == NATS_OK, let sub else {
+            Unmanaged<SubscriptionHandlerBox>.fromOpaque(box).release()
+            throw coreError(status, "subscribe to \(subject)", subject: subject)
+        }
+        if natsSubscription_SetOnCompleteCB(sub, releaseHandlerBox, box) != NATS_OK {
+            // Already closed (the connection went away): the handler may still be running, so
+            // the box is left allocated rather than risk freeing it under the handler.
+            natsSubscription_Destroy(sub)
+            throw NATSError.connectionClosed(operation: "subscribe to \(subject)")
+        }
+        _ = natsSubscription_SetPendingLimits(sub, Int32(clamping: options.maxPendingMessages), Int32(clamping: options.maxPendingBytes))
+        return NATSSubscription(handle: sub, subject: subject)
+    }
+
+    /// Subscribes for polling with `nextMessage(timeout:)` on the caller's thread.
+    public func subscribeSync(_ subject: String) throws -> NATSSyncSubscription {
+        var sub: OpaquePointer?
+        let status = natsConnection_SubscribeSync(&sub, handle, subject)
+        guard status == NATS_OK, let sub else { throw coreError(status, "subscribe to \(subject)", subject: subject) }
+        _ = natsSubscription_SetPendingLimits(sub, Int32(clamping: options.maxPendingMessages), Int32(clamping: options.maxPendingBytes))
+        return NATSSyncSubscription(handle: sub, subject: subject)
+    }
+}
+
+/// Holds a subscription's handler for the C callback (see `NATSConnection.subscribe`).
+final class SubscriptionHandlerBox: Sendable {
+    let handler: @Sendable (NATSMessage) -> Void
+    init(_ handler: @escaping @Sendable (NATSMessage) -> Void) { self.handler = handler }
+}
+
+/// nats.c's message callback: copies the message into Swift, frees the C one, calls the handler.
+private let deliverToHandler: natsMsgHandler = { _, _, msg, closure in
+    guard let msg else { return }
+    let message = NATSMessage(consuming: msg)
+    guard let closure else { return }
+    Unmanaged<SubscriptionHandlerBox>.fromOpaque(closure).takeUnretainedValue().handler(message)
+}
+
+/// nats.c's on-complete callback: the subscription is closed and its handler returned.
+private let releaseHandlerBox: natsOnCompleteCB = { closure in
+    guard let closure else { return }
+    Unmanaged<SubscriptionHandlerBox>.fromOpaque(closure).release()
+}
+
+/// An asynchronous subscription (see `NATSConnection.subscribe`). Unsubscribes at deinit.
+public final class NATSSubscription: Sendable {
+    private let cHandle: CHandle
+    private var handle: OpaquePointer { cHandle.pointer }
+    public let subject: String
+
+    init(handle: OpaquePointer, subject: String) {
+        cHandle = CHandle(handle)
+        self.subject = subject
+    }
+
+    /// Stops delivery; the handler may still be running for a message already dispatched.
+    /// Idempotent, and harmless after the connection closed.
+    public func unsubscribe() {
+        if natsSubscription_IsValid(handle) { _ = natsSubscription_Unsubscribe(handle) }
+    }
+
+    /// Messages dropped because the handler fell behind the pending limits.
+    public var droppedMessages: Int64 {
+        var dropped: Int64 = 0
+        _ = natsSubscription_GetDropped(handle, &dropped)
+        return dropped
+    }
+
+    deinit {
+        unsubscribe()
+        natsSubscription_Destroy(handle)
+    }
+}
+
+/// A synchronous subscription, polled with `nextMessage(timeout:)`. Unsubscribes at deinit.
+public final class NATSSyncSubscription: Sendable {
+    private let cHandle: CHandle
+    private var handle: OpaquePointer { cHandle.pointer }
+    public let subject: String
+
+    init(handle: OpaquePointer, subject: String) {
+        cHandle = CHandle(handle)
+        self.subject = subject
+    }
+
+    /// The next message, or nil when none arrives within `timeout`.
+    public func nextMessage(timeout: Duration) throws -> NATSMessage? {
+        var msg: OpaquePointer?
+        let status = natsSubscription_NextMsg(&msg, handle, timeout.natsTimeoutMilliseconds)
+        if status == NATS_TIMEOUT { return nil }
+        guard status == NATS_OK, let msg else { throw coreError(status, "next message on \(subject)", subject: subject) }
+        return NATSMessage(consuming: msg)
+    }
+
+    /// Idempotent, and harmless after the connection closed.
+    public func unsubscribe() {
+        if natsSubscription_IsValid(handle) { _ = natsSubscription_Unsubscribe(handle) }
+    }
+
+    deinit {
+        unsubscribe()
+        natsSubscription_Destroy(handle)
+    }
+}

@@ -3,17 +3,21 @@ import Logging
 import NATSClient
 import RoutingCore
 import SwitchboardContracts
+import ServiceLifecycle
+import ServiceSupport
 import SwitchboardProto
 import Synchronization
 
-/// Consumes one partition of `CHAT_EVENTS` in stream order on its own thread and turns each
-/// event into one `Delivery` per notifier instance with an online recipient.
+/// Consumes one partition of `CHAT_EVENTS` in stream order on a dedicated thread (its fetch
+/// blocks in nats.c) and turns each event into one `Delivery` per notifier instance with an
+/// online recipient. On graceful shutdown the batch in hand is finished (flushed, then acked)
+/// before the loop returns.
 ///
 /// At-least-once: a batch's deliveries are flushed to the server before any of its events
 /// is acked; if the flush fails, the events are nak'ed and come back. Poison events
 /// (undecodable, invalid or mismatched ids) are copied to `CHAT_DLQ` with the reason and
 /// terminated, so the partition keeps moving and nothing disappears silently.
-final class EventPipeline: @unchecked Sendable {
+final class EventPipeline: Service {
     /// After this many failed deliveries an event goes to the DLQ instead of coming back.
     static let maxDeliveries = 10
 
@@ -25,10 +29,6 @@ final class EventPipeline: @unchecked Sendable {
     private let metrics: FanoutMetrics
     private let logger: Logger
     private let config: FanoutConfig
-    private let stopping = Atomic<Bool>(false)
-    private let finished = Mutex<Bool>(false)
-    /// Planner output; owned by the pipeline thread and reused for every event.
-    private var plan = PlanBuffer()
     /// Messages not yet consumed in this partition, from the last fetched message.
     let lag = Atomic<UInt64>(0)
 
@@ -46,39 +46,28 @@ final class EventPipeline: @unchecked Sendable {
         )
     }
 
-    func start() {
-        let thread = Thread { [self] in
-            run()
-            finished.withLock { $0 = true }
+    func run() async {
+        await DedicatedThread.run(name: "pipeline-p\(partition)") { [self] stop in
+            consume(until: stop)
+            subscription.unsubscribe()
         }
-        thread.name = "pipeline-p\(partition)"
-        thread.start()
     }
 
-    /// Asks the loop to stop after its current batch and waits for it (bounded by `timeout`).
-    /// Asks the loop to stop without waiting, so that many loops can wind down together.
-    func requestStop() { stopping.store(true, ordering: .relaxed) }
-
-    func stop(timeout: Duration) {
-        requestStop()
-        let deadline = ContinuousClock.now + timeout
-        while !finished.withLock({ $0 }) && ContinuousClock.now < deadline { usleep(10_000) }
-        subscription.unsubscribe()
-    }
-
-    private func run() {
+    private func consume(until stop: StopSignal) {
         var batch: [JetStreamMessage] = []
-        while !stopping.load(ordering: .relaxed) {
+        /// Planner output, reused for every event.
+        var plan = PlanBuffer()
+        while !stop.isRaised {
             do {
                 batch = try subscription.fetch(batch: config.fetchBatch, timeout: .milliseconds(500))
             } catch {
                 logger.warning("fetch failed", metadata: ["partition": "\(partition)", "error": "\(error)"])
                 metrics.fetchErrors.increment()
-                Thread.sleep(forTimeInterval: 0.2)
+                stop.pause(.milliseconds(200))
                 continue
             }
             if batch.isEmpty { continue }
-            process(batch)
+            process(batch, plan: &plan)
             batch.removeAll(keepingCapacity: true)
         }
     }
@@ -87,13 +76,13 @@ final class EventPipeline: @unchecked Sendable {
     /// ack of the last handled event covers the batch: it goes out only after the batch's
     /// deliveries are flushed. The first event that cannot be delivered stops the batch; it
     /// and everything after it come back (nak), so nothing is skipped.
-    private func process(_ batch: [JetStreamMessage]) {
+    private func process(_ batch: [JetStreamMessage], plan: inout PlanBuffer) {
         metrics.fetchBatch.record(batch.count)
         var handled = 0
         var published = 0
         var failure: String?
         for message in batch {
-            switch handle(message) {
+            switch handle(message, plan: &plan) {
             case .delivered(let count):
                 published += count
             case .poison(let reason):
@@ -137,7 +126,7 @@ final class EventPipeline: @unchecked Sendable {
         case failed(any Error)
     }
 
-    private func handle(_ message: JetStreamMessage) -> Outcome {
+    private func handle(_ message: JetStreamMessage, plan: inout PlanBuffer) -> Outcome {
         metrics.eventsIn.increment()
         let event: ChatEvent
         do {

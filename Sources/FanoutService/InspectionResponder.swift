@@ -3,17 +3,20 @@ import Logging
 import NATSClient
 import RoutingCore
 import SwitchboardContracts
+import ServiceLifecycle
 import SwitchboardProto
 
 /// Answers `routing.inspect.*` requests with JSON (see `Inspection` for the shapes).
-/// Every replica answers; `routectl` merges the replies of all replicas.
-final class InspectionResponder: @unchecked Sendable {
+/// Every replica answers; `routectl` merges the replies of all replicas. Subscribed during
+/// warm-up (so it answers as soon as the replica is ready); `run()` holds the subscriptions
+/// until graceful shutdown.
+final class InspectionResponder: Service {
     private let connection: NATSConnection
     private let state: RoutingState
     private let replica: @Sendable () -> Inspection.Replica
     private let lag: @Sendable () -> [String: UInt64]
     private let logger: Logger
-    private var subscriptions: [NATSSubscription] = []
+    private let subscriptions = Subscriptions()
 
     init(connection: NATSConnection, state: RoutingState, replica: @escaping @Sendable () -> Inspection.Replica, lag: @escaping @Sendable () -> [String: UInt64], logger: Logger) {
         self.connection = connection
@@ -23,7 +26,7 @@ final class InspectionResponder: @unchecked Sendable {
         self.logger = logger
     }
 
-    func start() throws {
+    func subscribe() throws {
         let routes: [(String, @Sendable (InspectionResponder, String) throws -> any Encodable)] = [
             (Inspection.statsSubject, { responder, _ in responder.state.stats(replica: responder.replica(), lag: responder.lag()) }),
             (Inspection.userSubject, { responder, id in
@@ -37,7 +40,7 @@ final class InspectionResponder: @unchecked Sendable {
             (Inspection.instancesSubject, { responder, _ in responder.state.inspectInstances(replica: responder.replica()) }),
         ]
         for (subject, answer) in routes {
-            subscriptions.append(try connection.subscribe(subject) { [weak self] message in
+            let subscription = try connection.subscribe(subject) { [weak self] message in
                 guard let self, let reply = message.reply else { return }
                 let body: any Encodable
                 do {
@@ -50,13 +53,13 @@ final class InspectionResponder: @unchecked Sendable {
                 } catch {
                     self.logger.warning("inspection reply failed", metadata: ["subject": "\(subject)", "error": "\(error)"])
                 }
-            })
+            }
+            subscriptions.add(subscription)
         }
     }
 
-    func stop() {
-        subscriptions.forEach { $0.unsubscribe() }
-        subscriptions.removeAll()
+    func run() async {
+        await subscriptions.holdUntilGracefulShutdown()
     }
 
     private struct InvalidID: Error, CustomStringConvertible {

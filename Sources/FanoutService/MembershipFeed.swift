@@ -3,6 +3,8 @@ import Logging
 import NATSClient
 import RoutingCore
 import SwitchboardContracts
+import ServiceLifecycle
+import ServiceSupport
 import SwitchboardProto
 import Synchronization
 
@@ -13,7 +15,10 @@ import Synchronization
 /// makes nats-server 2.9 count the filter's pending messages by matching every subject of every
 /// block, which took over 60 s at 20 M memberships, and each filtered consumer reads the whole
 /// stream anyway. Other replicas' partitions are skipped here instead.
-final class MembershipFeed: @unchecked Sendable {
+///
+/// Its reads block in nats.c, so it reads on a dedicated thread: first in `catchUp()` (the
+/// warm-up waits for it), then live in `run()` until graceful shutdown.
+final class MembershipFeed: Service {
     /// With nothing at all to replay, the first read waits this long before calling the
     /// feed caught up.
     static let emptyStreamWait: Duration = .milliseconds(300)
@@ -26,74 +31,58 @@ final class MembershipFeed: @unchecked Sendable {
     private let jetStream: JetStream
     private let reader = Mutex<OrderedConsumer?>(nil)
     /// The last stream sequence read (applied or skipped); a new consumer continues after it.
-    /// Touched by the feed thread only (and by init before it starts).
-    private var lastSequence: UInt64
+    /// Written by the feed thread only.
+    private let lastSequence: Atomic<UInt64>
     private let state: RoutingState
     private let metrics: FanoutMetrics
+    private let gauges: TableGauges
     private let logger: Logger
-    private let stopping = Atomic<Bool>(false)
-    private let finished = Mutex<Bool>(false)
-    private let caughtUp = Mutex<CheckedContinuation<Void, Never>?>(nil)
     private let isCaughtUp = Atomic<Bool>(false)
 
-    init(startSequences: [Int: UInt64], jetStream: JetStream, state: RoutingState, metrics: FanoutMetrics, logger: Logger) throws {
+    /// Creates the consumer (a blocking call: the server may take long to create it on a large stream).
+    init(startSequences: [Int: UInt64], jetStream: JetStream, state: RoutingState, metrics: FanoutMetrics, gauges: TableGauges, logger: Logger) throws {
         self.startSequences = startSequences.mapValues { max($0, 1) }
         self.jetStream = jetStream
         self.state = state
         self.metrics = metrics
+        self.gauges = gauges
         self.logger = logger
-        lastSequence = (self.startSequences.values.min() ?? 1) - 1
+        lastSequence = Atomic((self.startSequences.values.min() ?? 1) - 1)
         let consumer = try openConsumer()
         reader.withLock { $0 = consumer }
     }
 
     private func openConsumer() throws -> OrderedConsumer {
-        try jetStream.orderedConsumer(stream: StreamNames.membership, filterSubject: Self.allMemberships, startSequence: lastSequence + 1, createTimeout: .seconds(60))
+        try jetStream.orderedConsumer(stream: StreamNames.membership, filterSubject: Self.allMemberships, startSequence: lastSequence.load(ordering: .relaxed) + 1, createTimeout: .seconds(60))
     }
 
     /// Replaces the consumer with one that starts after `lastSequence`; retried until it works
     /// or the feed stops.
-    private func reopenConsumer() {
+    private func reopenConsumer(until stop: StopSignal) {
         reader.withLock { $0?.close(); $0 = nil }
-        while !stopping.load(ordering: .relaxed) {
+        while !stop.isRaised {
             do {
                 let consumer = try openConsumer()
                 reader.withLock { $0 = consumer }
                 return
             } catch {
-                logger.warning("membership consumer not recreated; retrying", metadata: ["after_seq": "\(lastSequence)", "error": "\(error)"])
-                Thread.sleep(forTimeInterval: 1)
+                logger.warning("membership consumer not recreated; retrying", metadata: ["after_seq": "\(lastSequence.load(ordering: .relaxed))", "error": "\(error)"])
+                stop.pause(.seconds(1))
             }
         }
     }
 
-    /// Starts the feed thread; returns once the replay has caught up with the stream.
-    func startAndCatchUp() async {
-        await withCheckedContinuation { continuation in
-            caughtUp.withLock { $0 = continuation }
-            let thread = Thread { [self] in
-                run()
-                markCaughtUp()  // a stop during replay must not leave start-up waiting
-                finished.withLock { $0 = true }
-            }
-            thread.name = "membership"
-            thread.start()
+    /// Replays the stream; returns once caught up with it (or on graceful shutdown).
+    func catchUp() async {
+        await DedicatedThread.run(name: "membership-replay") { [self] stop in follow(until: stop, returningWhenCaughtUp: true) }
+    }
+
+    /// Follows the stream live until graceful shutdown.
+    func run() async {
+        await DedicatedThread.run(name: "membership") { [self] stop in
+            follow(until: stop, returningWhenCaughtUp: false)
+            reader.withLock { $0?.close() }
         }
-    }
-
-    /// Asks the loop to stop without waiting, so that many loops can wind down together.
-    func requestStop() { stopping.store(true, ordering: .relaxed) }
-
-    func stop(timeout: Duration) {
-        requestStop()
-        let deadline = ContinuousClock.now + timeout
-        while !finished.withLock({ $0 }) && ContinuousClock.now < deadline { usleep(10_000) }
-        reader.withLock { $0?.close() }
-    }
-
-    private func markCaughtUp() {
-        guard !isCaughtUp.exchange(true, ordering: .relaxed) else { return }
-        caughtUp.withLock { $0?.resume(); $0 = nil }
     }
 
     /// Most messages applied under one write lock.
@@ -104,12 +93,12 @@ final class MembershipFeed: @unchecked Sendable {
     static let replayBatchTarget = 256
     static let replayPause: Duration = .milliseconds(1)
 
-    private func run() {
-        var sawAny = false
+    private func follow(until stop: StopSignal, returningWhenCaughtUp: Bool) {
+        var sawAny = isCaughtUp.load(ordering: .relaxed)
         var batch: [RoutingState.MembershipRecord] = []
         batch.reserveCapacity(Self.batchLimit)
-        while !stopping.load(ordering: .relaxed) {
-            guard let consumer = reader.withLock({ $0 }) else { reopenConsumer(); continue }
+        while !stop.isRaised {
+            guard let consumer = reader.withLock({ $0 }) else { reopenConsumer(until: stop); continue }
             let replaying = !isCaughtUp.load(ordering: .relaxed)
             var numPending: UInt64 = 0
             var readError: (any Error)?
@@ -118,7 +107,7 @@ final class MembershipFeed: @unchecked Sendable {
             do {
                 count = try consumer.read(limit: Self.batchLimit, timeout: replaying && !sawAny ? Self.emptyStreamWait : .milliseconds(500)) { message in
                     numPending = message.numPending
-                    lastSequence = message.streamSequence
+                    lastSequence.store(message.streamSequence, ordering: .relaxed)
                     // Another replica's partition, or one this replica's snapshot already covers.
                     guard let partition = Subjects.membershipPartition(message.subject),
                           let start = startSequences[partition], message.streamSequence >= start else { return }
@@ -129,23 +118,27 @@ final class MembershipFeed: @unchecked Sendable {
                 readError = error
             }
             apply(batch)
+            if !replaying && !batch.isEmpty { gauges.refreshCounts() }
             if let readError {
                 if case NATSError.messagesDropped = readError {
-                    logger.warning("membership reader fell behind; reading again after the last sequence", metadata: ["after_seq": "\(lastSequence)"])
-                    reopenConsumer()
+                    logger.warning("membership reader fell behind; reading again after the last sequence", metadata: ["after_seq": "\(lastSequence.load(ordering: .relaxed))"])
+                    reopenConsumer(until: stop)
                 } else {
                     logger.warning("membership read failed", metadata: ["error": "\(readError)"])
-                    Thread.sleep(forTimeInterval: 0.2)
+                    stop.pause(.milliseconds(200))
                 }
                 continue
             }
             guard count > 0 else {
-                if !sawAny { markCaughtUp() }  // nothing at all to replay
+                // Nothing at all to replay.
+                if !sawAny { isCaughtUp.store(true, ordering: .relaxed) }
+                if returningWhenCaughtUp && isCaughtUp.load(ordering: .relaxed) { return }
                 continue
             }
             sawAny = true
             if numPending == 0 {
-                markCaughtUp()
+                isCaughtUp.store(true, ordering: .relaxed)
+                if returningWhenCaughtUp { return }
             } else if replaying && batch.count < Self.replayBatchTarget {
                 usleep(UInt32(Self.replayPause.nanoseconds / 1_000))
             }

@@ -3,6 +3,8 @@ import Logging
 import RedisClient
 import RoutingCore
 import SwitchboardContracts
+import ServiceLifecycle
+import ServiceSupport
 import SwitchboardProto
 import Synchronization
 
@@ -14,10 +16,13 @@ import Synchronization
 /// A poll of the `instances` heartbeat zset expires instances silent for `instanceTimeout`.
 /// While Redis is unreachable nothing expires: heartbeats cannot be seen, and dropping
 /// every user would stop all deliveries; the rescan on reconnection settles the table.
-final class PresenceFeed: @unchecked Sendable {
+///
+/// Scans and polls block in hiredis, so they run on a dedicated thread: first in `warm()`
+/// (the warm-up waits for the first complete scan), then in `run()` until graceful shutdown.
+final class PresenceFeed: Service {
     /// Deltas buffered during a scan beyond this many restart the scan (bounded memory).
     static let maxBufferedDeltas = 1_000_000
-    static let pollInterval: TimeInterval = 0.5
+    static let pollInterval: Duration = .milliseconds(500)
 
     private let redisURL: String
     private let state: RoutingState
@@ -25,11 +30,8 @@ final class PresenceFeed: @unchecked Sendable {
     private let logger: Logger
     private let instanceTimeout: Duration
     private let scanState = Mutex<ScanState>(ScanState())
-    private let stopping = Atomic<Bool>(false)
-    private let finished = Mutex<Bool>(false)
-    private let warm = Mutex<CheckedContinuation<Void, Never>?>(nil)
     private let isWarm = Atomic<Bool>(false)
-    private var subscriber: RedisSubscriber?
+    private let subscriber = Mutex<RedisSubscriber?>(nil)
 
     private struct ScanState {
         /// True between a (re)connection and the end of the scan it triggered.
@@ -48,31 +50,20 @@ final class PresenceFeed: @unchecked Sendable {
         self.logger = logger
     }
 
-    /// Subscribes, scans, and returns once presence is warm (the first scan finished).
-    func startAndWarm() async throws {
-        subscriber = try RedisSubscriber(url: redisURL, channels: [PresenceKeys.channel]) { [weak self] event in self?.handle(event) }
-        await withCheckedContinuation { continuation in
-            warm.withLock { $0 = continuation }
-            let thread = Thread { [self] in
-                pollLoop()
-                markWarm()
-                finished.withLock { $0 = true }
-            }
-            thread.name = "presence"
-            thread.start()
+    /// Subscribes, scans, and returns once presence is warm (the first scan finished) or on
+    /// graceful shutdown.
+    func warm() async throws {
+        let subscription = try RedisSubscriber(url: redisURL, channels: [PresenceKeys.channel]) { [weak self] event in self?.handle(event) }
+        subscriber.withLock { $0 = subscription }
+        await DedicatedThread.run(name: "presence-warm") { [self] stop in poll(until: stop, returningWhenWarm: true) }
+    }
+
+    /// Polls heartbeats and rescans when asked, until graceful shutdown; then unsubscribes.
+    func run() async {
+        await DedicatedThread.run(name: "presence") { [self] stop in
+            poll(until: stop, returningWhenWarm: false)
+            subscriber.withLock { $0 }?.stop()
         }
-    }
-
-    func stop(timeout: Duration) {
-        stopping.store(true, ordering: .relaxed)
-        subscriber?.stop()
-        let deadline = ContinuousClock.now + timeout
-        while !finished.withLock({ $0 }) && ContinuousClock.now < deadline { usleep(10_000) }
-    }
-
-    private func markWarm() {
-        guard !isWarm.exchange(true, ordering: .relaxed) else { return }
-        warm.withLock { $0?.resume(); $0 = nil }
     }
 
     /// Runs on the subscriber's thread.
@@ -113,9 +104,9 @@ final class PresenceFeed: @unchecked Sendable {
         }
     }
 
-    private func pollLoop() {
+    private func poll(until stop: StopSignal, returningWhenWarm: Bool) {
         var connection: RedisConnection?
-        while !stopping.load(ordering: .relaxed) {
+        while !stop.isRaised {
             do {
                 if connection == nil { connection = try RedisConnection(url: redisURL) }
                 let redis = connection!
@@ -126,6 +117,7 @@ final class PresenceFeed: @unchecked Sendable {
                     return true
                 }
                 if shouldScan { try scan(redis) }
+                if returningWhenWarm && isWarm.load(ordering: .relaxed) { return }
                 try pollHeartbeats(redis)
             } catch {
                 metrics.redisErrors.increment()
@@ -133,7 +125,7 @@ final class PresenceFeed: @unchecked Sendable {
                 connection = nil
                 scanState.withLock { if $0.scanning { $0.scanning = false; $0.scanRequested = true } }
             }
-            Thread.sleep(forTimeInterval: Self.pollInterval)
+            stop.pause(Self.pollInterval)
         }
     }
 
@@ -168,7 +160,7 @@ final class PresenceFeed: @unchecked Sendable {
             "instances": "\(scanned.count)", "users": "\(users)", "buffered_deltas": "\(buffered.count)",
             "ms": "\((ContinuousClock.now - started).milliseconds)",
         ])
-        if !overflowed { markWarm() }
+        if !overflowed { isWarm.store(true, ordering: .relaxed) }
     }
 
     private func pollHeartbeats(_ redis: RedisConnection) throws {

@@ -6,6 +6,7 @@ import SwitchboardProto
 /// The routing table shared by the fan-out's threads: pipelines plan under a read lock,
 /// membership feeds and the presence watcher apply changes under the write lock. Also keeps
 /// per partition the membership sequence applied and what the snapshot writer needs.
+/// `@unchecked Sendable`: `table` and `progress` are only touched under `lock`.
 final class RoutingState: @unchecked Sendable {
     private let lock = ReadWriteLock()
     private var table: RoutingTable
@@ -139,11 +140,16 @@ final class RoutingState: @unchecked Sendable {
 
     /// Loads a partition image in three steps, so that several images load side by side:
     /// decoding and building its channel table need no lock, only interning its users does.
-    func load(image: [UInt8], partition: Int) throws {
+    /// `sequence` is the membership sequence the image covers: the partition's position until
+    /// the feed applies a later change.
+    func load(image: [UInt8], partition: Int, sequence: UInt64) throws {
         let decoded = try RoutingImage.decode(image, partition: partition, partitionCount: partitionCount)
         let userIDs = lock.write { table.internUsers(of: decoded) }
         let channels = try decoded.channelTable(globalUserIDs: userIDs)
-        try lock.write { try table.install(channels, partition: partition) }
+        try lock.write {
+            try table.install(channels, partition: partition)
+            progress[partition]?.sequence = sequence
+        }
     }
 
     func resetPartition(_ partition: Int) {
@@ -182,6 +188,26 @@ final class RoutingState: @unchecked Sendable {
     }
 
     // MARK: inspection
+
+    /// What the table gauges show.
+    struct Gauges {
+        var memberships = 0
+        var channels = 0
+        var onlineUsers = 0
+        var instances = 0
+        /// Channel tables, presence and interned user ids; 0 unless asked for (it walks every channel).
+        var tableBytes = 0
+    }
+
+    func gauges(includingBytes: Bool) -> Gauges {
+        lock.read {
+            Gauges(
+                memberships: table.membershipCount, channels: table.channelCount, onlineUsers: table.presence.onlineCount,
+                instances: table.instances.all.filter { !$0.isDown && $0.users > 0 }.count,
+                tableBytes: includingBytes ? table.channelBytes + table.presence.byteCount + table.users.byteCount : 0
+            )
+        }
+    }
 
     func stats(replica: Inspection.Replica, lag: [String: UInt64]) -> Inspection.Stats {
         lock.read {
@@ -249,7 +275,9 @@ final class RoutingState: @unchecked Sendable {
 }
 
 /// A pthread reader-writer lock that prefers writers, so a steady stream of planning
-/// readers never starves membership and presence updates.
+/// readers never starves membership and presence updates. A reader-writer lock because a
+/// snapshot encodes a whole partition image under the read lock while pipelines keep planning.
+/// `@unchecked Sendable`: it owns the pthread lock's memory, which every thread shares by design.
 final class ReadWriteLock: @unchecked Sendable {
     private let lock: UnsafeMutablePointer<pthread_rwlock_t>
 

@@ -1,18 +1,19 @@
-import Foundation
 import Logging
-import Synchronization
+import ServiceLifecycle
+import ServiceSupport
 
 /// Writes a partition's routing-table image to `ROUTING_SNAPSHOTS` after `snapshotEveryChanges`
 /// membership changes, or `snapshotInterval` after the last image if anything changed, so a
-/// restart replays only the tail of `CHAT_MEMBERSHIP`.
-final class SnapshotWriter: @unchecked Sendable {
+/// restart replays only the tail of `CHAT_MEMBERSHIP`. Writes block in nats.c (JetStream
+/// publishes of the image's chunks), so it checks once a second on a dedicated thread.
+final class SnapshotWriter: Service {
+    static let checkInterval: Duration = .seconds(1)
+
     private let store: SnapshotStore
     private let state: RoutingState
     private let metrics: FanoutMetrics
     private let config: FanoutConfig
     private let logger: Logger
-    private let stopping = Atomic<Bool>(false)
-    private let finished = Mutex<Bool>(false)
 
     init(store: SnapshotStore, state: RoutingState, metrics: FanoutMetrics, config: FanoutConfig, logger: Logger) {
         self.store = store
@@ -22,24 +23,15 @@ final class SnapshotWriter: @unchecked Sendable {
         self.logger = logger
     }
 
-    func start() {
-        let thread = Thread { [self] in
-            while !stopping.load(ordering: .relaxed) {
-                for partition in state.partitionsDueForSnapshot(everyChanges: config.snapshotEveryChanges, interval: config.snapshotInterval) {
+    func run() async {
+        await DedicatedThread.run(name: "snapshots") { [self] stop in
+            while !stop.isRaised {
+                for partition in state.partitionsDueForSnapshot(everyChanges: config.snapshotEveryChanges, interval: config.snapshotInterval) where !stop.isRaised {
                     writeSnapshot(partition)
                 }
-                Thread.sleep(forTimeInterval: 1)
+                stop.pause(Self.checkInterval)
             }
-            finished.withLock { $0 = true }
         }
-        thread.name = "snapshots"
-        thread.start()
-    }
-
-    func stop() {
-        stopping.store(true, ordering: .relaxed)
-        let deadline = ContinuousClock.now + .seconds(3)
-        while !finished.withLock({ $0 }) && ContinuousClock.now < deadline { usleep(10_000) }
     }
 
     /// Writes one partition now (also used by tests and at shutdown-free moments).

@@ -3,13 +3,15 @@ import Logging
 import NATSClient
 import RoutingCore
 import SwitchboardContracts
+import ServiceLifecycle
 import SwitchboardProto
 import Synchronization
 
 /// Fans typing indicators out like events, but from core NATS and never stored:
 /// `chat.typing.<p>.<channel>` → a `Typing` with slots on each target inbox. A user's
 /// indicator in one channel is forwarded at most once per window; only members may type.
-final class TypingRelay: @unchecked Sendable {
+/// Subscribed during warm-up; `run()` holds the subscriptions until graceful shutdown.
+final class TypingRelay: Service {
     /// Bounds the coalescing memory: past this many remembered (user, channel) pairs, the
     /// expired ones are pruned.
     static let maxRemembered = 200_000
@@ -21,12 +23,7 @@ final class TypingRelay: @unchecked Sendable {
     private let partitions: PartitionSetSnapshot
     private let windowMs: Int64
     private let lastForwarded = Mutex<[String: Int64]>([:])
-    private var subscriptions: [NATSSubscription] = []
-
-    /// Each subscription delivers on one nats.c thread, so each owns one plan buffer.
-    private final class Lane: @unchecked Sendable {
-        var plan = PlanBuffer()
-    }
+    private let subscriptions = Subscriptions()
 
     struct PartitionSetSnapshot: Sendable {
         var owned: [Int]
@@ -42,21 +39,22 @@ final class TypingRelay: @unchecked Sendable {
         self.logger = logger
     }
 
-    func start() throws {
+    func subscribe() throws {
         for partition in partitions.owned {
-            let lane = Lane()
-            subscriptions.append(try connection.subscribe(Subjects.typing(partition: partition)) { [weak self] message in
-                self?.relay(message, lane: lane)
-            })
+            // Each subscription delivers on one nats.c thread: its plan buffer is never contended.
+            let lane = Mutex(PlanBuffer())
+            let subscription = try connection.subscribe(Subjects.typing(partition: partition)) { [weak self] message in
+                lane.withLock { plan in self?.relay(message, plan: &plan) }
+            }
+            subscriptions.add(subscription)
         }
     }
 
-    func stop() {
-        subscriptions.forEach { $0.unsubscribe() }
-        subscriptions.removeAll()
+    func run() async {
+        await subscriptions.holdUntilGracefulShutdown()
     }
 
-    private func relay(_ message: NATSMessage, lane: Lane) {
+    private func relay(_ message: NATSMessage, plan: inout PlanBuffer) {
         metrics.typingIn.increment()
         guard let typing = try? Typing(decoding: message.payload),
               Identifier.isValid(typing.channelID), Identifier.isValid(typing.userID),
@@ -82,13 +80,13 @@ final class TypingRelay: @unchecked Sendable {
             metrics.typingRejected.increment()
             return
         }
-        state.plan(partition: partition, channel: typing.channelID, skipUser: typing.userID, into: &lane.plan)
+        state.plan(partition: partition, channel: typing.channelID, skipUser: typing.userID, into: &plan)
         var headers = NATSHeaders()
         headers[InboxKind.header] = InboxKind.typing
-        for index in 0..<lane.plan.targets.count {
-            let out = Typing(channelID: typing.channelID, userID: typing.userID, slots: lane.plan.slots[index])
+        for index in 0..<plan.targets.count {
+            let out = Typing(channelID: typing.channelID, userID: typing.userID, slots: plan.slots[index])
             do {
-                try connection.publish(lane.plan.targets[index].inboxSubject, payload: out.encoded(), headers: headers)
+                try connection.publish(plan.targets[index].inboxSubject, payload: out.encoded(), headers: headers)
                 metrics.typingOut.increment()
             } catch {
                 logger.warning("typing publish failed", metadata: ["error": "\(error)"])

@@ -32,24 +32,35 @@ struct Fanout: AsyncParsableCommand {
         "streams-dir", "stream-replicas", "snapshot-every-changes", "snapshot-interval-seconds", "log-level",
     ]
 
+    /// Parsed by hand so that `--help` prints the help and exits 0, and any invalid flag,
+    /// value or configuration is one line on stderr and exit status 1.
     static func main() async {
         let arguments = EnvironmentFallback.apply(
             to: Array(CommandLine.arguments.dropFirst()), options: environmentOptions,
             environment: ProcessInfo.processInfo.environment
         )
+        let fanout: Fanout
         do {
-            let command = try parseAsRoot(arguments)
-            guard let fanout = command as? Fanout else { exit(withError: nil) }
-            try await fanout.start()
-        } catch let error as FanoutError {
-            FileHandle.standardError.write(Data("fanout: \(error)\n".utf8))
-            Foundation.exit(1)
-        } catch let error as ConfigurationError {
-            FileHandle.standardError.write(Data("fanout: invalid configuration: \(error)\n".utf8))
-            Foundation.exit(1)
+            fanout = try parse(arguments)
         } catch {
-            exit(withError: error)
+            if exitCode(for: error) == .success { exit(withError: error) }  // --help
+            fail(message(for: error))
         }
+        do {
+            try await fanout.start()
+        } catch let error as ConfigurationError {
+            fail("invalid configuration: \(error)")
+        } catch {
+            fail("\(error)")
+        }
+    }
+
+    /// The first line of `message` on stderr, then exit status 1.
+    static func fail(_ message: String) -> Never {
+        var line = message.split(separator: "\n").first.map(String.init) ?? message
+        if line.hasPrefix("Error: ") { line.removeFirst("Error: ".count) }
+        FileHandle.standardError.write(Data("fanout: \(line)\n".utf8))
+        Foundation.exit(1)
     }
 
     func start() async throws {

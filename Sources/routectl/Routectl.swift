@@ -25,11 +25,22 @@ struct Routectl: ParsableCommand {
             var command = try parseAsRoot(arguments)
             try command.run()
         } catch let failure as RoutectlFailure {
-            FileHandle.standardError.write(Data("routectl: \(failure.message)\n".utf8))
-            Foundation.exit(failure.code)
+            fail(failure.message, code: failure.code)
         } catch {
-            exit(withError: error)
+            // --help prints the help and exits 0; a bad flag or value is bad input: one line, exit 1.
+            if exitCode(for: error) == .success { exit(withError: error) }
+            fail(message(for: error), code: 1)
         }
+    }
+}
+
+extension Routectl {
+    /// The first line of `message` on stderr, then `code`.
+    static func fail(_ message: String, code: Int32) -> Never {
+        var line = message.split(separator: "\n").first.map(String.init) ?? message
+        if line.hasPrefix("Error: ") { line.removeFirst("Error: ".count) }
+        FileHandle.standardError.write(Data("routectl: \(line)\n".utf8))
+        Foundation.exit(code)
     }
 }
 

@@ -6,8 +6,7 @@ import SwitchboardProto
 /// The routing table shared by the fan-out's threads: pipelines plan under a read lock,
 /// membership feeds and the presence watcher apply changes under the write lock. Also keeps
 /// per partition the membership sequence applied and what the snapshot writer needs.
-/// `@unchecked Sendable`: `table` and `progress` are only touched under `lock`.
-final class RoutingState: @unchecked Sendable {
+final class RoutingState: @unchecked Sendable {  // `table` and `progress` are only touched under `lock`
     private let lock = ReadWriteLock()
     private var table: RoutingTable
     private var progress: [Int: Progress] = [:]
@@ -277,8 +276,7 @@ final class RoutingState: @unchecked Sendable {
 /// A pthread reader-writer lock that prefers writers, so a steady stream of planning
 /// readers never starves membership and presence updates. A reader-writer lock because a
 /// snapshot encodes a whole partition image under the read lock while pipelines keep planning.
-/// `@unchecked Sendable`: it owns the pthread lock's memory, which every thread shares by design.
-final class ReadWriteLock: @unchecked Sendable {
+final class ReadWriteLock: @unchecked Sendable {  // owns the pthread lock's memory, shared by design
     private let lock: UnsafeMutablePointer<pthread_rwlock_t>
 
     init() {

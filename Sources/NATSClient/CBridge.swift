@@ -115,7 +115,7 @@ func withPayload<R>(_ payload: UnsafeRawBufferPointer, _ body: (UnsafeRawPointer
 
 /// A nats.c object pointer that may cross threads: nats.c locks every connection, subscription,
 /// JetStream context and message internally, so its owners only need the pointer to be shareable.
-struct CHandle: @unchecked Sendable {
+struct CHandle: @unchecked Sendable {  // nats.c locks each object internally
     let pointer: OpaquePointer
     init(_ pointer: OpaquePointer) { self.pointer = pointer }
 }

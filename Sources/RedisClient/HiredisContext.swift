@@ -11,8 +11,7 @@ import Darwin
 /// Not thread-safe; each owner (`RedisConnection` under its lock, the subscriber thread)
 /// uses it from one thread at a time. Once `isBroken` is true hiredis has given up on the
 /// context (it may hold a half-read reply), so owners discard it and connect a new one.
-/// `@unchecked Sendable`: it moves between threads only inside its one owner (a mutex or a thread).
-final class HiredisContext: @unchecked Sendable {
+final class HiredisContext: @unchecked Sendable {  // crosses threads only inside its one owner (a mutex or a thread)
     private let context: UnsafeMutablePointer<redisContext>
     let endpoint: RedisEndpoint
     private let timeout: Duration

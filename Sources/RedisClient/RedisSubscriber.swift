@@ -67,8 +67,7 @@ public final class RedisSubscriber: Sendable {
 
 /// The subscriber thread's state. Separate from `RedisSubscriber` so that the thread does not
 /// keep its owner alive and the owner's deinit can stop it.
-/// `@unchecked Sendable`: its vars are guarded by `state`, a condition (stop wakes a reconnect pause).
-private final class SubscriberWorker: @unchecked Sendable {
+private final class SubscriberWorker: @unchecked Sendable {  // its vars are guarded by the condition `state`
     /// How long one `poll` waits before the thread checks for `stop()` again.
     static let pollSlice: Duration = .milliseconds(250)
     /// Messages that arrive between the first and the last `SUBSCRIBE` confirmation are held

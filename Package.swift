@@ -138,6 +138,11 @@ let package = Package(
             dependencies: ["RoutingCore", "SwitchboardContracts", "SwitchboardTestSupport", .product(name: "PropertyBased", package: "swift-property-based")],
             swiftSettings: strict
         ),
+        .testTarget(
+            name: "NotifierDemoTests",
+            dependencies: ["NotifierDemo", "NotifierService", "ServiceSupport", .product(name: "NIOHTTP1", package: "swift-nio")],
+            swiftSettings: strict
+        ),
         .testTarget(name: "SwitchboardProtoTests", dependencies: ["SwitchboardProto", "SwitchboardTestSupport"], swiftSettings: strict),
         .testTarget(name: "NATSClientTests", dependencies: ["NATSClient", "SwitchboardTestSupport", "SwitchboardContracts"], swiftSettings: strict),
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "SwitchboardTestSupport", "SwitchboardContracts"], swiftSettings: strict),

@@ -18,4 +18,10 @@ public struct RouteRequest: Sendable {
     public var head: HTTPRequestHead
     public var path: String
     public var body: [UInt8]
+
+    public init(head: HTTPRequestHead, path: String, body: [UInt8]) {
+        self.head = head
+        self.path = path
+        self.body = body
+    }
 }

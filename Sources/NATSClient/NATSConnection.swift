@@ -1,4 +1,5 @@
 import CNATS
+import Dispatch
 
 #if canImport(Glibc)
 import Glibc
@@ -73,6 +74,8 @@ public final class NATSConnection: Sendable {
 
     public let options: Options
     private let cHandle: CHandle
+    /// Signalled by nats.c's closed callback, so that `drain` waits for the close without polling.
+    private let closed: ClosedSignal
     /// The `natsConnection*`; valid until deinit.
     var handle: OpaquePointer { cHandle.pointer }
 
@@ -110,6 +113,11 @@ public final class NATSConnection: Sendable {
         try set(natsOptions_SetMaxPendingMsgs(opts, Int32(clamping: options.maxPendingMessages)), "max pending messages")
         try set(natsOptions_SetReconnectBufSize(opts, Int32(clamping: options.reconnectBufferBytes)), "reconnect buffer")
         try set(natsOptions_SetRetryOnFailedConnect(opts, false, nil, nil), "retry on failed connect")
+        // Deliberately never released, like the event box below: nats.c may call it after destroy.
+        let closed = ClosedSignal()
+        let closedBox = Unmanaged.passRetained(closed).toOpaque()
+        try set(natsOptions_SetClosedCB(opts, { _, box in ClosedSignal.deliver(to: box) }, closedBox), "closed callback")
+        self.closed = closed
         if let handler = options.onConnectionEvent {
             // Deliberately never released: nats.c may still run a callback on its own thread
             // after the connection is destroyed. One small box per connection that asked.
@@ -211,11 +219,8 @@ public final class NATSConnection: Sendable {
     /// have, flushes publishes, then closes. Returns when closed or after `timeout`, closing
     /// the connection anyway in the latter case.
     public func drain(timeout: Duration) {
-        let deadline = ContinuousClock.now + timeout
         if natsConnection_DrainTimeout(handle, timeout.natsTimeoutMilliseconds) == NATS_OK {
-            while !natsConnection_IsClosed(handle) && ContinuousClock.now < deadline {
-                usleep(5_000)
-            }
+            _ = closed.semaphore.wait(timeout: .now() + .milliseconds(Int(timeout.natsTimeoutMilliseconds)))
         }
         close()
     }
@@ -240,5 +245,15 @@ private final class ConnectionEventBox: Sendable {
     static func deliver(_ event: ConnectionEvent, to box: UnsafeMutableRawPointer?) {
         guard let box else { return }
         Unmanaged<ConnectionEventBox>.fromOpaque(box).takeUnretainedValue().handler(event)
+    }
+}
+
+/// Carries nats.c's closed callback to `drain`, which waits on the semaphore.
+private final class ClosedSignal: Sendable {
+    let semaphore = DispatchSemaphore(value: 0)
+
+    static func deliver(to box: UnsafeMutableRawPointer?) {
+        guard let box else { return }
+        Unmanaged<ClosedSignal>.fromOpaque(box).takeUnretainedValue().semaphore.signal()
     }
 }

@@ -9,14 +9,14 @@ import Glibc
 /// consumer (server side) is kept: `unsubscribe` only stops this client's interest; use
 /// `JetStream.deleteConsumer` to remove it.
 public final class PullSubscription: Sendable {
-    private let cHandle: CHandle
-    private var handle: OpaquePointer { cHandle.pointer }
+    private let subscription: SubscriptionHandle
+    private var handle: OpaquePointer { subscription.pointer }
     /// Keeps the JetStream context (and so the connection) alive while messages are acked.
     private let jetStream: JetStream
     private let name: String
 
     init(handle: OpaquePointer, jetStream: JetStream, description: String) {
-        cHandle = CHandle(handle)
+        subscription = SubscriptionHandle(handle)
         self.jetStream = jetStream
         self.name = description
     }
@@ -47,14 +47,8 @@ public final class PullSubscription: Sendable {
 
     /// Stops this subscription; unacked messages are redelivered after their ack wait.
     /// Idempotent.
-    public func unsubscribe() {
-        if natsSubscription_IsValid(handle) { _ = natsSubscription_Unsubscribe(handle) }
-    }
+    public func unsubscribe() { subscription.unsubscribe() }
 
-    deinit {
-        unsubscribe()
-        natsSubscription_Destroy(handle)
-    }
 }
 
 /// An ordered consumer (see `JetStream.orderedConsumer`), read with `next(timeout:)` on one
@@ -62,13 +56,13 @@ public final class PullSubscription: Sendable {
 public final class OrderedConsumer: Sendable {
     /// Unread bytes the client buffers before dropping (then `next` throws `messagesDropped`).
     static let pendingByteLimit: Int32 = 256 << 20
-    private let cHandle: CHandle
-    private var handle: OpaquePointer { cHandle.pointer }
+    private let subscription: SubscriptionHandle
+    private var handle: OpaquePointer { subscription.pointer }
     private let jetStream: JetStream
     private let name: String
 
     init(handle: OpaquePointer, jetStream: JetStream, description: String) {
-        cHandle = CHandle(handle)
+        subscription = SubscriptionHandle(handle)
         self.jetStream = jetStream
         self.name = description
     }
@@ -123,14 +117,8 @@ public final class OrderedConsumer: Sendable {
     }
 
     /// Stops the consumer (the server removes the ephemeral consumer). Idempotent.
-    public func close() {
-        if natsSubscription_IsValid(handle) { _ = natsSubscription_Unsubscribe(handle) }
-    }
+    public func close() { subscription.unsubscribe() }
 
-    deinit {
-        close()
-        natsSubscription_Destroy(handle)
-    }
 }
 
 /// A message delivered by a JetStream consumer. It owns the C message until deinit, because

@@ -63,22 +63,38 @@ private let releaseHandlerBox: natsOnCompleteCB = { closure in
     Unmanaged<SubscriptionHandlerBox>.fromOpaque(closure).release()
 }
 
+/// Owns one nats.c subscription (core or JetStream): unsubscribes and frees it at deinit.
+final class SubscriptionHandle: Sendable {
+    private let handle: CHandle
+    var pointer: OpaquePointer { handle.pointer }
+
+    init(_ pointer: OpaquePointer) { handle = CHandle(pointer) }
+
+    /// Idempotent, and harmless after the connection closed.
+    func unsubscribe() {
+        if natsSubscription_IsValid(pointer) { _ = natsSubscription_Unsubscribe(pointer) }
+    }
+
+    deinit {
+        unsubscribe()
+        natsSubscription_Destroy(pointer)
+    }
+}
+
 /// An asynchronous subscription (see `NATSConnection.subscribe`). Unsubscribes at deinit.
 public final class NATSSubscription: Sendable {
-    private let cHandle: CHandle
-    private var handle: OpaquePointer { cHandle.pointer }
+    private let subscription: SubscriptionHandle
+    private var handle: OpaquePointer { subscription.pointer }
     public let subject: String
 
     init(handle: OpaquePointer, subject: String) {
-        cHandle = CHandle(handle)
+        subscription = SubscriptionHandle(handle)
         self.subject = subject
     }
 
     /// Stops delivery; the handler may still be running for a message already dispatched.
     /// Idempotent, and harmless after the connection closed.
-    public func unsubscribe() {
-        if natsSubscription_IsValid(handle) { _ = natsSubscription_Unsubscribe(handle) }
-    }
+    public func unsubscribe() { subscription.unsubscribe() }
 
     /// Messages dropped because the handler fell behind the pending limits.
     public var droppedMessages: Int64 {
@@ -87,20 +103,16 @@ public final class NATSSubscription: Sendable {
         return dropped
     }
 
-    deinit {
-        unsubscribe()
-        natsSubscription_Destroy(handle)
-    }
 }
 
 /// A synchronous subscription, polled with `nextMessage(timeout:)`. Unsubscribes at deinit.
 public final class NATSSyncSubscription: Sendable {
-    private let cHandle: CHandle
-    private var handle: OpaquePointer { cHandle.pointer }
+    private let subscription: SubscriptionHandle
+    private var handle: OpaquePointer { subscription.pointer }
     public let subject: String
 
     init(handle: OpaquePointer, subject: String) {
-        cHandle = CHandle(handle)
+        subscription = SubscriptionHandle(handle)
         self.subject = subject
     }
 
@@ -114,12 +126,6 @@ public final class NATSSyncSubscription: Sendable {
     }
 
     /// Idempotent, and harmless after the connection closed.
-    public func unsubscribe() {
-        if natsSubscription_IsValid(handle) { _ = natsSubscription_Unsubscribe(handle) }
-    }
+    public func unsubscribe() { subscription.unsubscribe() }
 
-    deinit {
-        unsubscribe()
-        natsSubscription_Destroy(handle)
-    }
 }

@@ -10,7 +10,16 @@ let package = Package(
         .executable(name: "fanout", targets: ["fanout"]),
         .executable(name: "notifier", targets: ["notifier"]),
         .executable(name: "routectl", targets: ["routectl"]),
-        .executable(name: "switchboard-bench", targets: ["switchboard-bench"]),
+        // Libraries for the bench package (bench/Package.swift), which depends on this one by path.
+        .library(name: "RoutingCore", targets: ["RoutingCore"]),
+        .library(name: "NATSClient", targets: ["NATSClient"]),
+        .library(name: "RedisClient", targets: ["RedisClient"]),
+        .library(name: "SwitchboardProto", targets: ["SwitchboardProto"]),
+        .library(name: "FanoutService", targets: ["FanoutService"]),
+        .library(name: "NotifierService", targets: ["NotifierService"]),
+        .library(name: "NotifierDemo", targets: ["NotifierDemo"]),
+        .library(name: "SwitchboardContracts", targets: ["SwitchboardContracts"]),
+        .library(name: "SwitchboardHarness", targets: ["SwitchboardHarness"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -20,7 +29,6 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/vapor/jwt-kit", from: "5.7.1"),
-        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
     ],
     targets: [
@@ -116,12 +124,11 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .executableTarget(
-            name: "switchboard-bench",
+        // Test and bench support, not product code: the process launcher, fixtures that start real
+        // nats-server / redis-server, the HTTP probe, WebSocket clients. The tests and the bench use it.
+        .target(
+            name: "SwitchboardHarness",
             dependencies: [
-                "SwitchboardContracts", "RoutingCore", "NATSClient", "RedisClient", "SwitchboardProto", "FanoutService", "NotifierService", "NotifierDemo",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -129,13 +136,10 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-
-        // Tests. Fixtures that start real nats-server / redis-server live in SwitchboardTestSupport.
-        .target(name: "SwitchboardTestSupport", path: "Tests/SwitchboardTestSupport", swiftSettings: strict),
-        .testTarget(name: "SwitchboardContractsTests", dependencies: ["SwitchboardContracts", "SwitchboardTestSupport"], swiftSettings: strict),
+        .testTarget(name: "SwitchboardContractsTests", dependencies: ["SwitchboardContracts", "SwitchboardHarness"], swiftSettings: strict),
         .testTarget(
             name: "RoutingCoreTests",
-            dependencies: ["RoutingCore", "SwitchboardContracts", "SwitchboardTestSupport", .product(name: "PropertyBased", package: "swift-property-based")],
+            dependencies: ["RoutingCore", "SwitchboardContracts", "SwitchboardHarness", .product(name: "PropertyBased", package: "swift-property-based")],
             swiftSettings: strict
         ),
         .testTarget(
@@ -143,19 +147,19 @@ let package = Package(
             dependencies: ["NotifierDemo", "NotifierService", "ServiceSupport", .product(name: "NIOHTTP1", package: "swift-nio")],
             swiftSettings: strict
         ),
-        .testTarget(name: "SwitchboardProtoTests", dependencies: ["SwitchboardProto", "SwitchboardTestSupport"], swiftSettings: strict),
-        .testTarget(name: "NATSClientTests", dependencies: ["NATSClient", "SwitchboardTestSupport", "SwitchboardContracts"], swiftSettings: strict),
-        .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "SwitchboardTestSupport", "SwitchboardContracts"], swiftSettings: strict),
+        .testTarget(name: "SwitchboardProtoTests", dependencies: ["SwitchboardProto", "SwitchboardHarness"], swiftSettings: strict),
+        .testTarget(name: "NATSClientTests", dependencies: ["NATSClient", "SwitchboardHarness", "SwitchboardContracts"], swiftSettings: strict),
+        .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "SwitchboardHarness", "SwitchboardContracts"], swiftSettings: strict),
         .testTarget(
             name: "FanoutServiceTests",
-            dependencies: ["FanoutService", "SwitchboardTestSupport", "SwitchboardProto", "SwitchboardContracts"],
+            dependencies: ["FanoutService", "SwitchboardHarness", "SwitchboardProto", "SwitchboardContracts"],
             exclude: ["Peers"],
             swiftSettings: strict
         ),
         .testTarget(
             name: "NotifierServiceTests",
             dependencies: [
-                "NotifierService", "NotifierDemo", "ServiceSupport", "SwitchboardTestSupport", "NATSClient", "RedisClient", "SwitchboardProto", "SwitchboardContracts",
+                "NotifierService", "NotifierDemo", "ServiceSupport", "SwitchboardHarness", "NATSClient", "RedisClient", "SwitchboardProto", "SwitchboardContracts",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -168,7 +172,7 @@ let package = Package(
         ),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["SwitchboardTestSupport", "NATSClient", "RedisClient", "SwitchboardProto", "SwitchboardContracts", "RoutingCore", "NotifierService", "NotifierDemo"],
+            dependencies: ["SwitchboardHarness", "NATSClient", "RedisClient", "SwitchboardProto", "SwitchboardContracts", "RoutingCore", "NotifierService", "NotifierDemo"],
             exclude: ["Peers"],
             swiftSettings: strict
         ),

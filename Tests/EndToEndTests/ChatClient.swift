@@ -1,5 +1,5 @@
 import Foundation
-import SwitchboardTestSupport
+import SwitchboardHarness
 import Synchronization
 
 /// A chat client as an application would write one against the client protocol: it reads

@@ -1,5 +1,5 @@
 import Foundation
-import SwitchboardTestSupport
+import SwitchboardHarness
 import Testing
 
 extension EndToEnd {

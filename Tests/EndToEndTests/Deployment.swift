@@ -6,7 +6,7 @@ import RedisClient
 import RoutingCore
 import SwitchboardContracts
 import SwitchboardProto
-import SwitchboardTestSupport
+import SwitchboardHarness
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,5 +1,5 @@
 import Foundation
-import SwitchboardTestSupport
+import SwitchboardHarness
 import Testing
 
 /// Every end-to-end and fault test runs a whole deployment as processes; they run one at a

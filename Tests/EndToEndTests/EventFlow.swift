@@ -1,5 +1,5 @@
 import Foundation
-import SwitchboardTestSupport
+import SwitchboardHarness
 import Synchronization
 
 /// Upstream traffic that keeps flowing while a test breaks something: publishes events

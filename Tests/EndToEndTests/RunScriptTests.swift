@@ -1,5 +1,5 @@
 import Foundation
-import SwitchboardTestSupport
+import SwitchboardHarness
 import Testing
 #if canImport(Glibc)
 import Glibc

@@ -5,7 +5,7 @@ import RedisClient
 import RoutingCore
 import SwitchboardContracts
 import SwitchboardProto
-import SwitchboardTestSupport
+import SwitchboardHarness
 import Synchronization
 
 /// A real deployment for fan-out tests: nats-server, redis-server and `fanout` processes,

@@ -3,7 +3,7 @@ import NATSClient
 import RoutingCore
 import SwitchboardContracts
 import SwitchboardProto
-import SwitchboardTestSupport
+import SwitchboardHarness
 import Testing
 
 /// The fan-out as an operator sees it over its life: gauges that follow the table, positions

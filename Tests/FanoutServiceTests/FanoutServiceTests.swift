@@ -3,7 +3,7 @@ import NATSClient
 import RoutingCore
 import SwitchboardContracts
 import SwitchboardProto
-import SwitchboardTestSupport
+import SwitchboardHarness
 import Testing
 
 /// The fan-out as a process against real nats-server and redis-server (FanoutHarness).

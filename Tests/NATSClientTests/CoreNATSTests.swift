@@ -1,7 +1,7 @@
 import Foundation
 import NATSClient
 import SwitchboardContracts
-import SwitchboardTestSupport
+import SwitchboardHarness
 import Testing
 
 @Suite("Core NATS against a real nats-server")

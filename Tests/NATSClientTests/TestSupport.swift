@@ -1,6 +1,6 @@
 import Foundation
 import NATSClient
-import SwitchboardTestSupport
+import SwitchboardHarness
 
 /// Starts a real nats-server with JetStream, connects, runs `body`, and stops both in every path.
 func withNATS<R>(_ body: (NATSServerFixture, NATSConnection) throws -> R) throws -> R {

@@ -5,7 +5,7 @@ import NotifierService
 import RoutingCore
 import SwitchboardContracts
 import SwitchboardProto
-import SwitchboardTestSupport
+import SwitchboardHarness
 import Testing
 
 /// What a WebSocket client controls, fuzzed: its text frames, its token, and the upgrade

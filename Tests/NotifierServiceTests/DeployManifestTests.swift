@@ -1,5 +1,5 @@
 import Foundation
-import SwitchboardTestSupport
+import SwitchboardHarness
 import Testing
 
 /// deploy/k8s validated offline by deploy/k8s/validate.py: Kubernetes JSON schemas (strict)
@@ -33,7 +33,7 @@ import Testing
     private func validate(_ directory: URL) throws -> (Int32, String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = [SwitchboardTestSupport.PythonPeer.interpreter, Self.directory.appendingPathComponent("validate.py").path, directory.path]
+        process.arguments = [SwitchboardHarness.PythonPeer.interpreter, Self.directory.appendingPathComponent("validate.py").path, directory.path]
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = pipe

@@ -2,7 +2,7 @@ import Foundation
 import NATSClient
 import SwitchboardContracts
 import SwitchboardProto
-import SwitchboardTestSupport
+import SwitchboardHarness
 import Testing
 @testable import NotifierService
 

@@ -3,7 +3,7 @@ import NotifierDemo
 import NotifierService
 import RedisClient
 import SwitchboardContracts
-import SwitchboardTestSupport
+import SwitchboardHarness
 import Testing
 
 /// The `notifier` command line: flags, environment fallbacks, one-line configuration errors.

@@ -5,7 +5,7 @@ import NotifierService
 import RedisClient
 import SwitchboardContracts
 import SwitchboardProto
-import SwitchboardTestSupport
+import SwitchboardHarness
 
 /// A real nats-server and redis-server with the built `notifier` executable between them.
 /// `stop()` in a `defer`; every process is also stopped by its deinit.

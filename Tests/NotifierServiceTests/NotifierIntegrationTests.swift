@@ -6,7 +6,7 @@ import NotifierService
 import RedisClient
 import SwitchboardContracts
 import SwitchboardProto
-import SwitchboardTestSupport
+import SwitchboardHarness
 import Testing
 
 /// End-to-end behaviour of the `notifier` executable against real nats-server and

@@ -5,7 +5,7 @@ import NotifierService
 import RoutingCore
 import SwitchboardContracts
 import SwitchboardProto
-import SwitchboardTestSupport
+import SwitchboardHarness
 import Synchronization
 import Testing
 

@@ -1,7 +1,7 @@
 import Foundation
 @testable import RedisClient
 import SwitchboardContracts
-import SwitchboardTestSupport
+import SwitchboardHarness
 import Testing
 
 extension RedisClientTests {

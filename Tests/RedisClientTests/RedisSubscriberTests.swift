@@ -1,7 +1,7 @@
 import Foundation
 import RedisClient
 import SwitchboardContracts
-import SwitchboardTestSupport
+import SwitchboardHarness
 import Testing
 
 extension RedisClientTests {

@@ -1,6 +1,6 @@
 import Foundation
 import RedisClient
-import SwitchboardTestSupport
+import SwitchboardHarness
 import Testing
 
 /// All RedisClient tests run one after another: several measure how long something takes,

@@ -1,7 +1,7 @@
 import RoutingCore
 import SwitchboardContracts
 import Testing
-import SwitchboardTestSupport
+import SwitchboardHarness
 
 /// The routing-table image is read back from `ROUTING_SNAPSHOTS` at cold start: bytes another
 /// process wrote, possibly a corrupt or hostile one. Fuzzed from real images and from images

@@ -1,6 +1,6 @@
 import Foundation
 import SwitchboardContracts
-import SwitchboardTestSupport
+import SwitchboardHarness
 import Testing
 
 @Suite struct StreamDefinitionTests {

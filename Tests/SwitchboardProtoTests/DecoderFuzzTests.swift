@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-import SwitchboardTestSupport
+import SwitchboardHarness
 @testable import SwitchboardProto
 
 /// Every protobuf message a process reads from NATS or Redis, fuzzed from valid encodings

@@ -52,7 +52,7 @@ struct ColdStartBench: ParsableCommand {
     @Option(help: "Seconds a fan-out start may take before the bench gives up.") var readyTimeout = 900.0
     @Option(help: "Seconds to wait for every partition's snapshot manifest.") var snapshotTimeout = 600.0
     @Option(help: "Folder with the stream definitions.") var streamsDir = "streams"
-    @Option(help: "The fanout executable (default: next to this one).") var fanoutPath: String?
+    @Option(help: "The fanout executable (default: the root package's build of the same configuration).") var fanoutPath: String?
     @Option(help: "JSON result file (default bench/out/cold-start-<preset>.json).") var jsonOut: String?
     @Option(help: "Markdown file the result table is appended to (under '## Cold start').") var results = "bench/RESULTS.md"
     @Flag(help: "Do not append to the results file.") var noResults = false
@@ -103,7 +103,7 @@ struct ColdStartBench: ParsableCommand {
         let datasetLine = "\(dataset.shape.users) users, \(dataset.shape.channels) channels (Zipf(\(dataset.shape.zipfExponent)), largest \(dataset.channelSizes.first ?? 0) members), \(dataset.membershipCount) memberships (\(dataset.shape.heavyUsers) heavy users in \(min(dataset.shape.heavyUserChannels, dataset.shape.channels)) channels each), \(min(dataset.shape.online, dataset.shape.users)) online on \(dataset.shape.instances) instances, seed \(dataset.shape.seed); \(partitionCount) partitions, \(usedPartitions.count) with memberships"
         print("dataset (\(preset.rawValue)): \(datasetLine)")
 
-        let fanoutExecutable = fanoutPath ?? URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("fanout").path
+        let fanoutExecutable = fanoutPath ?? ServiceExecutables.path("fanout")
         _ = try PipelineProcess.resolve(fanoutExecutable)
         let streamsPath = URL(fileURLWithPath: streamsDir).standardizedFileURL.path
 

@@ -34,7 +34,7 @@ struct NotifierBench: ParsableCommand {
     @Option(help: "Client sockets per loopback source address (127.0.0.2, 127.0.0.3, …).") var socketsPerAddress = NotifierClientFleet.defaultSocketsPerAddress
     @Option(help: "WebSocket handshakes in flight at once.") var connectConcurrency = 256
     @Option(help: "Seconds to let the notifier settle before reading its RSS.") var settleSeconds = 2.0
-    @Option(help: "The notifier executable (default: next to this one).") var notifierPath: String?
+    @Option(help: "The notifier executable (default: the root package's build of the same configuration).") var notifierPath: String?
     @Flag(help: "Append the result to the results file (under '## Notifier').") var appendResults = false
     @Option(help: "Markdown results file.") var results = "bench/RESULTS.md"
     @Flag(help: "Keep the temp directory with the server and notifier logs.") var keepLogs = false
@@ -77,7 +77,7 @@ struct NotifierBench: ParsableCommand {
             + (raiseFailure.map { "raising to \(wantedFiles): \($0)" } ?? "raised to \(wantedFiles)")
         print(fdLine)
 
-        let notifierExecutable = notifierPath ?? URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("notifier").path
+        let notifierExecutable = notifierPath ?? ServiceExecutables.path("notifier")
         let env = try PipelineEnvironment(partitionCount: 16, keepLogs: keepLogs)
         defer { env.stop() }
         print("servers: nats-server \(env.natsURL), redis-server \(env.redisURL), logs in \(env.directory.path)")

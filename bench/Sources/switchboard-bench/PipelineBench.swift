@@ -41,7 +41,7 @@ struct PipelineBench: ParsableCommand {
     @Option(help: "Seconds at the start of each latency phase excluded from the histograms.") var warmupSeconds = 1.0
     @Option(help: "Fetch batch of the raw consumers and the relay (the fan-out's default is 256).") var fetchBatch = 256
     @Option(help: "Folder with the stream definitions.") var streamsDir = "streams"
-    @Option(help: "The fanout executable (default: next to this one).") var fanoutPath: String?
+    @Option(help: "The fanout executable (default: the root package's build of the same configuration).") var fanoutPath: String?
     @Option(help: "Markdown file the result table is appended to (under '## Fan-out pipeline').") var results = "bench/RESULTS.md"
     @Flag(help: "Do not append to the results file.") var noResults = false
     @Flag(help: "Keep the temp directory with the server and fan-out logs.") var keepLogs = false
@@ -98,7 +98,7 @@ struct PipelineBench: ParsableCommand {
         print(relay.summary)
 
         print("\n# phase B: fan-out throughput, backlog of \(events)")
-        let fanoutExecutable = fanoutPath ?? URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("fanout").path
+        let fanoutExecutable = fanoutPath ?? ServiceExecutables.path("fanout")
         let drain = try phases.fanoutThroughput(events: events, fanoutExecutable: fanoutExecutable, streamsDir: URL(fileURLWithPath: streamsDir).path)
         print(drain.summary)
 

@@ -31,7 +31,7 @@ struct EndToEndBench: ParsableCommand {
     @Option(help: "Fetch batch of the baseline relays (the fan-out's default is 256).") var fetchBatch = 256
     @Option(help: "Designs to run, comma-separated: switchboard, per-user, per-channel.") var designs = "per-user,per-channel,switchboard"
     @Option(help: "Folder with the stream definitions.") var streamsDir = "streams"
-    @Option(help: "Folder with the fanout and notifier executables (default: next to this one).") var binDir: String?
+    @Option(help: "Folder with the fanout and notifier executables (default: the root package's build of the same configuration).") var binDir: String?
     @Option(help: "Markdown file the results are appended to (under '## End-to-end fan-out').") var results = "bench/RESULTS.md"
     @Option(help: "Folder the SVG charts are written to.") var chartDir = "bench"
     @Flag(help: "Do not append to the results file nor write charts.") var noResults = false
@@ -86,7 +86,7 @@ struct EndToEndBench: ParsableCommand {
         print("workload: \(workloadLine)")
 
         let binDirectory = binDir.map { URL(fileURLWithPath: $0) }
-            ?? URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+            ?? ServiceExecutables.directory
         let env = try PipelineEnvironment(partitionCount: definitions.partitionCount, keepLogs: keepLogs, monitoring: true)
         defer { env.stop() }
         let setup = EndToEndSetup(env: env, workload: workload, topology: topology, binDirectory: binDirectory)

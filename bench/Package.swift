@@ -6,6 +6,10 @@ import PackageDescription
 // server fixtures, HTTP probe and WebSocket clients the tests use too) of the package above.
 let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
 
+/// Products of the package above and of swift-nio, by name.
+func switchboard(_ names: String...) -> [Target.Dependency] { names.map { .product(name: $0, package: "Switchboard") } }
+func nio(_ names: String...) -> [Target.Dependency] { names.map { .product(name: $0, package: "swift-nio") } }
+
 let package = Package(
     name: "SwitchboardBench",
     platforms: [.macOS(.v14)],
@@ -14,27 +18,37 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        // Allocation counts need the malloc interposer; the runtime interposer is not wanted.
+        .package(url: "https://github.com/ordo-one/package-benchmark", exact: "1.38.1", traits: ["MallocInterposer"]),
     ],
     targets: [
+        // Generated datasets and the planning fixture both kinds of benchmark use.
+        .target(
+            name: "RoutingWorkloads",
+            dependencies: switchboard("RoutingCore", "SwitchboardContracts", "SwitchboardHarness"),
+            swiftSettings: strict
+        ),
         // `switchboard-bench <subcommand>`: the benchmarks against real servers (bench/README.md).
         .executableTarget(
             name: "switchboard-bench",
-            dependencies: [
-                .product(name: "RoutingCore", package: "Switchboard"),
-                .product(name: "NATSClient", package: "Switchboard"),
-                .product(name: "RedisClient", package: "Switchboard"),
-                .product(name: "SwitchboardProto", package: "Switchboard"),
-                .product(name: "FanoutService", package: "Switchboard"),
-                .product(name: "NotifierService", package: "Switchboard"),
-                .product(name: "SwitchboardHarness", package: "Switchboard"),
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Histogram", package: "hdrhistogram-swift"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "NIOWebSocket", package: "swift-nio"),
-            ],
+            dependencies: ["RoutingWorkloads"]
+                + switchboard("SwitchboardContracts", "RoutingCore", "NATSClient", "RedisClient", "SwitchboardProto", "FanoutService", "NotifierService", "SwitchboardHarness")
+                + nio("NIOCore", "NIOPosix", "NIOHTTP1", "NIOWebSocket")
+                + [
+                    .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                    .product(name: "Histogram", package: "hdrhistogram-swift"),
+                ],
             swiftSettings: strict
+        ),
+        // Micro-benchmarks of the routing core (time and allocations per operation):
+        // `swift package --package-path bench benchmark`.
+        .executableTarget(
+            name: "RoutingCoreBenchmarks",
+            dependencies: ["RoutingWorkloads", .product(name: "Benchmark", package: "package-benchmark")]
+                + switchboard("RoutingCore", "SwitchboardHarness"),
+            path: "Benchmarks/RoutingCoreBenchmarks",
+            swiftSettings: strict,
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
         ),
     ]
 )

@@ -13,20 +13,11 @@ import Synchronization
 // `SWITCHBOARD_FUZZ_SECONDS` sets each target's time box (default 1 s, so that the dozen
 // targets stay under ~20 s of CI) for longer local runs.
 
-/// SplitMix64: tiny, fast, and fully determined by its seed.
-public struct FuzzRandom: RandomNumberGenerator, Sendable {
-    private var state: UInt64
+/// The fuzzers' generator: SplitMix64, tiny, fast, and fully determined by its seed.
+public typealias FuzzRandom = SplitMix64
 
-    public init(seed: UInt64) { state = seed }
-
-    public mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
-    }
-
+extension SplitMix64 {
+    /// True one time in `oneIn`.
     public mutating func chance(_ oneIn: UInt64) -> Bool { next() % oneIn == 0 }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -8,22 +9,26 @@ public enum FixtureError: Error, CustomStringConvertible {
     case executableNotFound(String)
     case notListening(name: String, port: UInt16, log: String)
     case exitedEarly(name: String, status: Int32, log: String)
+    case notReady(name: String, port: UInt16, path: String, log: String)
     case socket(String)
 
     public var description: String {
         switch self {
-        case .executableNotFound(let name): "\(name) is not installed (see scripts/test, which installs it)"
+        case .executableNotFound(let name): "\(name) is not installed or not executable (scripts/deps installs the servers, swift build the services)"
         case .notListening(let name, let port, let log): "\(name) did not listen on 127.0.0.1:\(port) in time; log:\n\(log)"
         case .exitedEarly(let name, let status, let log): "\(name) exited with status \(status) during start-up; log:\n\(log)"
+        case .notReady(let name, let port, let path, let log): "\(name) did not answer 200 on 127.0.0.1:\(port)\(path) in time; log:\n\(log)"
         case .socket(let what): "socket error: \(what)"
         }
     }
 }
 
-/// A scratch directory removed by `remove()` (and at deinit, if a test forgot).
-public final class TemporaryDirectory: @unchecked Sendable {
+/// A scratch directory removed by `remove()` (and at deinit, if its owner forgot), unless
+/// `keep()` was called (logs kept for a post-mortem).
+public final class TemporaryDirectory: Sendable {
     public let url: URL
     public var path: String { url.path }
+    private let kept = Atomic<Bool>(false)
 
     public init(prefix: String = "switchboard-test") throws {
         let base = URL(fileURLWithPath: NSTemporaryDirectory())
@@ -32,10 +37,11 @@ public final class TemporaryDirectory: @unchecked Sendable {
     }
 
     public func remove() { try? FileManager.default.removeItem(at: url) }
-    deinit { remove() }
+    public func keep() { kept.store(true, ordering: .relaxed) }
+    deinit { if !kept.load(ordering: .relaxed) { remove() } }
 }
 
-/// Loopback ports for servers started by tests.
+/// Loopback ports for servers started by tests and the bench.
 public enum LoopbackPort {
     /// A port the kernel reports free right now. Another process may take it before the
     /// server binds; fixtures retry start-up with a new port when that happens.
@@ -72,9 +78,10 @@ public enum LoopbackPort {
     }
 }
 
-/// A child process owned by a test: output goes to a log file, `stop()` terminates it (SIGTERM,
-/// then SIGKILL after a grace period), and deinit stops it if the test did not.
-public final class ServerProcess: @unchecked Sendable {
+/// A child process owned by a test or the bench: output goes to a log file, `stop()` terminates
+/// it (SIGTERM, then SIGKILL after a grace period), and deinit stops it if its owner did not.
+/// Every running one is known to `ChildProcesses`, which can kill them all on Ctrl-C.
+public final class ServerProcess: @unchecked Sendable {  // `process` is guarded by `lock` where it is mutated
     public let name: String
     public let logURL: URL
     private let process = Process()
@@ -101,6 +108,7 @@ public final class ServerProcess: @unchecked Sendable {
         pthread_sigmask(SIG_SETMASK, &unblocked, &previous)
         defer { pthread_sigmask(SIG_SETMASK, &previous, nil) }
         try process.run()
+        ChildProcesses.started(process.processIdentifier)
     }
 
     public var pid: Int32 { process.processIdentifier }
@@ -109,6 +117,11 @@ public final class ServerProcess: @unchecked Sendable {
 
     /// The process's output so far (for failure messages).
     public func log() -> String { (try? String(contentsOf: logURL, encoding: .utf8)) ?? "" }
+
+    /// The last `lines` lines of the output.
+    public func logTail(lines: Int = 30) -> String {
+        log().split(separator: "\n", omittingEmptySubsequences: false).suffix(lines).joined(separator: "\n")
+    }
 
     /// Sends `signal` without waiting (SIGSTOP/SIGCONT for pause tests, SIGKILL for crash tests).
     public func send(_ signal: Int32) { if process.isRunning { kill(process.processIdentifier, signal) } }
@@ -124,6 +137,7 @@ public final class ServerProcess: @unchecked Sendable {
     /// SIGTERM, then SIGKILL if it is still running after `grace`. Idempotent.
     public func stop(grace: Duration = .seconds(5)) {
         lock.lock(); defer { lock.unlock() }
+        defer { ChildProcesses.ended(process.processIdentifier) }
         guard process.isRunning else { return }
         kill(process.processIdentifier, SIGCONT)  // a paused process cannot handle SIGTERM
         kill(process.processIdentifier, SIGTERM)
@@ -144,10 +158,71 @@ public final class ServerProcess: @unchecked Sendable {
         throw FixtureError.notListening(name: name, port: port, log: log())
     }
 
+    /// Polls `GET path` on 127.0.0.1:`port` until it answers 200; throws when the process
+    /// exits first or `timeout` passes. Returns how long it took from the call.
+    @discardableResult
+    public func waitUntilReady(port: UInt16, path: String = "/readyz", timeout: Duration, poll: Duration = .milliseconds(20)) throws -> Duration {
+        let started = ContinuousClock.now
+        while ContinuousClock.now < started + timeout {
+            if !process.isRunning { throw FixtureError.exitedEarly(name: name, status: process.terminationStatus, log: logTail()) }
+            if (try? HTTPProbe.get(port: port, path: path))?.status == 200 { return ContinuousClock.now - started }
+            usleep(UInt32(poll.components.seconds * 1_000_000 + poll.components.attoseconds / 1_000_000_000_000))
+        }
+        throw FixtureError.notReady(name: name, port: port, path: path, log: logTail())
+    }
+
+    /// Starts a server on a free loopback port and waits until it listens; a port taken by
+    /// someone else between the choice and the bind is retried with another one (5 tries).
+    public static func startOnFreePort(listenTimeout: Duration = .seconds(15), _ launch: (UInt16) throws -> ServerProcess) throws -> (process: ServerProcess, port: UInt16) {
+        var lastError: (any Error)?
+        for _ in 0..<5 {
+            let port = try LoopbackPort.free()
+            do {
+                return (try startListening(on: port, timeout: listenTimeout, launch), port)
+            } catch {
+                lastError = error
+            }
+        }
+        throw lastError ?? FixtureError.socket("no free port")
+    }
+
+    /// Starts a Switchboard service (`fanout`, `notifier`) whose HTTP listener takes a free
+    /// loopback port (`arguments` gets the port) and waits until its /readyz answers 200; a
+    /// service that does not get ready is stopped. `readyAfter` counts from before the launch.
+    public static func startService(name: String, executable: String, environment: [String: String] = [:], logURL: URL,
+                                    readyTimeout: Duration, arguments: (UInt16) -> [String]) throws -> (process: ServerProcess, port: UInt16, readyAfter: Duration) {
+        let port = try LoopbackPort.free()
+        let started = ContinuousClock.now
+        let process = try ServerProcess(name: name, executable: executable, arguments: arguments(port), environment: environment, logURL: logURL)
+        do {
+            try process.waitUntilReady(port: port, timeout: readyTimeout)
+            return (process, port, ContinuousClock.now - started)
+        } catch {
+            process.stop(grace: .seconds(2))
+            throw error
+        }
+    }
+
+    /// Starts a server on `port` and waits until it listens; stops it when it does not.
+    public static func startListening(on port: UInt16, timeout: Duration = .seconds(15), _ launch: (UInt16) throws -> ServerProcess) throws -> ServerProcess {
+        let process = try launch(port)
+        do {
+            try process.waitUntilListening(port: port, timeout: timeout)
+            return process
+        } catch {
+            process.stop(grace: .seconds(1))
+            throw error
+        }
+    }
+
     deinit { stop(grace: .seconds(2)) }
 
-    static func resolve(_ executable: String) throws -> String {
-        if executable.hasPrefix("/") { return executable }
+    /// The path of `executable`: as given when absolute, else the first match on PATH (or the sbin folders).
+    public static func resolve(_ executable: String) throws -> String {
+        if executable.hasPrefix("/") {
+            guard FileManager.default.isExecutableFile(atPath: executable) else { throw FixtureError.executableNotFound(executable) }
+            return executable
+        }
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
         for dir in path.split(separator: ":") + ["/usr/sbin", "/usr/bin", "/usr/local/bin"] {
             let candidate = "\(dir)/\(executable)"

@@ -2,108 +2,87 @@ import Foundation
 
 /// A real `nats-server -js` on a free loopback port with its own store directory.
 /// Call `stop()` in a `defer`; deinit stops it as a last resort.
-public final class NATSServerFixture: @unchecked Sendable {
+public final class NATSServerFixture: @unchecked Sendable {  // `process` changes only in restart(), called by the owner's thread
     public let port: UInt16
     public let directory: TemporaryDirectory
     public private(set) var process: ServerProcess
+    /// The HTTP monitoring port (/varz, /subsz), when started with `monitoring`.
+    public let monitorPort: UInt16?
     public var url: String { "nats://127.0.0.1:\(port)" }
+    private let arguments: [String]
+    private let listenTimeout: Duration
 
-    public init(extraArguments: [String] = []) throws {
-        directory = try TemporaryDirectory(prefix: "switchboard-test-nats")
-        var lastError: (any Error)?
-        for _ in 0..<5 {
-            let port = try LoopbackPort.free()
-            do {
-                let process = try NATSServerFixture.launch(port: port, directory: directory, extraArguments: extraArguments)
-                self.port = port
-                self.process = process
-                self.extraArguments = extraArguments
-                return
-            } catch {
-                lastError = error
-            }
+    /// `storeDirectory`: the JetStream store when it must outlive the fixture (default: in
+    /// `directory`); restoring a large kept store can take minutes, hence `listenTimeout`.
+    /// `directory`: where the log (and store) go (default: a temp directory of its own).
+    public init(extraArguments: [String] = [], monitoring: Bool = false, storeDirectory: URL? = nil,
+                listenTimeout: Duration = .seconds(15), directory: TemporaryDirectory? = nil) throws {
+        self.directory = try directory ?? TemporaryDirectory(prefix: "switchboard-test-nats")
+        monitorPort = monitoring ? try LoopbackPort.free() : nil
+        arguments = ["-js", "-a", "127.0.0.1", "-sd", (storeDirectory ?? self.directory.url.appendingPathComponent("js")).path]
+            + (monitorPort.map { ["-m", "\($0)"] } ?? []) + extraArguments
+        self.listenTimeout = listenTimeout
+        let directory = self.directory, arguments = arguments
+        (process, port) = try ServerProcess.startOnFreePort(listenTimeout: listenTimeout) { port in
+            try NATSServerFixture.launch(port: port, directory: directory, arguments: arguments)
         }
-        throw lastError!
     }
 
-    private let extraArguments: [String]
-
-    private static func launch(port: UInt16, directory: TemporaryDirectory, extraArguments: [String]) throws -> ServerProcess {
-        let process = try ServerProcess(
-            name: "nats-server",
-            executable: "nats-server",
-            arguments: ["-js", "-a", "127.0.0.1", "-p", "\(port)", "-sd", directory.url.appendingPathComponent("js").path] + extraArguments,
-            logURL: directory.url.appendingPathComponent("nats.log")
-        )
-        do {
-            try process.waitUntilListening(port: port)
-        } catch {
-            process.stop(grace: .seconds(1))
-            throw error
-        }
-        return process
+    private static func launch(port: UInt16, directory: TemporaryDirectory, arguments: [String]) throws -> ServerProcess {
+        try ServerProcess(name: "nats-server", executable: "nats-server", arguments: arguments + ["-p", "\(port)"],
+                          logURL: directory.url.appendingPathComponent("nats.log"))
     }
 
     /// Stops the server and starts it again on the same port with the same store (data kept).
     public func restart() throws {
         process.stop()
-        process = try NATSServerFixture.launch(port: port, directory: directory, extraArguments: extraArguments)
+        let directory = directory, arguments = arguments
+        process = try ServerProcess.startListening(on: port, timeout: listenTimeout) { port in
+            try NATSServerFixture.launch(port: port, directory: directory, arguments: arguments)
+        }
     }
 
-    public func stop() {
+    /// Stops the server; its directory (log, store) is removed unless `keepFiles`.
+    public func stop(keepFiles: Bool = false) {
         process.stop()
-        directory.remove()
+        if keepFiles { directory.keep() } else { directory.remove() }
     }
 }
 
 /// A real `redis-server` on a free loopback port, persistence off, in a temp directory.
-public final class RedisServerFixture: @unchecked Sendable {
+public final class RedisServerFixture: @unchecked Sendable {  // `process` changes only in restart(), called by the owner's thread
     public let port: UInt16
     public let directory: TemporaryDirectory
     public private(set) var process: ServerProcess
     public var url: String { "redis://127.0.0.1:\(port)" }
 
-    public init() throws {
-        directory = try TemporaryDirectory(prefix: "switchboard-test-redis")
-        var lastError: (any Error)?
-        for _ in 0..<5 {
-            let port = try LoopbackPort.free()
-            do {
-                process = try RedisServerFixture.launch(port: port, directory: directory)
-                self.port = port
-                return
-            } catch {
-                lastError = error
-            }
-        }
-        throw lastError!
+    /// `directory`: where the log goes (default: a temp directory of its own).
+    public init(directory: TemporaryDirectory? = nil) throws {
+        let directory = try directory ?? TemporaryDirectory(prefix: "switchboard-test-redis")
+        self.directory = directory
+        (process, port) = try ServerProcess.startOnFreePort { port in try RedisServerFixture.launch(port: port, directory: directory) }
     }
 
     private static func launch(port: UInt16, directory: TemporaryDirectory) throws -> ServerProcess {
-        let process = try ServerProcess(
+        try ServerProcess(
             name: "redis-server",
             executable: "redis-server",
             arguments: ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", directory.path],
             logURL: directory.url.appendingPathComponent("redis.log")
         )
-        do {
-            try process.waitUntilListening(port: port)
-        } catch {
-            process.stop(grace: .seconds(1))
-            throw error
-        }
-        return process
     }
 
     /// Stops the server and starts an empty one on the same port (all data lost, as in an outage).
     public func restart() throws {
         process.stop()
-        process = try RedisServerFixture.launch(port: port, directory: directory)
+        let directory = directory
+        process = try ServerProcess.startListening(on: port) { port in try RedisServerFixture.launch(port: port, directory: directory) }
     }
 
-    public func stop() {
+    /// Stops the server; its directory is removed unless `keepFiles`.
+    public func stop(keepFiles: Bool = false) {
         process.stop()
-        directory.remove()
+        if keepFiles { directory.keep() } else { directory.remove() }
     }
 }
 

@@ -16,13 +16,13 @@ extension EndToEnd {
         let n2 = try deployment.startNotifier("n2")
 
         // alice has two devices: a Swift client on n1 and a Python `websockets` client on n2.
-        let alicePhone = try ChatClient(user: "alice", token: try await deployment.token("alice"), ports: [n1])
+        let alicePhone = try await deployment.client("alice", ports: [n1])
         let aliceLaptop = try PythonPeers.start("ws_client.py", ["ws://127.0.0.1:\(n2)/ws", try await deployment.token("alice"), "30"], logs: deployment.logs)
-        let bob = try ChatClient(user: "bob", token: try await deployment.token("bob"), ports: [n2])
-        let carol = try ChatClient(user: "carol", token: try await deployment.token("carol"), ports: [n1])
+        let bob = try await deployment.client("bob", ports: [n2])
+        let carol = try await deployment.client("carol", ports: [n1])
         // eve is a member of nothing, with a socket on each notifier.
-        let eveOnN1 = try ChatClient(user: "eve", token: try await deployment.token("eve"), ports: [n1])
-        let eveOnN2 = try ChatClient(user: "eve", token: try await deployment.token("eve"), ports: [n2])
+        let eveOnN1 = try await deployment.client("eve", ports: [n1])
+        let eveOnN2 = try await deployment.client("eve", ports: [n2])
         let clients = [alicePhone, bob, carol, eveOnN1, eveOnN2]
         defer {
             for client in clients { client.stop() }
@@ -78,7 +78,7 @@ extension EndToEnd {
         #expect(deployment.routectlPlacements("alice") == [])
         #expect(deployment.routectlOnlineMembers("presence-room") == 0)
 
-        let alice = try ChatClient(user: "alice", token: try await deployment.token("alice"), ports: [n1])
+        let alice = try await deployment.client("alice", ports: [n1])
         let connected = ContinuousClock.now
         let seenOnline = eventually(timeout: .seconds(3)) { deployment.routectlPlacements("alice") == ["n1"] }
         let onlineAfter = milliseconds(connected)

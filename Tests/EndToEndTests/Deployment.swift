@@ -66,15 +66,11 @@ final class Deployment: @unchecked Sendable {
     }
 
     private func launchFanout(name: String, arguments: [String]) throws {
-        let port = try LoopbackPort.free()
-        let process = try ServerProcess(
-            name: name, executable: BuiltProducts.path("fanout"), arguments: arguments + ["--http", "127.0.0.1:\(port)"],
-            logURL: logs.url.appendingPathComponent("\(name)-\(UUID().uuidString.prefix(4)).log")
-        )
+        let (process, port, _) = try ServerProcess.startService(
+            name: name, executable: BuiltProducts.path("fanout"),
+            logURL: logs.url.appendingPathComponent("\(name)-\(UUID().uuidString.prefix(4)).log"), readyTimeout: .seconds(40)
+        ) { port in arguments + ["--http", "127.0.0.1:\(port)"] }
         lock.withLock { fanouts[name] = (process, port, arguments) }
-        guard HTTPProbe.waitFor200(port: port, path: "/readyz", timeout: .seconds(40)) else {
-            throw FixtureError.notListening(name: name, port: port, log: process.log())
-        }
     }
 
     func fanout(_ name: String = "fanout-0") -> ServerProcess? { lock.withLock { fanouts[name]?.process } }
@@ -92,21 +88,38 @@ final class Deployment: @unchecked Sendable {
     /// Starts a `notifier` on a free port and waits until `/readyz` answers 200.
     @discardableResult
     func startNotifier(_ instance: String, drainSeconds: Double = 0.5) throws -> Int {
-        let port = Int(try LoopbackPort.free())
-        let process = try ServerProcess(
+        let (process, port, _) = try ServerProcess.startService(
             name: instance, executable: BuiltProducts.path("notifier"),
-            arguments: [
+            logURL: logs.url.appendingPathComponent("\(instance)-\(UUID().uuidString.prefix(4)).log"), readyTimeout: .seconds(20)
+        ) { port in
+            [
                 "--instance-id", instance, "--nats-url", natsURL, "--redis-url", redis.url,
                 "--listen", "127.0.0.1:\(port)", "--jwt-secret", Self.secret, "--event-loop-threads", "1",
                 "--drain-seconds", "\(drainSeconds)", "--partition-count", "\(Self.partitionCount)",
-            ],
-            logURL: logs.url.appendingPathComponent("\(instance)-\(UUID().uuidString.prefix(4)).log")
-        )
-        lock.withLock { notifiers[instance] = (process, port) }
-        guard HTTPProbe.waitFor200(port: UInt16(port), path: "/readyz", timeout: .seconds(20)) else {
-            throw FixtureError.notListening(name: instance, port: UInt16(port), log: process.log())
+            ]
         }
-        return port
+        lock.withLock { notifiers[instance] = (process, Int(port)) }
+        return Int(port)
+    }
+
+    /// Starts the fan-out and makes each of `users` a member of every one of `channels`; true
+    /// once the fan-out holds all those memberships.
+    func startFanout(members users: [String], of channels: [String]) throws -> Bool {
+        try startFanout()
+        for channel in channels {
+            for user in users { try join(user, channel) }
+        }
+        return eventually(timeout: .seconds(5)) { channels.allSatisfy { self.members(of: $0) == users.count } }
+    }
+
+    /// A chat client of `user`, with a token of its own, on the first of `ports` that answers.
+    func client(_ user: String, ports: [Int], reconnects: Bool = false) async throws -> ChatClient {
+        try ChatClient(user: user, token: try await token(user), ports: ports, reconnects: reconnects)
+    }
+
+    /// True once the fan-out routes to every one of `users` (within 5 s).
+    func online(_ users: [String]) -> Bool {
+        eventually(timeout: .seconds(5)) { users.allSatisfy { self.inspectUser($0)?.online == true } }
     }
 
     func notifier(_ instance: String) -> ServerProcess? { lock.withLock { notifiers[instance]?.process } }

@@ -15,20 +15,14 @@ extension EndToEnd {
         let deployment = try await Deployment(topology: .cluster)
         defer { deployment.stop() }
         let cluster = try #require(deployment.cluster)
-        try deployment.startFanout()
         let channels = ["room-a", "room-b"]
-        for channel in channels {
-            for user in ["alice", "bob"] { try deployment.join(user, channel) }
-        }
-        #expect(eventually(timeout: .seconds(5)) { channels.allSatisfy { deployment.members(of: $0) == 2 } })
+        #expect(try deployment.startFanout(members: ["alice", "bob"], of: channels))
         let n1 = try deployment.startNotifier("n1")
         let n2 = try deployment.startNotifier("n2")
-        let alice = try ChatClient(user: "alice", token: try await deployment.token("alice"), ports: [n1], reconnects: true)
-        let bob = try ChatClient(user: "bob", token: try await deployment.token("bob"), ports: [n2], reconnects: true)
+        let alice = try await deployment.client("alice", ports: [n1], reconnects: true)
+        let bob = try await deployment.client("bob", ports: [n2], reconnects: true)
         defer { alice.stop(); bob.stop() }
-        #expect(eventually(timeout: .seconds(5)) {
-            deployment.inspectUser("alice")?.online == true && deployment.inspectUser("bob")?.online == true
-        })
+        #expect(deployment.online(["alice", "bob"]))
 
         let flow = EventFlow(deployment, channels: channels, interval: .milliseconds(20), prefix: "cluster")
         defer { flow.stop() }
@@ -80,17 +74,13 @@ extension EndToEnd {
         let deployment = try await Deployment()
         defer { deployment.stop() }
         let nats = try #require(deployment.single)
-        try deployment.startFanout()
-        for user in ["alice", "bob"] { try deployment.join(user, "room-a") }
-        #expect(eventually(timeout: .seconds(5)) { deployment.members(of: "room-a") == 2 })
+        #expect(try deployment.startFanout(members: ["alice", "bob"], of: ["room-a"]))
         let n1 = try deployment.startNotifier("n1")
         let n2 = try deployment.startNotifier("n2")
-        let alice = try ChatClient(user: "alice", token: try await deployment.token("alice"), ports: [n1], reconnects: true)
-        let bob = try ChatClient(user: "bob", token: try await deployment.token("bob"), ports: [n2], reconnects: true)
+        let alice = try await deployment.client("alice", ports: [n1], reconnects: true)
+        let bob = try await deployment.client("bob", ports: [n2], reconnects: true)
         defer { alice.stop(); bob.stop() }
-        #expect(eventually(timeout: .seconds(5)) {
-            deployment.inspectUser("alice")?.online == true && deployment.inspectUser("bob")?.online == true
-        })
+        #expect(deployment.online(["alice", "bob"]))
         let pids = [deployment.fanout()?.pid, deployment.notifier("n1")?.pid, deployment.notifier("n2")?.pid]
 
         var published: Set<String> = []

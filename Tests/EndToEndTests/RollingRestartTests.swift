@@ -12,17 +12,13 @@ extension EndToEnd {
     @Test func drainedNotifierHandsClientsOverWithoutGapOrDuplicate() async throws {
         let deployment = try await Deployment()
         defer { deployment.stop() }
-        try deployment.startFanout()
         let channels = ["room-a", "room-b"]
-        for channel in channels {
-            for user in ["alice", "bob"] { try deployment.join(user, channel) }
-        }
-        #expect(eventually(timeout: .seconds(5)) { channels.allSatisfy { deployment.members(of: $0) == 2 } })
+        #expect(try deployment.startFanout(members: ["alice", "bob"], of: channels))
         let n1 = try deployment.startNotifier("n1", drainSeconds: 0.5)
         let n2 = try deployment.startNotifier("n2")
         let clients = [
-            try ChatClient(user: "alice", token: try await deployment.token("alice"), ports: [n1, n2], reconnects: true),
-            try ChatClient(user: "bob", token: try await deployment.token("bob"), ports: [n1, n2], reconnects: true),
+            try await deployment.client("alice", ports: [n1, n2], reconnects: true),
+            try await deployment.client("bob", ports: [n1, n2], reconnects: true),
         ]
         defer { for client in clients { client.stop() } }
         #expect(eventually(timeout: .seconds(5)) {

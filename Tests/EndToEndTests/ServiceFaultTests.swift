@@ -12,20 +12,14 @@ extension EndToEnd {
     @Test func killedFanOutRedeliversEveryEventWithItsOwnSeq() async throws {
         let deployment = try await Deployment()
         defer { deployment.stop() }
-        try deployment.startFanout()
         let channels = ["room-a", "room-b"]
-        for channel in channels {
-            for user in ["alice", "bob"] { try deployment.join(user, channel) }
-        }
-        #expect(eventually(timeout: .seconds(5)) { channels.allSatisfy { deployment.members(of: $0) == 2 } })
+        #expect(try deployment.startFanout(members: ["alice", "bob"], of: channels))
         let n1 = try deployment.startNotifier("n1")
         let n2 = try deployment.startNotifier("n2")
-        let alice = try ChatClient(user: "alice", token: try await deployment.token("alice"), ports: [n1])
-        let bob = try ChatClient(user: "bob", token: try await deployment.token("bob"), ports: [n2])
+        let alice = try await deployment.client("alice", ports: [n1])
+        let bob = try await deployment.client("bob", ports: [n2])
         defer { alice.stop(); bob.stop() }
-        #expect(eventually(timeout: .seconds(5)) {
-            deployment.inspectUser("alice")?.online == true && deployment.inspectUser("bob")?.online == true
-        })
+        #expect(deployment.online(["alice", "bob"]))
 
         let flow = EventFlow(deployment, channels: channels, interval: .milliseconds(10), prefix: "fanout-kill")
         defer { flow.stop() }
@@ -59,15 +53,13 @@ extension EndToEnd {
     @Test func killedNotifierLeavesRoutingAndItsClientsMoveToAnotherInstance() async throws {
         let deployment = try await Deployment()
         defer { deployment.stop() }
-        try deployment.startFanout()
-        for user in ["alice", "bob", "dave"] { try deployment.join(user, "room-a") }
-        #expect(eventually(timeout: .seconds(5)) { deployment.members(of: "room-a") == 3 })
+        #expect(try deployment.startFanout(members: ["alice", "bob", "dave"], of: ["room-a"]))
         let n1 = try deployment.startNotifier("n1")
         let n2 = try deployment.startNotifier("n2")
         // alice reconnects elsewhere; dave's client does not come back, so he must go offline.
-        let alice = try ChatClient(user: "alice", token: try await deployment.token("alice"), ports: [n1, n2], reconnects: true)
-        let dave = try ChatClient(user: "dave", token: try await deployment.token("dave"), ports: [n1])
-        let bob = try ChatClient(user: "bob", token: try await deployment.token("bob"), ports: [n2])
+        let alice = try await deployment.client("alice", ports: [n1, n2], reconnects: true)
+        let dave = try await deployment.client("dave", ports: [n1])
+        let bob = try await deployment.client("bob", ports: [n2])
         defer { alice.stop(); dave.stop(); bob.stop() }
         #expect(eventually(timeout: .seconds(5)) {
             deployment.inspectUser("alice")?.placements.map(\.instance) == ["n1"]
@@ -117,22 +109,18 @@ extension EndToEnd {
     @Test func presenceIsRebuiltAfterRedisLosesItsData() async throws {
         let deployment = try await Deployment()
         defer { deployment.stop() }
-        try deployment.startFanout()
-        for user in ["alice", "bob", "carol"] { try deployment.join(user, "room-a") }
-        #expect(eventually(timeout: .seconds(5)) { deployment.members(of: "room-a") == 3 })
+        #expect(try deployment.startFanout(members: ["alice", "bob", "carol"], of: ["room-a"]))
         let n1 = try deployment.startNotifier("n1")
         let n2 = try deployment.startNotifier("n2")
-        let alice = try ChatClient(user: "alice", token: try await deployment.token("alice"), ports: [n1])
-        let bob = try ChatClient(user: "bob", token: try await deployment.token("bob"), ports: [n2])
+        let alice = try await deployment.client("alice", ports: [n1])
+        let bob = try await deployment.client("bob", ports: [n2])
         defer { alice.stop(); bob.stop() }
-        #expect(eventually(timeout: .seconds(5)) {
-            deployment.inspectUser("alice")?.online == true && deployment.inspectUser("bob")?.online == true
-        })
+        #expect(deployment.online(["alice", "bob"]))
 
         deployment.shutDownRedis()
         #expect(!deployment.redis.process.isRunning)
         // carol connects while Redis is gone: only the re-registration can make her routable.
-        let carol = try ChatClient(user: "carol", token: try await deployment.token("carol"), ports: [n1])
+        let carol = try await deployment.client("carol", ports: [n1])
         defer { carol.stop() }
         try deployment.redis.restart()
         let restartedAt = ContinuousClock.now

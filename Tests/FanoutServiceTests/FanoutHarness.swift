@@ -53,19 +53,16 @@ final class FanoutHarness: @unchecked Sendable {
     /// Starts a `fanout` process and waits until it reports ready.
     @discardableResult
     func startFanout(name: String = "fanout-a", partitions: String = "0-15", extra: [String] = []) throws -> ServerProcess {
-        let port = try LoopbackPort.free()
-        let process = try ServerProcess(
+        let (process, port, _) = try ServerProcess.startService(
             name: name, executable: BuiltProducts.path("fanout"),
-            arguments: [
+            logURL: logs.url.appendingPathComponent("\(name)-\(UUID().uuidString.prefix(4)).log"), readyTimeout: .seconds(30)
+        ) { port in
+            [
                 "--nats-url", nats.url, "--redis-url", redis.url, "--partitions", partitions, "--replica-id", name,
                 "--http", "127.0.0.1:\(port)", "--streams-dir", RepositoryPaths.streams, "--log-level", "debug",
-            ] + extra,
-            logURL: logs.url.appendingPathComponent("\(name)-\(UUID().uuidString.prefix(4)).log")
-        )
-        fanouts[name] = (process, port)
-        guard HTTPProbe.waitFor200(port: port, path: "/readyz", timeout: .seconds(30)) else {
-            throw FixtureError.notListening(name: name, port: port, log: process.log())
+            ] + extra
         }
+        fanouts[name] = (process, port)
         return process
     }
 
@@ -90,6 +87,17 @@ final class FanoutHarness: @unchecked Sendable {
     }
 
     // MARK: notifiers (presence as a notifier writes it)
+
+    /// alice online on n1 (slot 0) and bob on n2 (slot `bobSlot`), both members of `general`, and a
+    /// started fan-out; true once it routes `general` to both instances.
+    func startWithAliceOnN1AndBobOnN2(bobSlot: UInt32 = 0) throws -> Bool {
+        try join("alice", "general")
+        try join("bob", "general")
+        try goOnline(instance: "n1", users: ["alice": 0])
+        try goOnline(instance: "n2", users: ["bob": bobSlot])
+        try startFanout()
+        return eventually(timeout: .seconds(5)) { try self.inspect(Inspection.channelSubject, "general", as: Inspection.Channel.self).targets.count == 2 }
+    }
 
     /// Registers `instance` at `epoch` with `users` (user → slot) and keeps it heartbeating.
     func goOnline(instance: String, epoch: UInt64 = 1, users: [String: UInt32]) throws {

@@ -148,12 +148,7 @@ import Testing
     @Test func silentInstanceDisappearsFromRoutingWithinTenSeconds() throws {
         let harness = try FanoutHarness()
         defer { harness.stop() }
-        try harness.join("alice", "general")
-        try harness.join("bob", "general")
-        try harness.goOnline(instance: "n1", users: ["alice": 0])
-        try harness.goOnline(instance: "n2", users: ["bob": 0])
-        try harness.startFanout()
-        #expect(eventually(timeout: .seconds(5)) { try harness.inspect(Inspection.channelSubject, "general", as: Inspection.Channel.self).targets.count == 2 })
+        #expect(try harness.startWithAliceOnN1AndBobOnN2())
         harness.stopHeartbeat(instance: "n2")
         let stopped = ContinuousClock.now
         #expect(eventually(timeout: .seconds(14)) { try harness.inspect(Inspection.channelSubject, "general", as: Inspection.Channel.self).targets.map(\.instance) == ["n1"] })
@@ -167,12 +162,7 @@ import Testing
     @Test func typingIsRelayedToMembersOnlyAndCoalesced() throws {
         let harness = try FanoutHarness()
         defer { harness.stop() }
-        try harness.join("alice", "general")
-        try harness.join("bob", "general")
-        try harness.goOnline(instance: "n1", users: ["alice": 0])
-        try harness.goOnline(instance: "n2", users: ["bob": 5])
-        try harness.startFanout()
-        #expect(eventually(timeout: .seconds(5)) { try harness.inspect(Inspection.channelSubject, "general", as: Inspection.Channel.self).targets.count == 2 })
+        #expect(try harness.startWithAliceOnN1AndBobOnN2(bobSlot: 5))
         let subject = Subjects.typing(channel: "general", partitionCount: FanoutHarness.partitionCount)
         for _ in 0..<5 { try harness.connection.publish(subject, payload: Typing(channelID: "general", userID: "alice").encoded()) }
         try harness.connection.publish(subject, payload: Typing(channelID: "general", userID: "mallory").encoded())

@@ -80,55 +80,10 @@ import Glibc
         #expect(stored.headers["Nats-Msg-Id"] == event.eventID)
     }
 
-    private struct Response {
-        var status: Int
-        var headers: [String: String]
-        var body: String
-    }
-
-    /// One HTTP/1.1 request with a body over a loopback socket (HTTPProbe only GETs).
-    private func post(port: Int, path: String, token: String?, body: String, method: String = "POST") throws -> Response {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw FixtureError.socket("socket() failed") }
-        defer { close(fd) }
-        var tv = timeval(tv_sec: 10, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = UInt16(port).bigEndian
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-        }
-        guard connected else { throw FixtureError.socket("connect to 127.0.0.1:\(port) failed") }
-        var request = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nConnection: close\r\nContent-Type: application/json\r\n"
-        if let token { request += "Authorization: Bearer \(token)\r\n" }
-        request += "Content-Length: \(body.utf8.count)\r\n\r\n\(body)"
-        let bytes = Array(request.utf8)
-        var sent = 0
-        while sent < bytes.count {
-            let n = bytes[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if n <= 0 { break }  // the server may answer (413) and close before reading it all
-            sent += n
-        }
-        var data = [UInt8]()
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = recv(fd, &buffer, buffer.count, 0)
-            if n <= 0 { break }
-            data.append(contentsOf: buffer[0..<n])
-        }
-        let text = String(decoding: data, as: UTF8.self)
-        guard let headerEnd = text.range(of: "\r\n\r\n") else { throw FixtureError.socket("no HTTP response from \(method) \(path)") }
-        let lines = text[..<headerEnd.lowerBound].split(separator: "\r\n")
-        let statusParts = lines.first?.split(separator: " ") ?? []
-        guard statusParts.count >= 2, let status = Int(statusParts[1]) else { throw FixtureError.socket("bad status line from \(path)") }
-        var headers: [String: String] = [:]
-        for line in lines.dropFirst() {
-            if let colon = line.firstIndex(of: ":") {
-                headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
-            }
-        }
-        return Response(status: status, headers: headers, body: String(text[headerEnd.upperBound...]))
+    /// One HTTP/1.1 request with a JSON body and, when given, the bearer token.
+    private func post(port: Int, path: String, token: String?, body: String, method: String = "POST") throws -> HTTPProbe.Response {
+        var headers = ["Content-Type": "application/json"]
+        if let token { headers["Authorization"] = "Bearer \(token)" }
+        return try HTTPProbe.request(method, port: UInt16(port), path: path, headers: headers, body: body, timeout: .seconds(10))
     }
 }

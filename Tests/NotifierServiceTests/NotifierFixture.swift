@@ -38,9 +38,7 @@ final class NotifierFixture: @unchecked Sendable {
             logURL: directory.url.appendingPathComponent("notifier.log")
         )
         issuer = await TokenIssuer(secret: Array(Self.secret.utf8))
-        guard HTTPProbe.waitFor200(port: UInt16(port), path: "/readyz", timeout: .seconds(15)) else {
-            throw FixtureError.notListening(name: "notifier", port: UInt16(port), log: notifier.log())
-        }
+        try notifier.waitUntilReady(port: UInt16(port), timeout: .seconds(15))
     }
 
     func stop() {

@@ -107,7 +107,7 @@ import Testing
         do {
             _ = try await NIOWebSocketTestClient.connect(port: fixture.port, token: "forged")
             Issue.record("forged token upgraded")
-        } catch NIOWebSocketTestClient.Failure.notUpgraded(let status) {
+        } catch WebSocketClientError.refused(let status) {
             #expect(status == .unauthorized)
         }
         fixture.notifier.send(SIGTERM)

@@ -1,5 +1,6 @@
 import PropertyBased
 import RoutingCore
+import SwitchboardHarness
 import Testing
 
 @Suite struct MemberSetTests {
@@ -23,7 +24,7 @@ import Testing
     @Test func largeSetsSplitIntoBlocksAndStaySorted() {
         var set = MemberSet()
         var model = Set<UInt32>()
-        var rng = SplitMix(seed: 7)
+        var rng = SplitMix64(seed: 7)
         for _ in 0..<6_000 {
             let value = UInt32(rng.next() % 40_000)
             holds(set.insert(value) == model.insert(value).inserted)
@@ -45,7 +46,7 @@ import Testing
     /// The one-pass builder (snapshot loads) must write exactly the bits that appending and
     /// compacting write, over sparse, dense and escape-sized gaps and several blocks.
     @Test func onePassBuildEqualsAppendThenCompact() {
-        var rng = SplitMix(seed: 11)
+        var rng = SplitMix64(seed: 11)
         for (count, spread) in [(1, 10), (7, 3), (1_024, 2_000), (1_025, 2_000), (5_000, 1_000_000), (3_000, 3), (40, UInt64(UInt32.max / 64))] {
             var values = Set<UInt32>()
             while values.count < count { values.insert(UInt32(truncatingIfNeeded: rng.next() % UInt64(count) * UInt64(spread) + rng.next() % UInt64(spread))) }
@@ -80,19 +81,6 @@ import Testing
             #expect(set.values == model.sorted())
             for probe in model.prefix(20) { #expect(set.contains(probe)) }
         }
-    }
-}
-
-/// Deterministic generator for tests that need many values quickly.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
     }
 }
 

@@ -1,4 +1,4 @@
-import RoutingCore
+@testable import RoutingCore
 import SwitchboardContracts
 import Testing
 import SwitchboardHarness
@@ -131,14 +131,7 @@ import SwitchboardHarness
 enum ImageGenerator {
     static func header(partition: Int) -> [UInt8] { Array("SBRT".utf8) + [1, UInt8(partition)] }
 
-    static func varint(_ value: UInt64, into bytes: inout [UInt8]) {
-        var value = value
-        while value >= 0x80 {
-            bytes.append(UInt8(truncatingIfNeeded: value) | 0x80)
-            value >>= 7
-        }
-        bytes.append(UInt8(value))
-    }
+    static func varint(_ value: UInt64, into bytes: inout [UInt8]) { Varint.append(value, to: &bytes) }
 
     static func string(_ string: String, into bytes: inout [UInt8]) {
         varint(UInt64(string.utf8.count), into: &bytes)

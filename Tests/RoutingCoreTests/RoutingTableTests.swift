@@ -1,6 +1,7 @@
 import PropertyBased
 import RoutingCore
 import SwitchboardContracts
+import SwitchboardHarness
 import Testing
 
 /// The naive model the table must agree with: plain sets and dictionaries of strings.
@@ -179,7 +180,7 @@ let instanceNames = ["n0", "n1", "n2"]
         #expect(throws: RoutingImage.DecodeError.self) { try RoutingImage.load(image + [0], partition: p, into: &fresh) }
         #expect(throws: RoutingImage.DecodeError.self) { try RoutingImage.load(image, partition: (p + 1) % partitionCount, into: &fresh) }
         #expect(fresh.membershipCount == 0)
-        var rng = SplitMix(seed: 1)
+        var rng = SplitMix64(seed: 1)
         for _ in 0..<2000 {
             var noisy = image
             noisy[Int(rng.next() % UInt64(noisy.count))] = UInt8(truncatingIfNeeded: rng.next())

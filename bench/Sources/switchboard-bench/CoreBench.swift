@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import RoutingCore
+import RoutingWorkloads
 import SwitchboardContracts
 
 /// `switchboard-bench core`: routing-table memory per membership, membership apply rate,
@@ -103,32 +104,18 @@ struct CoreBench: ParsableCommand {
         print("\n## planning (one thread; users spread over 16 instances)")
         print("| channel members | online | recipients/plan | recipients/s | plans/s |")
         print("|---:|---:|---:|---:|---:|")
-        let userCount = 200_000
         for members in [10, 1_000, 100_000] {
             for percent in [1, 10, 50] {
-                var table = RoutingTable(partitions: Array(0..<Self.partitionCount), partitionCount: Self.partitionCount)
-                let channel = "bench-\(members)"
-                let partition = Partitioner.partition(of: channel, count: Self.partitionCount)
-                let stride = userCount / members
-                for index in 0..<members {
-                    try table.applyMembership(partition: partition, channel: channel, user: Dataset.userID(index * stride), state: .joined, version: 1)
-                }
-                // Every `100/percent`-th member online, round-robin over instances.
-                var online = 0
-                for index in 0..<members where (index * percent) % 100 < percent {
-                    try table.applyPresence(instance: Dataset.instanceID(online % 16), epoch: 1, .online(user: Dataset.userID(index * stride), slot: UInt32(online / 16)))
-                    online += 1
-                }
-                table.compact()
+                let channel = try PlanningChannel(members: members, onlinePercent: percent, partitionCount: Self.partitionCount)
                 var plan = PlanBuffer()
                 var plans = 0, recipients = 0
                 let started = ContinuousClock.now
                 if let iterations = planIterations {
-                    for _ in 0..<iterations { recipients += table.plan(partition: partition, channel: channel, into: &plan) }
+                    for _ in 0..<iterations { recipients += channel.plan(into: &plan) }
                     plans = iterations
                 } else {
                     while (ContinuousClock.now - started).seconds < planSeconds {
-                        for _ in 0..<16 { recipients += table.plan(partition: partition, channel: channel, into: &plan) }
+                        for _ in 0..<16 { recipients += channel.plan(into: &plan) }
                         plans += 16
                     }
                 }

@@ -3,6 +3,7 @@ import FanoutService
 import Foundation
 import NotifierService
 import SwitchboardContracts
+import SwitchboardHarness
 
 /// `switchboard-bench fanout`: the whole path, publish → JetStream → `fanout` → notifier inbox
 /// → WebSocket frame, with real processes (nats-server -js, redis-server, one `fanout`, K
@@ -64,7 +65,7 @@ struct EndToEndBench: ParsableCommand {
     }
 
     func run() throws {
-        PipelineChildren.installSignalHandlers()
+        ChildProcesses.killOnInterrupt(program: "switchboard-bench")
         let command = (["switchboard-bench", "fanout"] + CommandLine.arguments.dropFirst(2)).joined(separator: " ")
         let load = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "?"
         print("machine: \(Machine.description)")

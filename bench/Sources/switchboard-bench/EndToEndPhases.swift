@@ -146,9 +146,9 @@ struct EndToEndPhases {
         let droppedClosingBefore = notifierCounters("switchboard_notifier_dropped_deliveries_total", #"reason="closing""#)
         let slowClosesBefore = notifierCounters("switchboard_notifier_closes_total", #"reason="slow_consumer""#)
         let varzBefore = EndToEndProbes.varz(port: monitor)
-        let natsCPUBefore = EndToEndProbes.cpuSeconds(pid: env.nats.pid)
-        let benchCPUBefore = EndToEndProbes.cpuSeconds()
-        let servicesCPUBefore = servicePIDs.reduce(0) { $0 + EndToEndProbes.cpuSeconds(pid: $1) }
+        let natsCPUBefore = Machine.cpuSeconds(pid: env.nats.pid)
+        let benchCPUBefore = Machine.cpuSeconds()
+        let servicesCPUBefore = servicePIDs.reduce(0) { $0 + Machine.cpuSeconds(pid: $1) }
         let closedBefore = fleet.counters.closedByServer.load(ordering: .relaxed)
 
         let phases = PipelinePhases(env: env, workload: workload, fetchBatch: fetchBatch, warmupNs: warmupNs)
@@ -197,9 +197,9 @@ struct EndToEndPhases {
         outcome.notifierDropped = notifierCounters("switchboard_notifier_dropped_deliveries_total", "") - droppedBefore
         outcome.notifierDroppedClosing = notifierCounters("switchboard_notifier_dropped_deliveries_total", #"reason="closing""#) - droppedClosingBefore
         outcome.notifierSlowConsumerCloses = notifierCounters("switchboard_notifier_closes_total", #"reason="slow_consumer""#) - slowClosesBefore
-        outcome.natsCPU = EndToEndProbes.cpuSeconds(pid: env.nats.pid) - natsCPUBefore
-        outcome.benchCPU = EndToEndProbes.cpuSeconds() - benchCPUBefore
-        outcome.servicesCPU = servicePIDs.reduce(0) { $0 + EndToEndProbes.cpuSeconds(pid: $1) } - servicesCPUBefore
+        outcome.natsCPU = Machine.cpuSeconds(pid: env.nats.pid) - natsCPUBefore
+        outcome.benchCPU = Machine.cpuSeconds() - benchCPUBefore
+        outcome.servicesCPU = servicePIDs.reduce(0) { $0 + Machine.cpuSeconds(pid: $1) } - servicesCPUBefore
         outcome.socketsClosed = fleet.counters.closedByServer.load(ordering: .relaxed) - closedBefore
         outcome.closedHeartbeat = fleet.counters.closedHeartbeat.load(ordering: .relaxed)
         outcome.closedSlowConsumer = fleet.counters.closedSlowConsumer.load(ordering: .relaxed)

@@ -2,6 +2,7 @@ import Foundation
 import NotifierDemo
 import NotifierService
 import RedisClient
+import SwitchboardHarness
 #if canImport(Glibc)
 import Glibc
 import SwitchboardContracts
@@ -17,7 +18,7 @@ final class EndToEndSetup: @unchecked Sendable {
     let binDirectory: URL
     /// ≥ 32 bytes, fresh per run; the notifiers get it on the command line, the bench signs with it.
     let secret = (0..<48).map { _ in "abcdefghijklmnopqrstuvwxyz0123456789".randomElement()! }.map(String.init).joined()
-    private(set) var notifiers: [PipelineProcess] = []
+    private(set) var notifiers: [ServerProcess] = []
     private(set) var notifierPorts: [UInt16] = []
 
     init(env: PipelineEnvironment, workload: PipelineWorkload, topology: EndToEndTopology, binDirectory: URL) {
@@ -42,9 +43,9 @@ final class EndToEndSetup: @unchecked Sendable {
     func startNotifiers(threads: Int, timeout: Duration = .seconds(60)) throws {
         let executable = binDirectory.appendingPathComponent("notifier").path
         for index in 0..<workload.shape.instances {
-            let port = try PipelineNet.freePort()
+            let port = try LoopbackPort.free()
             let id = PipelineWorkload.instanceID(index)
-            let process = try PipelineProcess(
+            let process = try ServerProcess(
                 name: id, executable: executable,
                 arguments: [
                     "--nats-url", env.natsURL, "--redis-url", env.redisURL, "--instance-id", id,
@@ -57,13 +58,10 @@ final class EndToEndSetup: @unchecked Sendable {
             notifiers.append(process)
             notifierPorts.append(port)
         }
+        // Started side by side above, waited for one after the other within one deadline.
         let deadline = ContinuousClock.now + timeout
         for (process, port) in zip(notifiers, notifierPorts) {
-            while PipelineNet.httpStatus(port: port, path: "/readyz") != 200 {
-                guard process.isRunning else { throw EndToEndError.setup("\(process.name) exited; log:\n\(process.logTail())") }
-                guard ContinuousClock.now < deadline else { throw EndToEndError.setup("\(process.name) not ready within \(timeout); log:\n\(process.logTail())") }
-                usleep(50_000)
-            }
+            try process.waitUntilReady(port: port, timeout: deadline - ContinuousClock.now, poll: .milliseconds(50))
         }
     }
 

@@ -36,4 +36,15 @@ enum Machine {
               let kb = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else { return 0 }
         return kb
     }
+
+    /// User + system CPU seconds of a process so far (this process when nil).
+    static func cpuSeconds(pid: Int32? = nil) -> Double {
+        let path = pid.map { "/proc/\($0)/stat" } ?? "/proc/self/stat"
+        guard let stat = try? String(contentsOfFile: path, encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return 0 }
+        // Fields after the command name: state is field 3, utime 14, stime 15.
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
 }

@@ -3,6 +3,7 @@ import Foundation
 import NotifierDemo
 import NotifierService
 import Synchronization
+import SwitchboardHarness
 
 /// `switchboard-bench notifier`: the notifier's targets against the real release `notifier`
 /// executable, a real `nats-server -js` and `redis-server` the bench starts itself.
@@ -62,7 +63,7 @@ struct NotifierBench: ParsableCommand {
     }
 
     func run() throws {
-        PipelineChildren.installSignalHandlers()
+        ChildProcesses.killOnInterrupt(program: "switchboard-bench")
         let command = (["switchboard-bench", "notifier"] + CommandLine.arguments.dropFirst(2)).joined(separator: " ")
         let load = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "?"
         print("machine: \(Machine.description)")

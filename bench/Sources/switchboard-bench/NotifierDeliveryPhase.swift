@@ -149,13 +149,13 @@ struct NotifierDeliveryPhase {
         for _ in 0..<bursts where complete {
             usleep(200_000)
             let batch = payloads(eventsPerBurst)
-            if cpuAtBursts == nil { cpuAtBursts = (notifier.cpuSeconds, ProcessCPU.seconds(), .now) }
+            if cpuAtBursts == nil { cpuAtBursts = (notifier.cpuSeconds, Machine.cpuSeconds(), .now) }
             events += batch.count
             guard let ns = try deliver(batch) else { complete = false; break }
             rates.append(Double(batch.count * sockets) / (Double(ns) / 1e9))
             burstFrames += batch.count * sockets
             burstNs += ns
-            cpuAfterBursts = (notifier.cpuSeconds, ProcessCPU.seconds(), .now)
+            cpuAfterBursts = (notifier.cpuSeconds, Machine.cpuSeconds(), .now)
         }
         if !complete { usleep(2_000_000) }
         // The loops count frames written right after writing them; give the last ones a moment.

@@ -1,5 +1,6 @@
 import Foundation
 import RedisClient
+import SwitchboardHarness
 #if canImport(Glibc)
 import Glibc
 import SwitchboardContracts
@@ -11,40 +12,34 @@ import SwitchboardContracts
 final class NotifierInstance {
     let instanceID: String
     let port: UInt16
-    let process: PipelineProcess
+    let process: ServerProcess
     private let redisURL: String
 
     init(executable: String, instanceID: String, env: PipelineEnvironment, secretFile: URL, maxConnections: Int,
          eventLoopThreads: Int?) throws {
         self.instanceID = instanceID
         redisURL = env.redisURL
-        port = try PipelineNet.freePort()
+        port = try LoopbackPort.free()
         var arguments = [
             "--nats-url", env.natsURL, "--redis-url", env.redisURL, "--instance-id", instanceID,
             "--listen", "127.0.0.1:\(port)", "--jwt-secret-file", secretFile.path,
             "--max-connections", "\(maxConnections)", "--partition-count", "\(env.partitionCount)",
         ]
         if let eventLoopThreads { arguments += ["--event-loop-threads", "\(eventLoopThreads)"] }
-        process = try PipelineProcess(name: "notifier", executable: executable, arguments: arguments,
-                                      logURL: env.directory.appendingPathComponent("notifier-\(instanceID).log"))
+        process = try ServerProcess(name: "notifier", executable: executable, arguments: arguments,
+                                    logURL: env.directory.appendingPathComponent("notifier-\(instanceID).log"))
     }
 
     /// Waits for `/readyz` 200 (NATS inbox subscribed, listener up), bounded.
     func waitReady(timeout: Duration = .seconds(30)) throws {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            guard process.isRunning else { throw PipelineError.setup("notifier exited during start-up; log:\n\(process.logTail())") }
-            if PipelineNet.httpStatus(port: port, path: "/readyz") == 200 { return }
-            usleep(50_000)
-        }
-        throw PipelineError.timeout("notifier not ready within \(timeout); log:\n\(process.logTail())")
+        try process.waitUntilReady(port: port, timeout: timeout, poll: .milliseconds(50))
     }
 
     /// VmRSS of the notifier, bytes.
     var residentBytes: Int { Machine.residentBytes(pid: process.pid) }
 
     /// CPU seconds the notifier has used so far.
-    var cpuSeconds: Double { ProcessCPU.seconds(pid: process.pid) }
+    var cpuSeconds: Double { Machine.cpuSeconds(pid: process.pid) }
 
     /// File descriptors the notifier has open now.
     var openFileDescriptors: Int {
@@ -90,7 +85,7 @@ final class NotifierInstance {
 
     /// The notifier's `/metrics`, one value per series (`name{labels}` as printed).
     func metrics() throws -> NotifierMetricsSnapshot {
-        guard let body = EndToEndProbes.get(port: port, path: "/metrics") else {
+        guard let body = HTTPProbe.body(port: port, path: "/metrics") else {
             throw PipelineError.setup("GET /metrics on the notifier failed")
         }
         return NotifierMetricsSnapshot(text: body)
@@ -153,20 +148,5 @@ enum FileLimits {
         guard let text = try? String(contentsOfFile: "/proc/\(pid)/limits", encoding: .utf8),
               let line = text.split(separator: "\n").first(where: { $0.hasPrefix("Max open files") }) else { return nil }
         return line.dropFirst("Max open files".count).split(separator: " ").first.flatMap { Int($0) }
-    }
-}
-
-
-/// CPU time a process has used (user + system), from /proc/<pid>/stat.
-enum ProcessCPU {
-    /// Seconds of CPU used by `pid` (this process when nil) so far; 0 when unreadable.
-    static func seconds(pid: Int32? = nil) -> Double {
-        let path = pid.map { "/proc/\($0)/stat" } ?? "/proc/self/stat"
-        guard let stat = try? String(contentsOfFile: path, encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return 0 }
-        // Fields after "(comm)": state is field 3; utime and stime are fields 14 and 15.
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
-        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 }

@@ -65,7 +65,7 @@ enum NotifierWriteCeiling {
         let header = webSocketHeader(payloadBytes: frameBytes)
         let payload = [UInt8](repeating: UInt8(ascii: "x"), count: frameBytes)
         let total = header.count + payload.count
-        let cpuBefore = ProcessCPU.seconds()
+        let cpuBefore = Machine.cpuSeconds()
         let started = ContinuousClock.now
         try header.withUnsafeBytes { headerBytes in
             try payload.withUnsafeBytes { payloadBytes in
@@ -82,6 +82,6 @@ enum NotifierWriteCeiling {
             }
         }
         let seconds = (ContinuousClock.now - started).seconds
-        return Result(sockets: sockets, writes: sockets * rounds, seconds: seconds, cpuSeconds: ProcessCPU.seconds() - cpuBefore)
+        return Result(sockets: sockets, writes: sockets * rounds, seconds: seconds, cpuSeconds: Machine.cpuSeconds() - cpuBefore)
     }
 }

@@ -8,6 +8,7 @@ import RoutingCore
 import SwitchboardContracts
 import SwitchboardProto
 import Synchronization
+import SwitchboardHarness
 
 /// `switchboard-bench pipeline`: throughput and added latency of the real `fanout` executable
 /// against a real `nats-server -js` and `redis-server` that the bench starts itself.
@@ -56,7 +57,7 @@ struct PipelineBench: ParsableCommand {
     }
 
     func run() throws {
-        PipelineChildren.installSignalHandlers()
+        ChildProcesses.killOnInterrupt(program: "switchboard-bench")
         let command = (["switchboard-bench", "pipeline"] + CommandLine.arguments.dropFirst(2)).joined(separator: " ")
         let load = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "?"
         print("machine: \(Machine.description)")

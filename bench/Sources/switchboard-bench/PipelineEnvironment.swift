@@ -4,22 +4,26 @@ import RedisClient
 import RoutingCore
 import SwitchboardContracts
 import SwitchboardProto
+import SwitchboardHarness
 import Synchronization
 
 /// The servers and connections of one `pipeline` run: nats-server -js and redis-server on free
 /// loopback ports in a temp directory, the publisher/admin connection, the subscriber
 /// connection, presence heartbeats, and (later) the `fanout` process. `stop()` ends all of it.
-final class PipelineEnvironment: @unchecked Sendable {
-    let directory: URL
+final class PipelineEnvironment: @unchecked Sendable {  // set up in init, mutated only by the bench's main thread
+    /// Logs of every process of the run; kept after it with `keepLogs`.
+    let scratch: TemporaryDirectory
+    var directory: URL { scratch.url }
     let partitionCount: Int
     let keepLogs: Bool
-    private(set) var nats: PipelineProcess!
-    private(set) var redis: PipelineProcess!
-    private(set) var fanout: PipelineProcess?
-    private(set) var natsPort: UInt16 = 0
-    private(set) var redisPort: UInt16 = 0
-    var natsURL: String { "nats://127.0.0.1:\(natsPort)" }
-    var redisURL: String { "redis://127.0.0.1:\(redisPort)" }
+    private let natsServer: NATSServerFixture
+    private let redisServer: RedisServerFixture
+    var nats: ServerProcess { natsServer.process }
+    var redis: ServerProcess { redisServer.process }
+    private(set) var fanout: ServerProcess?
+    var natsPort: UInt16 { natsServer.port }
+    var natsURL: String { natsServer.url }
+    var redisURL: String { redisServer.url }
     /// Publishing and admin requests (consumer info, purge, delete).
     private(set) var publisher: NATSConnection!
     private(set) var jetStream: JetStream!
@@ -31,7 +35,7 @@ final class PipelineEnvironment: @unchecked Sendable {
     private var stopped = false
 
     /// nats-server's HTTP monitoring port (/varz, /subsz), when started with `monitoring`.
-    private(set) var natsMonitorPort: UInt16?
+    var natsMonitorPort: UInt16? { natsServer.monitorPort }
     /// The running fan-out's ops HTTP port (/metrics), once started.
     private(set) var fanoutHTTPPort: UInt16?
 
@@ -40,23 +44,17 @@ final class PipelineEnvironment: @unchecked Sendable {
     init(partitionCount: Int, keepLogs: Bool, monitoring: Bool = false, jetStreamStore: URL? = nil) throws {
         self.partitionCount = partitionCount
         self.keepLogs = keepLogs
-        let monitorPort = monitoring ? try PipelineNet.freePort() : nil
-        natsMonitorPort = monitorPort
-        directory = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("switchboard-bench-pipeline-\(UUID().uuidString.prefix(8))")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        scratch = try TemporaryDirectory(prefix: "switchboard-bench-pipeline")
+        // A kept store is restored before the server listens: 20 M messages took ~70 s.
+        natsServer = try NATSServerFixture(monitoring: monitoring, storeDirectory: jetStreamStore,
+                                           listenTimeout: jetStreamStore == nil ? .seconds(15) : .seconds(600), directory: scratch)
         do {
-            // A kept store is restored before the server listens: 20 M messages took ~70 s.
-            (nats, natsPort) = try Self.startWithRetry(name: "nats-server", listenTimeout: jetStreamStore == nil ? .seconds(15) : .seconds(600)) { port in
-                try PipelineProcess(name: "nats-server", executable: "nats-server",
-                                    arguments: ["-js", "-a", "127.0.0.1", "-p", "\(port)", "-sd", (jetStreamStore ?? self.directory.appendingPathComponent("js")).path]
-                                        + (monitorPort.map { ["-m", "\($0)"] } ?? []),
-                                    logURL: self.directory.appendingPathComponent("nats.log"))
-            }
-            (redis, redisPort) = try Self.startWithRetry(name: "redis-server") { port in
-                try PipelineProcess(name: "redis-server", executable: "redis-server",
-                                    arguments: ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", self.directory.path],
-                                    logURL: self.directory.appendingPathComponent("redis.log"))
-            }
+            redisServer = try RedisServerFixture(directory: scratch)
+        } catch {
+            natsServer.stop(keepFiles: keepLogs)
+            throw error
+        }
+        do {
             publisher = try NATSConnection(options: .init(url: natsURL, name: "bench-publisher"))
             jetStream = try publisher.jetStream(timeout: .seconds(10), maxPendingAsyncPublishes: 8_192)
             subscriber = try NATSConnection(options: .init(url: natsURL, name: "bench-subscriber", maxPendingBytes: 512 * 1024 * 1024, maxPendingMessages: 2_000_000))
@@ -64,26 +62,6 @@ final class PipelineEnvironment: @unchecked Sendable {
             stop()
             throw error
         }
-    }
-
-    private static func startWithRetry(name: String, listenTimeout: Duration = .seconds(15), _ launch: (UInt16) throws -> PipelineProcess) throws -> (PipelineProcess, UInt16) {
-        var lastError: (any Error)?
-        for _ in 0..<5 {
-            let port = try PipelineNet.freePort()
-            do {
-                let process = try launch(port)
-                do {
-                    try process.waitUntilListening(port: port, timeout: listenTimeout)
-                    return (process, port)
-                } catch {
-                    process.stop(grace: .seconds(1))
-                    throw error
-                }
-            } catch {
-                lastError = error
-            }
-        }
-        throw lastError ?? PipelineError.setup("\(name) did not start")
     }
 
     // MARK: workload
@@ -148,26 +126,18 @@ final class PipelineEnvironment: @unchecked Sendable {
 
     /// Starts `fanout` owning every partition and waits for /readyz (bounded).
     func startFanout(executable: String, streamsDir: String, timeout: Duration = .seconds(120)) throws -> Duration {
-        let httpPort = try PipelineNet.freePort()
-        let started = ContinuousClock.now
-        let process = try PipelineProcess(
-            name: "fanout", executable: executable,
-            arguments: [
+        let started = try ServerProcess.startService(
+            name: "fanout", executable: executable, logURL: directory.appendingPathComponent("fanout.log"), readyTimeout: timeout
+        ) { httpPort in
+            [
                 "--nats-url", natsURL, "--redis-url", redisURL, "--partition-count", "\(partitionCount)",
                 "--partitions", "0-\(partitionCount - 1)", "--replica-id", "bench-fanout",
                 "--http", "127.0.0.1:\(httpPort)", "--streams-dir", streamsDir,
-            ],
-            logURL: directory.appendingPathComponent("fanout.log")
-        )
-        fanout = process
-        fanoutHTTPPort = httpPort
-        let deadline = started + timeout
-        while ContinuousClock.now < deadline {
-            guard process.isRunning else { throw PipelineError.setup("fanout exited during start-up; log:\n\(process.logTail())") }
-            if PipelineNet.httpStatus(port: httpPort, path: "/readyz") == 200 { return ContinuousClock.now - started }
-            usleep(50_000)
+            ]
         }
-        throw PipelineError.timeout("fanout not ready within \(timeout); log:\n\(process.logTail())")
+        fanout = started.process
+        fanoutHTTPPort = started.port
+        return started.readyAfter
     }
 
     // MARK: JetStream helpers
@@ -207,9 +177,9 @@ final class PipelineEnvironment: @unchecked Sendable {
         while heartbeat != nil && !heartbeatDone.load(ordering: .relaxed) && ContinuousClock.now < deadline { usleep(20_000) }
         subscriber?.close()
         publisher?.close()
-        nats?.stop()
-        redis?.stop()
-        if !keepLogs { try? FileManager.default.removeItem(at: directory) }
+        natsServer.stop(keepFiles: true)
+        redisServer.stop(keepFiles: true)
+        if keepLogs { scratch.keep() } else { scratch.remove() }
     }
 
     deinit { stop() }

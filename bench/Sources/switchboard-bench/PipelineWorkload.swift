@@ -1,6 +1,7 @@
 import Foundation
 import RoutingCore
 import SwitchboardContracts
+import SwitchboardHarness
 import SwitchboardProto
 
 /// The deterministic workload of `switchboard-bench pipeline`: channels with log-normal member

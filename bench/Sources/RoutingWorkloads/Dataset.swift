@@ -1,25 +1,41 @@
+import Foundation
+import SwitchboardHarness
+
 /// A deterministic (seeded) chat dataset: users, channels with Zipf-distributed sizes, a few
 /// heavy users (bots, admins) in a very large number of channels, and online users spread
 /// over notifier instances. The same seed and sizes always give the same data.
-struct Dataset {
-    struct Shape: Sendable {
-        var users: Int
-        var channels: Int
-        var memberships: Int
+public struct Dataset: Sendable {
+    public struct Shape: Sendable {
+        public var users: Int
+        public var channels: Int
+        public var memberships: Int
         /// Users that join up to `heavyUserChannels` channels each (the largest ones first).
-        var heavyUsers = 10
-        var heavyUserChannels = 100_000
-        var online: Int
-        var instances: Int
-        var zipfExponent = 1.0
-        var seed: UInt64 = 42
+        public var heavyUsers = 10
+        public var heavyUserChannels = 100_000
+        public var online: Int
+        public var instances: Int
+        public var zipfExponent = 1.0
+        public var seed: UInt64 = 42
+
+        public init(users: Int, channels: Int, memberships: Int, heavyUsers: Int = 10, heavyUserChannels: Int = 100_000,
+                    online: Int, instances: Int, zipfExponent: Double = 1.0, seed: UInt64 = 42) {
+            self.users = users
+            self.channels = channels
+            self.memberships = memberships
+            self.heavyUsers = heavyUsers
+            self.heavyUserChannels = heavyUserChannels
+            self.online = online
+            self.instances = instances
+            self.zipfExponent = zipfExponent
+            self.seed = seed
+        }
     }
 
-    let shape: Shape
+    public let shape: Shape
     /// Member count of each channel, largest first (heavy users excluded).
-    let channelSizes: [Int]
+    public let channelSizes: [Int]
 
-    init(_ shape: Shape) {
+    public init(_ shape: Shape) {
         self.shape = shape
         let heavyTotal = shape.heavyUsers * min(shape.heavyUserChannels, shape.channels)
         let target = max(shape.memberships - heavyTotal, shape.channels)
@@ -36,17 +52,17 @@ struct Dataset {
         channelSizes = sizes
     }
 
-    static func channelID(_ index: Int) -> String { "c\(index)" }
-    static func userID(_ index: Int) -> String { "u\(index)" }
-    static func instanceID(_ index: Int) -> String { "notifier-\(index)" }
+    public static func channelID(_ index: Int) -> String { "c\(index)" }
+    public static func userID(_ index: Int) -> String { "u\(index)" }
+    public static func instanceID(_ index: Int) -> String { "notifier-\(index)" }
 
-    var membershipCount: Int {
+    public var membershipCount: Int {
         channelSizes.reduce(0, +) + shape.heavyUsers * min(shape.heavyUserChannels, shape.channels)
     }
 
     /// Calls `body(channel, user)` for every membership, channel by channel. Members of a
     /// channel are a stratified random sample of the users (one per stride), ascending.
-    func forEachMembership(_ body: (Int, Int) throws -> Void) rethrows {
+    public func forEachMembership(_ body: (Int, Int) throws -> Void) rethrows {
         var rng = SplitMix64(seed: shape.seed)
         let ordinary = shape.users - shape.heavyUsers
         for (channel, size) in channelSizes.enumerated() {
@@ -63,7 +79,7 @@ struct Dataset {
     }
 
     /// Online users (deterministic), each on one instance with a per-instance dense slot.
-    func forEachOnlineUser(_ body: (_ user: Int, _ instance: Int, _ slot: UInt32) throws -> Void) rethrows {
+    public func forEachOnlineUser(_ body: (_ user: Int, _ instance: Int, _ slot: UInt32) throws -> Void) rethrows {
         var rng = SplitMix64(seed: shape.seed &+ 1)
         var nextSlot = [UInt32](repeating: 0, count: max(1, shape.instances))
         let stride = Double(shape.users) / Double(max(1, shape.online))
@@ -75,17 +91,3 @@ struct Dataset {
         }
     }
 }
-
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
-    }
-}
-
-import Foundation

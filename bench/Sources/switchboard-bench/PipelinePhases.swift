@@ -28,6 +28,17 @@ final class PipelineTally: Sendable {
     let firstNs = Atomic<UInt64>(UInt64.max)
     let lastNs = Atomic<UInt64>(0)
 
+    /// Up to `batch` messages (500 ms wait); a failed fetch is counted and backed off 50 ms.
+    func fetch(_ batch: Int, from subscription: PullSubscription) -> [JetStreamMessage] {
+        do {
+            return try subscription.fetch(batch: batch, timeout: .milliseconds(500))
+        } catch {
+            errors.add(1, ordering: .relaxed)
+            usleep(50_000)
+            return []
+        }
+    }
+
     func noteFirst(_ value: UInt64) {
         var current = firstNs.load(ordering: .relaxed)
         while value < current {
@@ -160,12 +171,7 @@ struct PipelinePhases {
             let thread = Thread {
                 var got = 0
                 while got < expected && pipelineNowNs() < deadlineNs {
-                    let messages: [JetStreamMessage]
-                    do { messages = try subscription.fetch(batch: batch, timeout: .milliseconds(500)) } catch {
-                        tally.errors.add(1, ordering: .relaxed)
-                        usleep(50_000)
-                        continue
-                    }
+                    let messages = tally.fetch(batch, from: subscription)
                     if messages.isEmpty { continue }
                     tally.noteFirst(pipelineNowNs())
                     for message in messages {
@@ -309,12 +315,7 @@ struct PipelinePhases {
             let thread = Thread {
                 let hardStop = ContinuousClock.now + .seconds(600)
                 while !tally.stop.load(ordering: .relaxed) && ContinuousClock.now < hardStop {
-                    let messages: [JetStreamMessage]
-                    do { messages = try subscription.fetch(batch: batch, timeout: .milliseconds(500)) } catch {
-                        tally.errors.add(1, ordering: .relaxed)
-                        usleep(50_000)
-                        continue
-                    }
+                    let messages = tally.fetch(batch, from: subscription)
                     if messages.isEmpty { continue }
                     do {
                         for message in messages { try connection.publish(subject, payload: message.payload) }

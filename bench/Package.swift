@@ -32,7 +32,7 @@ let package = Package(
         .executableTarget(
             name: "switchboard-bench",
             dependencies: ["RoutingWorkloads"]
-                + switchboard("SwitchboardContracts", "RoutingCore", "NATSClient", "RedisClient", "SwitchboardProto", "FanoutService", "NotifierService", "SwitchboardHarness")
+                + switchboard("SwitchboardContracts", "RoutingCore", "NATSClient", "RedisClient", "SwitchboardProto", "FanoutService", "NotifierService", "NotifierDemo", "SwitchboardHarness")
                 + nio("NIOCore", "NIOPosix", "NIOHTTP1", "NIOWebSocket")
                 + [
                     .product(name: "ArgumentParser", package: "swift-argument-parser"),

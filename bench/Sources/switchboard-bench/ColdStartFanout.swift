@@ -22,8 +22,7 @@ struct ColdStartFanout {
         var fanoutColdStartSeconds: Double?
         var peakRSSBytes: Int
         /// CPU seconds (user + system) from the fan-out's start to ready.
-        var fanoutCPUSeconds: Double
-        var natsCPUSeconds: Double
+        var fanoutCPUSeconds, natsCPUSeconds: Double
         var stats: Inspection.Stats
         var snapshotsLoaded: Set<Int>
         var snapshotsNotUsed: Int

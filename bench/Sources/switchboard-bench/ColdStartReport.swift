@@ -78,16 +78,12 @@ struct ColdStartResult: Encodable {
     struct Load: Encodable {
         var memberships: Int
         var membershipSeconds: Double
-        var maxInFlight: Int
-        var streamBytes: Int
-        var onlineUsers: Int
+        var maxInFlight, streamBytes, onlineUsers: Int
         var totalSeconds: Double
     }
 
     struct Snapshots: Encodable {
-        var partitions: Int
-        var bytes: Int
-        var chunks: Int
+        var partitions, bytes, chunks: Int
         var secondsAfterReady: Double
     }
 
@@ -96,37 +92,24 @@ struct ColdStartResult: Encodable {
         var secondsToReady: Double
         var fanoutColdStartSeconds: Double?
         var peakRSSBytes: Int
-        var fanoutCPUSeconds: Double
-        var natsCPUSeconds: Double
+        var fanoutCPUSeconds, natsCPUSeconds: Double
         var tableBytes: Int
         /// Of `tableBytes`, the presence table (per online user, not per membership).
-        var presenceBytes: Int
-        var userIdBytes: Int
+        var presenceBytes, userIdBytes: Int
         /// All of `tableBytes` per membership.
         var bytesPerMembership: Double
         /// The membership table alone (`tableBytes - presenceBytes`) per membership.
         var membershipTableBytesPerMembership: Double
-        var memberships: Int
-        var channels: Int
-        var users: Int
-        var onlineUsers: Int
-        var instances: Int
+        var memberships, channels, users, onlineUsers, instances: Int
         var membershipSequence: UInt64
         var snapshotsLoaded: Int
     }
 
     struct Targets: Encodable {
-        var snapshotSeconds: Double
-        var replaySeconds: Double
-        var bytesPerMembership: Double
+        var snapshotSeconds, replaySeconds, bytesPerMembership: Double
     }
 
-    var date: String
-    var machine: String
-    var servers: String
-    var loadAverage: String
-    var command: String
-    var preset: String
+    var date, machine, servers, loadAverage, command, preset: String
     var dataset: DatasetInfo
     var load: Load
     var snapshots: Snapshots

@@ -13,10 +13,7 @@ struct NotifierDeliveryPhase {
     /// One configuration of users and sockets, measured.
     struct Run {
         var label: String
-        var users: Int
-        var sockets: Int
-        var frameBytes: Int
-        var deliveryBytes: Int
+        var users, sockets, frameBytes, deliveryBytes: Int
         /// Events published in the run (warm-up, single events and bursts).
         var events: Int
         /// publish → last frame of single events, ms.
@@ -28,18 +25,11 @@ struct NotifierDeliveryPhase {
         var burstEvents: Int
         /// CPU seconds used during the bursts (from the first to the last) by the notifier
         /// and by this process (the clients and the publisher).
-        var notifierCPUSeconds: Double
-        var benchCPUSeconds: Double
-        var burstWallSeconds: Double
+        var notifierCPUSeconds, benchCPUSeconds, burstWallSeconds: Double
         /// Every socket's event-frame count (expected: `events` each).
-        var perSocketMin: Int
-        var perSocketMax: Int
+        var perSocketMin, perSocketMax: Int
         var complete: Bool
-        var deliveriesIn: Double
-        var framesWritten: Double
-        var droppedNoSocket: Double
-        var droppedClosing: Double
-        var undecodable: Double
+        var deliveriesIn, framesWritten, droppedNoSocket, droppedClosing, undecodable: Double
         var closedByServer: Int
     }
 

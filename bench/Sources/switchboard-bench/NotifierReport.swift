@@ -10,9 +10,7 @@ struct NotifierReport {
     static let targetWritesPerSecond = 500_000.0
 
     var date: Date
-    var command: String
-    var load: String
-    var fileDescriptors: String
+    var command, load, fileDescriptors: String
     var clientThreads: Int
     var notifierThreads: Int?
     var eventsPerBurst: Int

@@ -10,14 +10,9 @@ import SwitchboardProto
 /// the publish instant in the text so subscribers can compute latency).
 struct PipelineWorkload: Sendable {
     struct Shape: Sendable {
-        var channels: Int
-        var users: Int
-        var medianMembers: Int
-        var largeEvery: Int
-        var largeMembers: Int
+        var channels, users, medianMembers, largeEvery, largeMembers: Int
         var onlineFraction: Double
-        var instances: Int
-        var partitionCount: Int
+        var instances, partitionCount: Int
         var seed: UInt64
     }
 

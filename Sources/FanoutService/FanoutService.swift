@@ -104,9 +104,10 @@ public final class FanoutService: Service {
         guard definitions.partitionCount == config.partitions.count else {
             throw FanoutError.invalidConfiguration("--partition-count \(config.partitions.count) differs from the deployment's \(definitions.partitionCount) (\(config.streamsDirectory)/\(StreamDefinitions.deploymentFile))")
         }
-        let applied = try await blocking { try definitions.apply(jetStream.applyStream(configJSON:)) }
+        let transforms = try await blocking { try jetStream.serverSupportsStreamSubjectTransforms() }
+        let applied = try await blocking { try definitions.apply(subjectTransforms: transforms, jetStream.applyStream(configJSON:)) }
         for stream in applied {
-            logger.info("stream applied", metadata: ["stream": "\(stream.name)", "result": "\(stream.result)"])
+            logger.info("stream applied", metadata: ["stream": "\(stream.name)", "result": "\(stream.result)", "subject_transforms": "\(transforms)"])
         }
 
         let store = SnapshotStore(jetStream: jetStream)

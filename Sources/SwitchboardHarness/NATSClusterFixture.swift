@@ -55,7 +55,7 @@ public final class NATSClusterFixture: @unchecked Sendable {
         let routes = nodes.filter { $0.name != node.name }.map { "nats://127.0.0.1:\($0.clusterPort)" }.joined(separator: ",")
         let process = try ServerProcess(
             name: "nats-server \(node.name)",
-            executable: "nats-server",
+            executable: NATSServerBinary.path,
             arguments: [
                 "-js", "-n", node.name, "-a", "127.0.0.1", "-p", "\(node.clientPort)", "-m", "\(node.monitorPort)",
                 "-sd", directory.url.appendingPathComponent(node.name).path,

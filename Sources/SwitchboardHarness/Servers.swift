@@ -29,7 +29,7 @@ public final class NATSServerFixture: @unchecked Sendable {  // `process` change
     }
 
     private static func launch(port: UInt16, directory: TemporaryDirectory, arguments: [String]) throws -> ServerProcess {
-        try ServerProcess(name: "nats-server", executable: "nats-server", arguments: arguments + ["-p", "\(port)"],
+        try ServerProcess(name: "nats-server", executable: NATSServerBinary.path, arguments: arguments + ["-p", "\(port)"],
                           logURL: directory.url.appendingPathComponent("nats.log"))
     }
 
@@ -46,6 +46,34 @@ public final class NATSServerFixture: @unchecked Sendable {  // `process` change
     public func stop(keepFiles: Bool = false) {
         process.stop()
         if keepFiles { directory.keep() } else { directory.remove() }
+    }
+}
+
+/// The nats-server every fixture runs: `SWITCHBOARD_NATS_SERVER` (a path or a name on PATH;
+/// scripts/test sets it for its pass against the pinned current release), else `nats-server`
+/// (Debian 12's 2.9.10).
+public enum NATSServerBinary {
+    public static var path: String { ProcessInfo.processInfo.environment["SWITCHBOARD_NATS_SERVER"] ?? "nats-server" }
+
+    /// Major and minor version from `nats-server --version` ("nats-server: v2.9.10").
+    public static func version() throws -> (major: Int, minor: Int) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try ServerProcess.resolve(path))
+        process.arguments = ["--version"]
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        let numbers = text.split(separator: "v").last.map { $0.split(separator: ".").compactMap { Int($0.prefix { $0.isNumber }) } } ?? []
+        guard numbers.count >= 2 else { throw FixtureError.executableNotFound("\(path) (unreadable version: \(text))") }
+        return (numbers[0], numbers[1])
+    }
+
+    /// Whether this server applies a stream's `subject_transform` (2.10 and later).
+    public static func hasStreamSubjectTransforms() throws -> Bool {
+        let (major, minor) = try version()
+        return major > 2 || (major == 2 && minor >= 10)
     }
 }
 

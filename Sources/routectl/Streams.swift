@@ -21,7 +21,12 @@ struct Streams: ParsableCommand {
             }
             let connection = try connection.connect()
             defer { connection.close() }
-            for (name, result) in try definitions.apply(connection.jetStream().applyStream(configJSON:)) {
+            let jetStream = try connection.jetStream()
+            let transforms = try jetStream.serverSupportsStreamSubjectTransforms()
+            if !transforms {
+                print("server without stream subject transforms (nats-server before 2.10): unpartitioned publishing needs deploy/nats/partition-mapping.conf")
+            }
+            for (name, result) in try definitions.apply(subjectTransforms: transforms, jetStream.applyStream(configJSON:)) {
                 print("\(name) \(result)")
             }
         }

@@ -32,7 +32,8 @@ final class FanoutHarness: @unchecked Sendable {
         connection = try NATSConnection(options: .init(url: nats.url, name: "fanout-test"))
         jetStream = try connection.jetStream()
         // The deployment's streams exist before upstream publishes (routectl streams apply).
-        _ = try StreamDefinitions(directory: RepositoryPaths.streams).apply(jetStream.applyStream(configJSON:))
+        _ = try StreamDefinitions(directory: RepositoryPaths.streams)
+            .apply(subjectTransforms: jetStream.serverSupportsStreamSubjectTransforms(), jetStream.applyStream(configJSON:))
         redisClient = try RedisConnection(url: redis.url)
         inboxSubscription = try connection.subscribe(Subjects.allInboxes) { [weak self] message in
             let instance = String(Subjects.inboxInstance(message.subject) ?? "")

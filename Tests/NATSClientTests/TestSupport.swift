@@ -1,5 +1,6 @@
 import Foundation
 import NATSClient
+import SwitchboardContracts
 import SwitchboardHarness
 
 /// Starts a real nats-server with JetStream, connects, runs `body`, and stops both in every path.
@@ -21,18 +22,12 @@ final class Collected<Element: Sendable>: @unchecked Sendable {
     var count: Int { lock.withLock { storage.count } }
 }
 
-/// The JSON files of `streams/` that define a stream (deployment.json does not).
+/// The stream definitions of `streams/` as every server applies them (without subject
+/// transforms, which nats-server 2.9 ignores; PartitionMappingTests cover those).
 func streamDefinitionFiles() throws -> [(name: String, json: [UInt8])] {
     // Resolved: Foundation on Linux lists a symlinked directory as empty.
-    let directory = URL(fileURLWithPath: RepositoryPaths.streams).resolvingSymlinksInPath()
-    let files = try FileManager.default.contentsOfDirectory(at: directory, includingPropertiesForKeys: nil)
-        .filter { $0.pathExtension == "json" }
-        .sorted { $0.lastPathComponent < $1.lastPathComponent }
-    return try files.compactMap { url in
-        let data = try Data(contentsOf: url)
-        guard let object = try JSONSerialization.jsonObject(with: data) as? [String: Any], let name = object["name"] as? String else { return nil }
-        return (name, Array(data))
-    }
+    let directory = URL(fileURLWithPath: RepositoryPaths.streams).resolvingSymlinksInPath().path
+    return try StreamDefinitions(directory: directory).streams.map { ($0.name, $0.applicableJSON(subjectTransforms: false)) }
 }
 
 /// The definition of `name` from `streams/`, with `changes` applied to its JSON.

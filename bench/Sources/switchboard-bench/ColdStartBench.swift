@@ -113,7 +113,7 @@ struct ColdStartBench: ParsableCommand {
         let env = try PipelineEnvironment(partitionCount: partitionCount, keepLogs: keepLogs, jetStreamStore: storeURL)
         defer { env.stop() }
         print("servers: nats-server \(env.natsURL), redis-server \(env.redisURL), logs in \(env.directory.path)")
-        for (name, result) in try definitions.apply({ try env.jetStream.applyStream(configJSON: $0) }) { print("stream \(name): \(result)") }
+        for (name, result) in try definitions.apply(subjectTransforms: env.jetStream.serverSupportsStreamSubjectTransforms(), { try env.jetStream.applyStream(configJSON: $0) }) { print("stream \(name): \(result)") }
         // A kept store may hold an earlier run's snapshots; the replay path must start without.
         try env.jetStream.purge(stream: StreamNames.snapshots)
 

@@ -93,7 +93,7 @@ struct EndToEndBench: ParsableCommand {
         let setup = EndToEndSetup(env: env, workload: workload, topology: topology, binDirectory: binDirectory)
         defer { setup.stop() }
         print("servers: nats-server \(env.natsURL) (monitoring :\(env.natsMonitorPort ?? 0)), redis-server \(env.redisURL), logs in \(env.directory.path)")
-        for (name, result) in try definitions.apply({ try env.jetStream.applyStream(configJSON: $0) }) { print("stream \(name): \(result)") }
+        for (name, result) in try definitions.apply(subjectTransforms: env.jetStream.serverSupportsStreamSubjectTransforms(), { try env.jetStream.applyStream(configJSON: $0) }) { print("stream \(name): \(result)") }
 
         var t0 = ContinuousClock.now
         try env.loadMembership(workload)

@@ -81,7 +81,7 @@ struct PipelineBench: ParsableCommand {
         let env = try PipelineEnvironment(partitionCount: partitionCount, keepLogs: keepLogs)
         defer { env.stop() }
         print("servers: nats-server \(env.natsURL), redis-server \(env.redisURL), logs in \(env.directory.path)")
-        for (name, result) in try definitions.apply({ try env.jetStream.applyStream(configJSON: $0) }) { print("stream \(name): \(result)") }
+        for (name, result) in try definitions.apply(subjectTransforms: env.jetStream.serverSupportsStreamSubjectTransforms(), { try env.jetStream.applyStream(configJSON: $0) }) { print("stream \(name): \(result)") }
 
         let t0 = ContinuousClock.now
         try env.loadMembership(workload)

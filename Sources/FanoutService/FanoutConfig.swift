@@ -92,6 +92,10 @@ public struct FanoutConfig: Sendable {
     /// Events fetched but not acked within this time are redelivered: the bound on how long
     /// a crashed replica's in-flight events wait before its successor gets them.
     public var ackWait: Duration = .seconds(5)
+    /// First pause before an event pipeline retries a failed batch; doubles per try...
+    public var retryBackoff: Duration = .milliseconds(50)
+    /// ...up to this (10 tries take about 9 s of pauses before an event is dead-lettered).
+    public var retryBackoffMax: Duration = .seconds(2)
 
     public init(partitions: PartitionSet) { self.partitions = partitions }
 }

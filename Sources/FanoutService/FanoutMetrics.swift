@@ -12,6 +12,7 @@ final class FanoutMetrics: Sendable {
     let fetchErrors = Counter(label: "switchboard_fanout_fetch_errors_total")
     let flushErrors = Counter(label: "switchboard_fanout_flush_errors_total")
     let ackErrors = Counter(label: "switchboard_fanout_ack_errors_total")
+    let retries = Counter(label: "switchboard_fanout_delivery_retries_total")
     let fetchBatch = Recorder(label: "switchboard_fanout_fetch_batch_size")
     let planning = Timer(label: "switchboard_fanout_planning_seconds")
 

@@ -126,7 +126,7 @@ public final class FanoutService: Service {
 
         let pipelines = PartitionPipelines(pipelines: try await blocking { [state, metrics, logger] in
             try config.partitions.owned.map { partition in
-                try EventPipeline(partition: partition, connection: connection, jetStream: jetStream, state: state, metrics: metrics, config: config, logger: logger)
+                try EventPipeline(partition: partition, jetStream: jetStream, output: NATSPipelineOutput(connection: connection, jetStream: jetStream), state: state, metrics: metrics, config: config, logger: logger)
             }
         })
         let typing = TypingRelay(connection: connection, state: state, metrics: metrics, partitions: config.partitions.owned, partitionCount: config.partitions.count, window: config.typingWindow, logger: logger)

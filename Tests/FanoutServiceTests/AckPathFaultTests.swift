@@ -1,0 +1,219 @@
+import Foundation
+import Logging
+import NATSClient
+import RoutingCore
+import ServiceLifecycle
+import SwitchboardContracts
+import SwitchboardProto
+import SwitchboardTestSupport
+import Synchronization
+import Testing
+@testable import FanoutService
+
+/// The real output with chosen calls made to fail: every `publishEvery`-th publish, every
+/// `flushEvery`-th flush (0: never), and every publish of a delivery for `doomedChannel`.
+final class FaultyOutput: PipelineOutput {
+    let real: NATSPipelineOutput
+    let publishEvery: Int
+    let flushEvery: Int
+    let doomedChannel: String?
+    private let calls = Mutex<(publishes: Int, flushes: Int, failedPublishes: Int, failedFlushes: Int)>((0, 0, 0, 0))
+
+    init(_ real: NATSPipelineOutput, publishEvery: Int = 0, flushEvery: Int = 0, doomedChannel: String? = nil) {
+        self.real = real
+        self.publishEvery = publishEvery
+        self.flushEvery = flushEvery
+        self.doomedChannel = doomedChannel
+    }
+
+    var failures: (publishes: Int, flushes: Int) { calls.withLock { ($0.failedPublishes, $0.failedFlushes) } }
+
+    func publish(_ subject: String, payload: [UInt8]) throws {
+        let doomed = doomedChannel != nil && (try? Delivery(decoding: payload))?.channelID == doomedChannel
+        let fail = calls.withLock { calls in
+            calls.publishes += 1
+            let fail = doomed || (publishEvery > 0 && calls.publishes % publishEvery == 0)
+            if fail { calls.failedPublishes += 1 }
+            return fail
+        }
+        if fail { throw NATSError.invalidArgument("injected publish failure") }
+        try real.publish(subject, payload: payload)
+    }
+
+    func flush(timeout: Duration) throws {
+        let fail = calls.withLock { calls in
+            calls.flushes += 1
+            let fail = flushEvery > 0 && calls.flushes % flushEvery == 0
+            if fail { calls.failedFlushes += 1 }
+            return fail
+        }
+        if fail { throw NATSError.invalidArgument("injected flush failure") }
+        try real.flush(timeout: timeout)
+    }
+
+    func deadLetter(_ subject: String, payload: [UInt8], headers: NATSHeaders, msgID: String) throws {
+        try real.deadLetter(subject, payload: payload, headers: headers, msgID: msgID)
+    }
+}
+
+/// One partition's event pipeline in this process against a real nats-server, with a routing
+/// table where `alice` (online on notifier `n1`) is a member of `channels`, all of that partition.
+final class PipelineRig: @unchecked Sendable {
+    static let partitionCount = 16
+    let nats: NATSServerFixture
+    let connection: NATSConnection
+    let jetStream: JetStream
+    let partition: Int
+    let channels: [String]
+    let state: RoutingState
+    private let received = Mutex<[Delivery]>([])
+    private var inbox: NATSSubscription?
+
+    init(channels count: Int) throws {
+        nats = try NATSServerFixture()
+        connection = try NATSConnection(options: .init(url: nats.url, name: "pipeline-test"))
+        jetStream = try connection.jetStream()
+        _ = try StreamDefinitions(directory: RepositoryPaths.streams).apply(jetStream.applyStream(configJSON:))
+        let partition = Partitioner.partition(of: "room0", count: Self.partitionCount)
+        self.partition = partition
+        channels = (0..<10_000).lazy.map { "room\($0)" }.filter { Partitioner.partition(of: $0, count: Self.partitionCount) == partition }.prefix(count).map { $0 }
+        state = RoutingState(partitions: [partition], partitionCount: Self.partitionCount)
+        for (index, channel) in channels.enumerated() {
+            let change = MembershipChange(channelID: channel, userID: "alice", state: .joined, version: 1)
+            try state.apply(change, partition: partition, subject: Subjects.membership(channel: channel, user: "alice", partitionCount: Self.partitionCount), sequence: UInt64(index + 1))
+        }
+        try state.applyPresence(PresenceDelta(instanceID: "n1", epoch: 1, userID: "alice", slot: 0, state: .online))
+        _ = state.heartbeats([("n1", PresenceFeed.nowMs())], nowMs: PresenceFeed.nowMs(), timeoutMs: 600_000)
+        inbox = try connection.subscribe(Subjects.inbox(instance: "n1")) { [weak self] message in
+            guard let delivery = try? Delivery(decoding: message.payload) else { return }
+            self?.received.withLock { $0.append(delivery) }
+        }
+    }
+
+    /// Errors only: every injected failure would log a retry warning.
+    static let logger: Logger = {
+        var logger = Logger(label: "pipeline-test")
+        logger.logLevel = .error
+        return logger
+    }()
+
+    var deliveries: [Delivery] { received.withLock { $0 } }
+
+    var output: NATSPipelineOutput { NATSPipelineOutput(connection: connection, jetStream: jetStream) }
+
+    func pipeline(_ output: any PipelineOutput, backoff: Duration = .milliseconds(2)) throws -> EventPipeline {
+        var config = FanoutConfig(partitions: try PartitionSet("0-15", count: Self.partitionCount))
+        config.fetchBatch = 16
+        config.retryBackoff = backoff
+        config.retryBackoffMax = backoff * 10
+        return try EventPipeline(
+            partition: partition, jetStream: jetStream, output: output, state: state,
+            metrics: FanoutMetrics(partitions: [partition]), config: config, logger: Self.logger
+        )
+    }
+
+    @discardableResult
+    func publish(channel: String, text: String) throws -> UInt64 {
+        let id = UUID().uuidString
+        let event = ChatEvent(eventID: id, channelID: channel, senderID: "sender", createdAtMs: 1, body: .messageCreated(messageID: id, text: text))
+        return try jetStream.publish(Subjects.event(channel: channel, partitionCount: Self.partitionCount), payload: event.encoded(), msgID: id).sequence
+    }
+
+    /// Acked-or-not events the partition's consumer still holds (pending plus unacked).
+    func consumerUnacked() -> Int? {
+        guard let reply = try? connection.request("$JS.API.CONSUMER.INFO.\(StreamNames.events).\(ConsumerNames.fanout(partition: partition))", payload: [], timeout: .seconds(2)),
+              let object = try? JSONSerialization.jsonObject(with: Data(reply.payload)) as? [String: Any] else { return nil }
+        return (object["num_ack_pending"] as? Int ?? 0) + (object["num_pending"] as? Int ?? 0)
+    }
+
+    func stop() {
+        inbox?.unsubscribe()
+        connection.close()
+        nats.stop()
+    }
+}
+
+/// Runs `pipeline` as a service until `body` returns, then shuts it down gracefully.
+func running<T>(_ pipeline: EventPipeline, _ body: () throws -> T) async throws -> T {
+    let group = ServiceGroup(services: [pipeline], logger: Logger(label: "pipeline-test"))
+    let task = Task { try await group.run() }
+    let result = Result { try body() }
+    await group.triggerGracefulShutdown()
+    try await task.value
+    return try result.get()
+}
+
+/// The ack path under injected publish and flush failures: nothing acked before it is flushed,
+/// retries in order, dead letters after the documented number of tries.
+@Suite(.serialized) struct AckPathFaultTests {
+    @Test func publishAndFlushFailuresLoseNothingAndKeepEveryChannelsOrder() async throws {
+        let rig = try PipelineRig(channels: 6)
+        defer { rig.stop() }
+        let faulty = FaultyOutput(rig.output, publishEvery: 7, flushEvery: 5)
+        let pipeline = try rig.pipeline(faulty)
+        let published = try await running(pipeline) {
+            var published: [String: [UInt64]] = [:]
+            for round in 0..<100 {
+                for channel in rig.channels { published[channel, default: []].append(try rig.publish(channel: channel, text: "\(round)")) }
+            }
+            let all = Set(published.values.joined())
+            #expect(eventually(timeout: .seconds(60)) { all.isSubset(of: Set(rig.deliveries.map(\.streamSeq))) && rig.consumerUnacked() == 0 })
+            return published
+        }
+        #expect(faulty.failures.publishes > 0 && faulty.failures.flushes > 0, "no fault was injected")
+        var firstSeen: [String: [UInt64]] = [:]
+        var seen: [UInt64: [UInt8]] = [:]
+        for delivery in rig.deliveries {
+            if let event = seen[delivery.streamSeq] {
+                #expect(event == delivery.event, "a duplicate differs from the first delivery of seq \(delivery.streamSeq)")
+                continue
+            }
+            seen[delivery.streamSeq] = delivery.event
+            firstSeen[delivery.channelID, default: []].append(delivery.streamSeq)
+        }
+        for channel in rig.channels { #expect(firstSeen[channel] == published[channel], "order or completeness of \(channel)") }
+        #expect(try rig.jetStream.streamState(StreamNames.deadLetters).messages == 0)
+    }
+
+    @Test func eventFailingEveryTryGoesToTheDeadLetterStreamAndThePartitionMovesOnInOrder() async throws {
+        let rig = try PipelineRig(channels: 2)
+        defer { rig.stop() }
+        let (live, doomed) = (rig.channels[0], rig.channels[1])
+        let pipeline = try rig.pipeline(FaultyOutput(rig.output, doomedChannel: doomed))
+        let (before, lost, after) = try await running(pipeline) {
+            let before = try rig.publish(channel: live, text: "before")
+            let lost = try rig.publish(channel: doomed, text: "doomed")
+            let after = try rig.publish(channel: live, text: "after")
+            #expect(eventually(timeout: .seconds(30)) { rig.deliveries.contains { $0.streamSeq == after } && rig.consumerUnacked() == 0 })
+            return (before, lost, after)
+        }
+        var firstSeen: [UInt64] = []
+        for delivery in rig.deliveries where !firstSeen.contains(delivery.streamSeq) { firstSeen.append(delivery.streamSeq) }
+        #expect(firstSeen == [before, after])
+        #expect(try rig.jetStream.streamState(StreamNames.deadLetters).messages == 1)
+        let letter = try #require(try rig.jetStream.lastMessage(stream: StreamNames.deadLetters, subject: Subjects.deadLetter(partition: rig.partition)))
+        #expect(letter.headers[HeaderNames.streamSequence] == "\(lost)")
+        #expect(letter.headers[HeaderNames.reason]?.contains("publish failed") == true)
+        #expect(letter.headers[HeaderNames.reason]?.contains("after \(EventPipeline.maxTries) tries") == true)
+    }
+
+    @Test func stoppingDuringARetryAcksNothingUnflushedAndARestartDeliversItInOrder() async throws {
+        let rig = try PipelineRig(channels: 1)
+        defer { rig.stop() }
+        let channel = rig.channels[0]
+        let failing = FaultyOutput(rig.output, publishEvery: 1)
+        var published: [UInt64] = []
+        // Tries 200 ms apart and more: the stop comes after the second, long before the tenth.
+        try await running(try rig.pipeline(failing, backoff: .milliseconds(200))) {
+            for index in 0..<3 { published.append(try rig.publish(channel: channel, text: "\(index)")) }
+            #expect(eventually(timeout: .seconds(10)) { failing.failures.publishes >= 2 })
+        }
+        #expect(rig.deliveries.isEmpty)
+        #expect(rig.consumerUnacked() == 3)
+        try await running(try rig.pipeline(rig.output)) {
+            #expect(eventually(timeout: .seconds(10)) { rig.deliveries.count >= 3 && rig.consumerUnacked() == 0 })
+        }
+        #expect(rig.deliveries.map(\.streamSeq) == published)
+        #expect(try rig.jetStream.streamState(StreamNames.deadLetters).messages == 0)
+    }
+}

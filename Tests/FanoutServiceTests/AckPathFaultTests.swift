@@ -119,12 +119,8 @@ final class PipelineRig: @unchecked Sendable {
         return try jetStream.publish(Subjects.event(channel: channel, partitionCount: Self.partitionCount), payload: event.encoded(), msgID: id).sequence
     }
 
-    /// Acked-or-not events the partition's consumer still holds (pending plus unacked).
-    func consumerUnacked() -> Int? {
-        guard let reply = try? connection.request("$JS.API.CONSUMER.INFO.\(StreamNames.events).\(ConsumerNames.fanout(partition: partition))", payload: [], timeout: .seconds(2)),
-              let object = try? JSONSerialization.jsonObject(with: Data(reply.payload)) as? [String: Any] else { return nil }
-        return (object["num_ack_pending"] as? Int ?? 0) + (object["num_pending"] as? Int ?? 0)
-    }
+    /// Events the partition's consumer still holds unacked (pending plus in flight).
+    func consumerUnacked() -> Int? { fanoutConsumerUnacked(connection, partition: partition) }
 
     func stop() {
         inbox?.unsubscribe()

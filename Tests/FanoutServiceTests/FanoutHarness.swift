@@ -157,13 +157,17 @@ extension FanoutHarness {
     }
 
     /// Messages of a partition's durable consumer not yet acknowledged.
-    func jetStreamConsumerPending(partition: Int) -> Int? {
-        guard let reply = try? connection.request("$JS.API.CONSUMER.INFO.\(StreamNames.events).\(ConsumerNames.fanout(partition: partition))", payload: [], timeout: .seconds(2)),
-              let object = try? JSONSerialization.jsonObject(with: Data(reply.payload)) as? [String: Any] else { return nil }
-        return (object["num_ack_pending"] as? Int ?? 0) + (object["num_pending"] as? Int ?? 0)
-    }
+    func jetStreamConsumerPending(partition: Int) -> Int? { fanoutConsumerUnacked(connection, partition: partition) }
 
     func httpPort(_ name: String = "fanout-a") -> UInt16? { fanouts[name]?.httpPort }
+}
+
+/// Messages of a partition's durable consumer not yet acknowledged (pending plus unacked), from
+/// the JetStream API; nil when it does not answer.
+func fanoutConsumerUnacked(_ connection: NATSConnection, partition: Int) -> Int? {
+    guard let reply = try? connection.request("$JS.API.CONSUMER.INFO.\(StreamNames.events).\(ConsumerNames.fanout(partition: partition))", payload: [], timeout: .seconds(2)),
+          let object = try? JSONSerialization.jsonObject(with: Data(reply.payload)) as? [String: Any] else { return nil }
+    return (object["num_ack_pending"] as? Int ?? 0) + (object["num_pending"] as? Int ?? 0)
 }
 
 extension FanoutHarness {

@@ -139,7 +139,7 @@ final class EventPipeline: Service {
             case .delivered(let count):
                 published += count
             case .poison(let reason):
-                if !deadLetter(message, reason: reason) { failure = "dead-letter publish failed" }
+                if !deadLetter(message, reason: reason) { failure = "dead-letter publish failed for: \(reason)" }
             case .failed(let error):
                 failure = "publish failed: \(error)"
             }

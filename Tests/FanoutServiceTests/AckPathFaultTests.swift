@@ -5,7 +5,7 @@ import RoutingCore
 import ServiceLifecycle
 import SwitchboardContracts
 import SwitchboardProto
-import SwitchboardTestSupport
+import SwitchboardHarness
 import Synchronization
 import Testing
 @testable import FanoutService

@@ -73,7 +73,8 @@ final class PipelineRig: @unchecked Sendable {
         nats = try NATSServerFixture()
         connection = try NATSConnection(options: .init(url: nats.url, name: "pipeline-test"))
         jetStream = try connection.jetStream()
-        _ = try StreamDefinitions(directory: RepositoryPaths.streams).apply(jetStream.applyStream(configJSON:))
+        _ = try StreamDefinitions(directory: RepositoryPaths.streams)
+            .apply(subjectTransforms: jetStream.serverSupportsStreamSubjectTransforms(), jetStream.applyStream(configJSON:))
         let partition = Partitioner.partition(of: "room0", count: Self.partitionCount)
         self.partition = partition
         channels = (0..<10_000).lazy.map { "room\($0)" }.filter { Partitioner.partition(of: $0, count: Self.partitionCount) == partition }.prefix(count).map { $0 }

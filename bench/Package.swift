@@ -28,10 +28,12 @@ let package = Package(
             dependencies: switchboard("RoutingCore", "SwitchboardContracts", "SwitchboardHarness"),
             swiftSettings: strict
         ),
+        // The load client of `switchboard-bench peer`: WebSocket sockets on one epoll thread.
+        .target(name: "CPeerClient"),
         // `switchboard-bench <subcommand>`: the benchmarks against real servers (bench/README.md).
         .executableTarget(
             name: "switchboard-bench",
-            dependencies: ["RoutingWorkloads"]
+            dependencies: ["RoutingWorkloads", "CPeerClient"]
                 + switchboard("SwitchboardContracts", "RoutingCore", "NATSClient", "RedisClient", "SwitchboardProto", "FanoutService", "NotifierService", "NotifierDemo", "SwitchboardHarness")
                 + nio("NIOCore", "NIOPosix", "NIOHTTP1", "NIOWebSocket")
                 + [

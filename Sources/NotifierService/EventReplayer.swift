@@ -91,7 +91,7 @@ final class EventReplayer: EventReplaying {
 
     private func attempt(channel: String, user: String, after: UInt64) throws -> ReplayOutcome {
         guard try ChannelMembership.isMember(channel: channel, user: user, partitionCount: partitionCount, in: jetStream) else {
-            return .refused(code: "not_member", message: "not a member of channel '\(channel)'")
+            return .refused(code: FrameErrorCode.notMember, message: "not a member of channel '\(channel)'")
         }
         let subject = Subjects.event(channel: channel, partitionCount: partitionCount)
         // The channel's newest event now: the replay must reach it, or it stalled.

@@ -36,6 +36,8 @@ public enum FrameErrorCode {
     public static let busy = "busy"
     /// The channel is already being resumed on this socket.
     public static let alreadyResuming = "already_resuming"
+    /// A resume for a channel the user is not a member of.
+    public static let notMember = "not_member"
     /// More channels resuming at once on this socket than allowed.
     public static let tooManyResumes = "too_many_resumes"
 }

@@ -461,9 +461,15 @@ async def main():
         hello = json.loads(await ws.recv())
         lines.append(f"hello {hello['instance']} {hello['user']} {hello['heartbeat_s']}")
         await ws.send(json.dumps({"type": "ping"}))
-        lines.append(json.loads(await asyncio.wait_for(ws.recv(), 5))["type"])
-        frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
-        lines.append(f"{frame['type']} {frame['channel']} {frame['seq']} {frame['event']['text']}")
+        # The pong and the delivered event may arrive in either order.
+        seen = set()
+        while seen != {"pong", "event"}:
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            seen.add(frame["type"])
+            if frame["type"] == "event":
+                lines.append(f"event {frame['channel']} {frame['seq']} {frame['event']['text']}")
+            else:
+                lines.append(frame["type"])
     with open(out_path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
 

@@ -59,7 +59,7 @@ final class SwitchboardSystem: PeerSystem {
 
         let natsVersion = PeerShell.output(natsExecutable, ["--version"])?.text ?? "nats-server ?"
         let redisVersion = PeerShell.output("redis-server", ["--version"])?.text.split(separator: " ").first { $0.hasPrefix("v=") }.map { "redis-server \($0.dropFirst(2))" } ?? "redis-server ?"
-        versions = "\(natsVersion) (\(natsExecutable)), \(redisVersion), 1 fanout + \(options.notifiers) notifiers (release)"
+        versions = "\(natsVersion) (\(natsExecutable)), \(redisVersion), 1 fanout + \(options.notifiers) notifiers from \(options.binDirectory.path)"
 
         let secret = (0..<48).map { _ in "abcdefghijklmnopqrstuvwxyz0123456789".randomElement()! }.map(String.init).joined()
         let users = options.sockets

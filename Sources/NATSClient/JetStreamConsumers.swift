@@ -11,14 +11,13 @@ import Glibc
 public final class PullSubscription: Sendable {
     private let subscription: SubscriptionHandle
     private var handle: OpaquePointer { subscription.pointer }
+    private var name: String { subscription.name }
     /// Keeps the JetStream context (and so the connection) alive while messages are acked.
     private let jetStream: JetStream
-    private let name: String
 
     init(handle: OpaquePointer, jetStream: JetStream, description: String) {
-        subscription = SubscriptionHandle(handle)
+        subscription = SubscriptionHandle(handle, name: description)
         self.jetStream = jetStream
-        self.name = description
     }
 
     /// Up to `batch` messages, waiting at most `timeout` for the first; an empty array when
@@ -57,22 +56,18 @@ public final class OrderedConsumer: Sendable {
     /// Unread bytes the client buffers before dropping (then `next` throws `messagesDropped`).
     static let pendingByteLimit: Int32 = 256 << 20
     private let subscription: SubscriptionHandle
-    private var handle: OpaquePointer { subscription.pointer }
+    private var name: String { subscription.name }
+    /// Keeps the JetStream context (and so the connection) alive while messages are read.
     private let jetStream: JetStream
-    private let name: String
 
     init(handle: OpaquePointer, jetStream: JetStream, description: String) {
-        subscription = SubscriptionHandle(handle)
+        subscription = SubscriptionHandle(handle, name: description)
         self.jetStream = jetStream
-        self.name = description
     }
 
     /// The next message in stream order, or nil when none arrives within `timeout`.
     public func next(timeout: Duration) throws -> JetStreamMessage? {
-        var msg: OpaquePointer?
-        let status = natsSubscription_NextMsg(&msg, handle, timeout.natsTimeoutMilliseconds)
-        if status == NATS_TIMEOUT { return nil }
-        guard status == NATS_OK, let msg else { throw coreError(status, "next message of \(name)") }
+        guard let msg = try subscription.nextMessage(timeoutMilliseconds: timeout.natsTimeoutMilliseconds) else { return nil }
         return try JetStreamMessage(adopting: msg, owner: self)
     }
 
@@ -92,11 +87,7 @@ public final class OrderedConsumer: Sendable {
     public func read(limit: Int, timeout: Duration, _ body: (BorrowedMessage) throws -> Void) throws -> Int {
         var count = 0
         while count < limit {
-            var msg: OpaquePointer?
-            // 0: take a queued message or return NATS_TIMEOUT at once.
-            let status = natsSubscription_NextMsg(&msg, handle, count == 0 ? timeout.natsTimeoutMilliseconds : 0)
-            if status == NATS_TIMEOUT { break }
-            guard status == NATS_OK, let msg else { throw coreError(status, "next message of \(name)") }
+            guard let msg = try subscription.nextMessage(timeoutMilliseconds: count == 0 ? timeout.natsTimeoutMilliseconds : 0) else { break }
             defer { natsMsg_Destroy(msg) }
             var meta: UnsafeMutablePointer<jsMsgMetaData>?
             let parsed = natsMsg_GetMetaData(&meta, msg)

@@ -67,8 +67,23 @@ private let releaseHandlerBox: natsOnCompleteCB = { closure in
 final class SubscriptionHandle: Sendable {
     private let handle: CHandle
     var pointer: OpaquePointer { handle.pointer }
+    /// What the subscription reads (a subject or a consumer), for error messages.
+    let name: String
 
-    init(_ pointer: OpaquePointer) { handle = CHandle(pointer) }
+    init(_ pointer: OpaquePointer, name: String) {
+        handle = CHandle(pointer)
+        self.name = name
+    }
+
+    /// The next message, owned by the caller from here on, or nil when none arrives within
+    /// `timeoutMilliseconds` (0: only a message already queued).
+    func nextMessage(timeoutMilliseconds: Int64) throws -> OpaquePointer? {
+        var msg: OpaquePointer?
+        let status = natsSubscription_NextMsg(&msg, pointer, timeoutMilliseconds)
+        if status == NATS_TIMEOUT { return nil }
+        guard status == NATS_OK, let msg else { throw coreError(status, "next message of \(name)") }
+        return msg
+    }
 
     /// Idempotent, and harmless after the connection closed.
     func unsubscribe() {
@@ -85,12 +100,9 @@ final class SubscriptionHandle: Sendable {
 public final class NATSSubscription: Sendable {
     private let subscription: SubscriptionHandle
     private var handle: OpaquePointer { subscription.pointer }
-    public let subject: String
+    public var subject: String { subscription.name }
 
-    init(handle: OpaquePointer, subject: String) {
-        subscription = SubscriptionHandle(handle)
-        self.subject = subject
-    }
+    init(handle: OpaquePointer, subject: String) { subscription = SubscriptionHandle(handle, name: subject) }
 
     /// Stops delivery; the handler may still be running for a message already dispatched.
     /// Idempotent, and harmless after the connection closed.
@@ -108,21 +120,13 @@ public final class NATSSubscription: Sendable {
 /// A synchronous subscription, polled with `nextMessage(timeout:)`. Unsubscribes at deinit.
 public final class NATSSyncSubscription: Sendable {
     private let subscription: SubscriptionHandle
-    private var handle: OpaquePointer { subscription.pointer }
-    public let subject: String
+    public var subject: String { subscription.name }
 
-    init(handle: OpaquePointer, subject: String) {
-        subscription = SubscriptionHandle(handle)
-        self.subject = subject
-    }
+    init(handle: OpaquePointer, subject: String) { subscription = SubscriptionHandle(handle, name: subject) }
 
     /// The next message, or nil when none arrives within `timeout`.
     public func nextMessage(timeout: Duration) throws -> NATSMessage? {
-        var msg: OpaquePointer?
-        let status = natsSubscription_NextMsg(&msg, handle, timeout.natsTimeoutMilliseconds)
-        if status == NATS_TIMEOUT { return nil }
-        guard status == NATS_OK, let msg else { throw coreError(status, "next message on \(subject)", subject: subject) }
-        return NATSMessage(consuming: msg)
+        try subscription.nextMessage(timeoutMilliseconds: timeout.natsTimeoutMilliseconds).map { NATSMessage(consuming: $0) }
     }
 
     /// Idempotent, and harmless after the connection closed.

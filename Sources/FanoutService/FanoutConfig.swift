@@ -1,4 +1,5 @@
 import Foundation
+import SwitchboardContracts
 
 /// Errors of the fan-out service: each says what failed and with which subject, stream or
 /// partition, so an operator can act on the log line alone.
@@ -52,17 +53,7 @@ public struct PartitionSet: Sendable, Equatable, CustomStringConvertible {
 
     public func contains(_ partition: Int) -> Bool { owned.contains(partition) }
 
-    public var description: String {
-        var ranges: [String] = []
-        var index = 0
-        while index < owned.count {
-            var end = index
-            while end + 1 < owned.count && owned[end + 1] == owned[end] + 1 { end += 1 }
-            ranges.append(index == end ? "\(owned[index])" : "\(owned[index])-\(owned[end])")
-            index = end + 1
-        }
-        return ranges.joined(separator: ",")
-    }
+    public var description: String { PartitionRanges.describe(owned) }
 }
 
 /// Everything the fan-out needs to run; the `fanout` executable fills it from flags and env.

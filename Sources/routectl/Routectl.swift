@@ -80,7 +80,7 @@ struct Stats: ParsableCommand {
         var rows = [["replica", "partitions", "ready", "users", "online", "channels", "memberships", "table bytes", "B/membership", "event lag"]]
         for s in answers.replies {
             rows.append([
-                s.replica.id, PartitionList.describe(s.replica.partitions), s.replica.ready ? "yes" : "no",
+                s.replica.id, PartitionRanges.describe(s.replica.partitions), s.replica.ready ? "yes" : "no",
                 "\(s.users)", "\(s.onlineUsers)", "\(s.channels)", "\(s.memberships)", "\(s.tableBytes)",
                 String(format: "%.2f", s.bytesPerMembership), "\(s.eventLag.values.reduce(0, +))",
             ])
@@ -171,7 +171,7 @@ struct Gathered<Reply: Decodable> {
 
     func printPartialWarning() {
         if !missingPartitions.isEmpty {
-            print("PARTIAL: no replica answered for partitions \(PartitionList.describe(missingPartitions))")
+            print("PARTIAL: no replica answered for partitions \(PartitionRanges.describe(missingPartitions))")
         }
     }
 }
@@ -240,21 +240,5 @@ func printTable(_ rows: [[String]]) {
     let widths = header.indices.map { column in rows.map { column < $0.count ? $0[column].count : 0 }.max() ?? 0 }
     for row in rows {
         print(row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  "))
-    }
-}
-
-/// "0-3,7" style lists for partition sets.
-enum PartitionList {
-    static func describe(_ partitions: [Int]) -> String {
-        let sorted = partitions.sorted()
-        var parts: [String] = []
-        var i = 0
-        while i < sorted.count {
-            var j = i
-            while j + 1 < sorted.count && sorted[j + 1] == sorted[j] + 1 { j += 1 }
-            parts.append(i == j ? "\(sorted[i])" : "\(sorted[i])-\(sorted[j])")
-            i = j + 1
-        }
-        return parts.joined(separator: ",")
     }
 }

@@ -54,94 +54,89 @@ public enum ServerFrame {
         6 * eventBytes + eventFrameEnvelopeBytes
     }
 
-    public static func hello(instance: String, user: String, heartbeatSeconds: Int) -> [UInt8] {
-        var json = JSONWriter()
+    /// A frame `{"type":"<type>",…}`, its other fields written by `fields`.
+    private static func frame(_ type: String, capacity: Int = 64, _ fields: (inout JSONWriter) -> Void) -> [UInt8] {
+        var json = JSONWriter(capacity: capacity)
         json.open()
-        json.field("type", FrameType.hello)
-        json.field("instance", instance)
-        json.field("user", user)
-        json.field("heartbeat_s", Int64(heartbeatSeconds))
+        json.field("type", type)
+        fields(&json)
         json.close()
         return json.bytes
+    }
+
+    public static func hello(instance: String, user: String, heartbeatSeconds: Int) -> [UInt8] {
+        frame(FrameType.hello) { json in
+            json.field("instance", instance)
+            json.field("user", user)
+            json.field("heartbeat_s", Int64(heartbeatSeconds))
+        }
     }
 
     /// The frame for one delivered event. `event` is rendered field by field; the `kind`
     /// field names the body (`message_created`, `reaction`, …, or `unknown`).
     public static func event(channel: String, seq: UInt64, event: ChatEvent) -> [UInt8] {
-        var json = JSONWriter(capacity: 160)
-        json.open()
-        json.field("type", FrameType.event)
-        json.field("channel", channel)
-        json.field("seq", seq)
-        json.key("event")
-        json.open()
-        json.field("id", event.eventID)
-        json.field("sender", event.senderID)
-        json.field("created_at_ms", event.createdAtMs)
-        switch event.body {
-        case .messageCreated(let messageID, let text)?:
-            json.field("kind", "message_created")
-            json.field("message_id", messageID)
-            json.field("text", text)
-        case .messageEdited(let messageID, let text)?:
-            json.field("kind", "message_edited")
-            json.field("message_id", messageID)
-            json.field("text", text)
-        case .messageDeleted(let messageID)?:
-            json.field("kind", "message_deleted")
-            json.field("message_id", messageID)
-        case .reaction(let messageID, let emoji, let removed)?:
-            json.field("kind", "reaction")
-            json.field("message_id", messageID)
-            json.field("emoji", emoji)
-            json.field("removed", removed)
-        case .readReceipt(let messageID)?:
-            json.field("kind", "read_receipt")
-            json.field("message_id", messageID)
-        case .channelUpdated(let name, let topic)?:
-            json.field("kind", "channel_updated")
-            json.field("name", name)
-            json.field("topic", topic)
-        case nil:
-            json.field("kind", "unknown")
+        frame(FrameType.event, capacity: 160) { json in
+            json.field("channel", channel)
+            json.field("seq", seq)
+            json.key("event")
+            json.open()
+            json.field("id", event.eventID)
+            json.field("sender", event.senderID)
+            json.field("created_at_ms", event.createdAtMs)
+            switch event.body {
+            case .messageCreated(let messageID, let text)?:
+                json.field("kind", "message_created")
+                json.field("message_id", messageID)
+                json.field("text", text)
+            case .messageEdited(let messageID, let text)?:
+                json.field("kind", "message_edited")
+                json.field("message_id", messageID)
+                json.field("text", text)
+            case .messageDeleted(let messageID)?:
+                json.field("kind", "message_deleted")
+                json.field("message_id", messageID)
+            case .reaction(let messageID, let emoji, let removed)?:
+                json.field("kind", "reaction")
+                json.field("message_id", messageID)
+                json.field("emoji", emoji)
+                json.field("removed", removed)
+            case .readReceipt(let messageID)?:
+                json.field("kind", "read_receipt")
+                json.field("message_id", messageID)
+            case .channelUpdated(let name, let topic)?:
+                json.field("kind", "channel_updated")
+                json.field("name", name)
+                json.field("topic", topic)
+            case nil:
+                json.field("kind", "unknown")
+            }
+            json.close()
         }
-        json.close()
-        json.close()
-        return json.bytes
     }
 
     public static func typing(channel: String, user: String) -> [UInt8] {
-        var json = JSONWriter()
-        json.open()
-        json.field("type", FrameType.typing)
-        json.field("channel", channel)
-        json.field("user", user)
-        json.close()
-        return json.bytes
+        frame(FrameType.typing) { json in
+            json.field("channel", channel)
+            json.field("user", user)
+        }
     }
 
     public static let pong: [UInt8] = Array(#"{"type":"\#(FrameType.pong)"}"#.utf8)
 
     public static func resumed(channel: String, seq: UInt64, replayed: Int, complete: Bool) -> [UInt8] {
-        var json = JSONWriter()
-        json.open()
-        json.field("type", FrameType.resumed)
-        json.field("channel", channel)
-        json.field("seq", seq)
-        json.field("replayed", Int64(replayed))
-        json.field("complete", complete)
-        json.close()
-        return json.bytes
+        frame(FrameType.resumed) { json in
+            json.field("channel", channel)
+            json.field("seq", seq)
+            json.field("replayed", Int64(replayed))
+            json.field("complete", complete)
+        }
     }
 
     public static func error(code: String, message: String) -> [UInt8] {
-        var json = JSONWriter()
-        json.open()
-        json.field("type", FrameType.error)
-        json.field("code", code)
-        json.field("message", message)
-        json.close()
-        return json.bytes
+        frame(FrameType.error) { json in
+            json.field("code", code)
+            json.field("message", message)
+        }
     }
 }
 

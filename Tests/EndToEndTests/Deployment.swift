@@ -117,6 +117,18 @@ final class Deployment: @unchecked Sendable {
         try ChatClient(user: user, token: try await token(user), ports: ports, reconnects: reconnects)
     }
 
+    /// The fault tests' common start: the fan-out with each of `users` a member of every one of
+    /// `channels`, notifiers n1 and n2, alice's client on n1 and bob's on n2. `ready` is true
+    /// once the fan-out holds those memberships and routes to both users.
+    func aliceOnN1AndBobOnN2(members users: [String] = ["alice", "bob"], of channels: [String], reconnects: Bool = false) async throws -> (alice: ChatClient, bob: ChatClient, ready: Bool) {
+        let joined = try startFanout(members: users, of: channels)
+        let n1 = try startNotifier("n1")
+        let n2 = try startNotifier("n2")
+        let alice = try await client("alice", ports: [n1], reconnects: reconnects)
+        let bob = try await client("bob", ports: [n2], reconnects: reconnects)
+        return (alice, bob, joined && online(["alice", "bob"]))
+    }
+
     /// True once the fan-out routes to every one of `users` (within 5 s).
     func online(_ users: [String]) -> Bool {
         eventually(timeout: .seconds(5)) { users.allSatisfy { self.inspectUser($0)?.online == true } }

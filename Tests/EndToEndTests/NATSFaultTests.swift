@@ -16,13 +16,9 @@ extension EndToEnd {
         defer { deployment.stop() }
         let cluster = try #require(deployment.cluster)
         let channels = ["room-a", "room-b"]
-        #expect(try deployment.startFanout(members: ["alice", "bob"], of: channels))
-        let n1 = try deployment.startNotifier("n1")
-        let n2 = try deployment.startNotifier("n2")
-        let alice = try await deployment.client("alice", ports: [n1], reconnects: true)
-        let bob = try await deployment.client("bob", ports: [n2], reconnects: true)
+        let (alice, bob, ready) = try await deployment.aliceOnN1AndBobOnN2(of: channels, reconnects: true)
         defer { alice.stop(); bob.stop() }
-        #expect(deployment.online(["alice", "bob"]))
+        #expect(ready)
 
         let flow = EventFlow(deployment, channels: channels, interval: .milliseconds(20), prefix: "cluster")
         defer { flow.stop() }
@@ -74,13 +70,9 @@ extension EndToEnd {
         let deployment = try await Deployment()
         defer { deployment.stop() }
         let nats = try #require(deployment.single)
-        #expect(try deployment.startFanout(members: ["alice", "bob"], of: ["room-a"]))
-        let n1 = try deployment.startNotifier("n1")
-        let n2 = try deployment.startNotifier("n2")
-        let alice = try await deployment.client("alice", ports: [n1], reconnects: true)
-        let bob = try await deployment.client("bob", ports: [n2], reconnects: true)
+        let (alice, bob, ready) = try await deployment.aliceOnN1AndBobOnN2(of: ["room-a"], reconnects: true)
         defer { alice.stop(); bob.stop() }
-        #expect(deployment.online(["alice", "bob"]))
+        #expect(ready)
         let pids = [deployment.fanout()?.pid, deployment.notifier("n1")?.pid, deployment.notifier("n2")?.pid]
 
         var published: Set<String> = []

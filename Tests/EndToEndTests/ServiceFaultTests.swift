@@ -13,13 +13,9 @@ extension EndToEnd {
         let deployment = try await Deployment()
         defer { deployment.stop() }
         let channels = ["room-a", "room-b"]
-        #expect(try deployment.startFanout(members: ["alice", "bob"], of: channels))
-        let n1 = try deployment.startNotifier("n1")
-        let n2 = try deployment.startNotifier("n2")
-        let alice = try await deployment.client("alice", ports: [n1])
-        let bob = try await deployment.client("bob", ports: [n2])
+        let (alice, bob, ready) = try await deployment.aliceOnN1AndBobOnN2(of: channels)
         defer { alice.stop(); bob.stop() }
-        #expect(deployment.online(["alice", "bob"]))
+        #expect(ready)
 
         let flow = EventFlow(deployment, channels: channels, interval: .milliseconds(10), prefix: "fanout-kill")
         defer { flow.stop() }
@@ -109,18 +105,14 @@ extension EndToEnd {
     @Test func presenceIsRebuiltAfterRedisLosesItsData() async throws {
         let deployment = try await Deployment()
         defer { deployment.stop() }
-        #expect(try deployment.startFanout(members: ["alice", "bob", "carol"], of: ["room-a"]))
-        let n1 = try deployment.startNotifier("n1")
-        let n2 = try deployment.startNotifier("n2")
-        let alice = try await deployment.client("alice", ports: [n1])
-        let bob = try await deployment.client("bob", ports: [n2])
+        let (alice, bob, ready) = try await deployment.aliceOnN1AndBobOnN2(members: ["alice", "bob", "carol"], of: ["room-a"])
         defer { alice.stop(); bob.stop() }
-        #expect(deployment.online(["alice", "bob"]))
+        #expect(ready)
 
         deployment.shutDownRedis()
         #expect(!deployment.redis.process.isRunning)
         // carol connects while Redis is gone: only the re-registration can make her routable.
-        let carol = try await deployment.client("carol", ports: [n1])
+        let carol = try await deployment.client("carol", ports: [deployment.port("n1")])
         defer { carol.stop() }
         try deployment.redis.restart()
         let restartedAt = ContinuousClock.now

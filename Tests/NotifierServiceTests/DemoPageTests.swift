@@ -37,8 +37,7 @@ import Glibc
         let nats = try fixture.natsConnection()
         defer { nats.close() }
         let jetStream = try fixture.chatStreams(over: nats)
-        let membership = Subjects.membership(channel: "general", user: "alice", partitionCount: 16)
-        _ = try jetStream.publish(membership, payload: MembershipChange(channelID: "general", userID: "alice", state: .joined, version: 1).encoded())
+        try fixture.publishMembership("general", "alice", over: jetStream)
         let alice = try await fixture.token("alice")
         let message = #"{"channel":"general","text":"hello from the page"}"#
 

@@ -80,7 +80,7 @@ import Testing
         let nats = try fixture.natsConnection()
         defer { nats.close() }
         let jetStream = try fixture.chatStreams(over: nats)
-        _ = try jetStream.publish(Subjects.membership(channel: "general", user: "alice", partitionCount: 16), payload: MembershipChange(channelID: "general", userID: "alice", state: .joined, version: 1).encoded())
+        try fixture.publishMembership("general", "alice", over: jetStream)
         let atLimit = Self.event(encodedSize: ServerFrame.maxEventBytes).encoded()
         let ack = try jetStream.publish(Subjects.event(channel: "general", partitionCount: 16), payload: atLimit)
         // One byte more is refused by JetStream: the edge never stores what a client cannot be sent.

@@ -85,6 +85,14 @@ final class NotifierFixture: @unchecked Sendable {
         return jetStream
     }
 
+    /// Publishes `user`'s membership `state` of `channel` to `CHAT_MEMBERSHIP` as the upstream
+    /// does (a channel deletion under the reserved user of its subject).
+    func publishMembership(_ channel: String, _ user: String, _ state: MembershipChange.State = .joined, version: UInt64 = 1, over jetStream: JetStream) throws {
+        let change = MembershipChange(channelID: channel, userID: user, state: state, version: version)
+        let subjectUser = state == .channelDeleted ? Subjects.channelDeletedUser : user
+        _ = try jetStream.publish(Subjects.membership(channel: channel, user: subjectUser, partitionCount: 16), payload: change.encoded())
+    }
+
     func redisConnection() throws -> RedisConnection {
         try RedisConnection(url: redis.url, timeout: .seconds(2))
     }

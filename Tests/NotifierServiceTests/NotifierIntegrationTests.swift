@@ -366,7 +366,7 @@ import Testing
         defer { nats.close() }
         let jetStream = try fixture.chatStreams(over: nats)
         let p = fnv1a("general") % 16
-        _ = try jetStream.publish("chat.membership.\(p).general.alice", payload: MembershipChange(channelID: "general", userID: "alice", state: .joined, version: 1).encoded())
+        try fixture.publishMembership("general", "alice", over: jetStream)
         for i in 1...5 {
             let event = ChatEvent(eventID: "e\(i)", channelID: "general", senderID: "bob", createdAtMs: Int64(i), body: .messageCreated(messageID: "m\(i)", text: "t\(i)"))
             _ = try jetStream.publish("chat.events.\(p).general", payload: event.encoded(), msgID: "e\(i)")

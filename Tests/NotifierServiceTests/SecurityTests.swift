@@ -116,15 +116,11 @@ import Testing
         let nats = try fixture.natsConnection()
         defer { nats.close() }
         let jetStream = try fixture.chatStreams(over: nats)
-        func membership(_ channel: String, _ user: String, _ state: MembershipChange.State, _ version: UInt64) throws {
-            let change = MembershipChange(channelID: channel, userID: user, state: state, version: version)
-            _ = try jetStream.publish(Subjects.membership(channel: channel, user: state == .channelDeleted ? Subjects.channelDeletedUser : user, partitionCount: 16), payload: change.encoded())
-        }
-        try membership("secret", "bob", .joined, 1)
-        try membership("secret", "leaver", .joined, 1)
-        try membership("secret", "leaver", .left, 2)
-        try membership("gone", "mallory", .joined, 1)
-        try membership("gone", "_", .channelDeleted, 2)
+        try fixture.publishMembership("secret", "bob", over: jetStream)
+        try fixture.publishMembership("secret", "leaver", over: jetStream)
+        try fixture.publishMembership("secret", "leaver", .left, version: 2, over: jetStream)
+        try fixture.publishMembership("gone", "mallory", over: jetStream)
+        try fixture.publishMembership("gone", "_", .channelDeleted, version: 2, over: jetStream)
         for channel in ["secret", "gone"] {
             for i in 1...3 {
                 let event = ChatEvent(eventID: "\(channel)-\(i)", channelID: channel, senderID: "bob", createdAtMs: Int64(i), body: .messageCreated(messageID: "m\(i)", text: "private \(i)"))

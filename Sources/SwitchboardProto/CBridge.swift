@@ -21,6 +21,31 @@ func withInput<R>(_ input: some Collection<UInt8>, _ body: (Int, UnsafePointer<U
     return Array(input).withUnsafeBufferPointer { body($0.count, $0.baseAddress) }
 }
 
+/// Unpacks `bytes` with `unpack` (protobuf-c's `…__unpack(nil, len, data)`); the caller frees
+/// the message. Bytes protobuf-c rejects throw `malformed` naming `message`.
+@inline(__always)
+func unpacked<Message>(_ message: String, _ bytes: some Collection<UInt8>,
+                       _ unpack: (Int, UnsafePointer<UInt8>?) -> UnsafeMutablePointer<Message>?) throws(ProtoError) -> UnsafeMutablePointer<Message> {
+    let count = bytes.count
+    guard let unpackedMessage = withInput(bytes, unpack) else { throw .malformed(message: message, byteCount: count) }
+    return unpackedMessage
+}
+
+/// Copies a repeated field (`n_<field>` elements at `pointer`) out of an unpacked message.
+@inline(__always)
+func swiftArray<Element>(_ pointer: UnsafeMutablePointer<Element>?, count: Int) -> [Element] {
+    count == 0 ? [] : Array(UnsafeBufferPointer(start: pointer, count: count))
+}
+
+/// The Swift enum case of a C enum field; a number this build does not know throws
+/// `unknownEnumValue`.
+@inline(__always)
+func swiftEnum<Value: RawRepresentable>(_ cValue: UInt32, _ message: String, field: String) throws(ProtoError) -> Value where Value.RawValue == Int32 {
+    let raw = Int32(bitPattern: cValue)
+    guard let value = Value(rawValue: raw) else { throw .unknownEnumValue(message: message, field: field, value: raw) }
+    return value
+}
+
 /// Packs a message of `size` bytes with `pack` into a new array of exactly that size.
 @inline(__always)
 func packed(size: Int, _ pack: (UnsafeMutablePointer<UInt8>) -> Int) -> [UInt8] {

@@ -32,10 +32,7 @@ public struct ChatEvent: Sendable, Equatable {
 
     /// Decodes protobuf bytes; malformed input throws `ProtoError`, never traps.
     public init(decoding bytes: some Collection<UInt8>) throws(ProtoError) {
-        let count = bytes.count
-        guard let message = withInput(bytes, { switchboard__v1__chat_event__unpack(nil, $0, $1) }) else {
-            throw .malformed(message: "ChatEvent", byteCount: count)
-        }
+        let message = try unpacked("ChatEvent", bytes) { switchboard__v1__chat_event__unpack(nil, $0, $1) }
         defer { switchboard__v1__chat_event__free_unpacked(message, nil) }
         let m = message.pointee
         eventID = swiftString(m.event_id)

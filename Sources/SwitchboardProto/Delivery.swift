@@ -18,16 +18,13 @@ public struct Delivery: Sendable, Equatable {
     }
 
     public init(decoding bytes: some Collection<UInt8>) throws(ProtoError) {
-        let count = bytes.count
-        guard let message = withInput(bytes, { switchboard__v1__delivery__unpack(nil, $0, $1) }) else {
-            throw .malformed(message: "Delivery", byteCount: count)
-        }
+        let message = try unpacked("Delivery", bytes) { switchboard__v1__delivery__unpack(nil, $0, $1) }
         defer { switchboard__v1__delivery__free_unpacked(message, nil) }
         let m = message.pointee
         streamSeq = m.stream_seq
         channelID = swiftString(m.channel_id)
-        event = m.event.len == 0 ? [] : Array(UnsafeBufferPointer(start: m.event.data, count: m.event.len))
-        slots = m.n_slots == 0 ? [] : Array(UnsafeBufferPointer(start: m.slots, count: m.n_slots))
+        event = swiftArray(m.event.data, count: m.event.len)
+        slots = swiftArray(m.slots, count: m.n_slots)
     }
 
     public func encoded() -> [UInt8] {
@@ -71,15 +68,12 @@ public struct Typing: Sendable, Equatable {
     }
 
     public init(decoding bytes: some Collection<UInt8>) throws(ProtoError) {
-        let count = bytes.count
-        guard let message = withInput(bytes, { switchboard__v1__typing__unpack(nil, $0, $1) }) else {
-            throw .malformed(message: "Typing", byteCount: count)
-        }
+        let message = try unpacked("Typing", bytes) { switchboard__v1__typing__unpack(nil, $0, $1) }
         defer { switchboard__v1__typing__free_unpacked(message, nil) }
         let m = message.pointee
         channelID = swiftString(m.channel_id)
         userID = swiftString(m.user_id)
-        slots = m.n_slots == 0 ? [] : Array(UnsafeBufferPointer(start: m.slots, count: m.n_slots))
+        slots = swiftArray(m.slots, count: m.n_slots)
     }
 
     public func encoded() -> [UInt8] {

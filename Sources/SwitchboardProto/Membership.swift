@@ -22,17 +22,11 @@ public struct MembershipChange: Sendable, Equatable {
     }
 
     public init(decoding bytes: some Collection<UInt8>) throws(ProtoError) {
-        let count = bytes.count
-        guard let message = withInput(bytes, { switchboard__v1__membership_change__unpack(nil, $0, $1) }) else {
-            throw .malformed(message: "MembershipChange", byteCount: count)
-        }
+        let message = try unpacked("MembershipChange", bytes) { switchboard__v1__membership_change__unpack(nil, $0, $1) }
         defer { switchboard__v1__membership_change__free_unpacked(message, nil) }
         let m = message.pointee
-        let raw = Int32(bitPattern: m.state.rawValue)
-        guard let state = State(rawValue: raw) else {
-            throw .unknownEnumValue(message: "MembershipChange", field: "state", value: raw)
-        }
-        self.init(channelID: swiftString(m.channel_id), userID: swiftString(m.user_id), state: state, version: m.version)
+        self.init(channelID: swiftString(m.channel_id), userID: swiftString(m.user_id),
+                  state: try swiftEnum(m.state.rawValue, "MembershipChange", field: "state"), version: m.version)
     }
 
     public func encoded() -> [UInt8] {
@@ -73,17 +67,11 @@ public struct PresenceDelta: Sendable, Equatable {
     }
 
     public init(decoding bytes: some Collection<UInt8>) throws(ProtoError) {
-        let count = bytes.count
-        guard let message = withInput(bytes, { switchboard__v1__presence_delta__unpack(nil, $0, $1) }) else {
-            throw .malformed(message: "PresenceDelta", byteCount: count)
-        }
+        let message = try unpacked("PresenceDelta", bytes) { switchboard__v1__presence_delta__unpack(nil, $0, $1) }
         defer { switchboard__v1__presence_delta__free_unpacked(message, nil) }
         let m = message.pointee
-        let raw = Int32(bitPattern: m.state.rawValue)
-        guard let state = State(rawValue: raw) else {
-            throw .unknownEnumValue(message: "PresenceDelta", field: "state", value: raw)
-        }
-        self.init(instanceID: swiftString(m.instance_id), epoch: m.epoch, userID: swiftString(m.user_id), slot: m.slot, state: state)
+        self.init(instanceID: swiftString(m.instance_id), epoch: m.epoch, userID: swiftString(m.user_id), slot: m.slot,
+                  state: try swiftEnum(m.state.rawValue, "PresenceDelta", field: "state"))
     }
 
     public func encoded() -> [UInt8] {

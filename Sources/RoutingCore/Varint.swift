@@ -6,7 +6,7 @@ enum Varint {
     }
 
     @inline(__always)
-    static func append(_ value: UInt32, to bytes: inout [UInt8]) {
+    static func append(_ value: some FixedWidthInteger & UnsignedInteger, to bytes: inout [UInt8]) {
         var value = value
         while value >= 0x80 {
             bytes.append(UInt8(truncatingIfNeeded: value) | 0x80)
@@ -20,15 +20,6 @@ enum Varint {
         bytes.reserveCapacity(length(value))
         append(value, to: &bytes)
         return bytes
-    }
-
-    static func append(_ value: UInt64, to bytes: inout [UInt8]) {
-        var value = value
-        while value >= 0x80 {
-            bytes.append(UInt8(truncatingIfNeeded: value) | 0x80)
-            value >>= 7
-        }
-        bytes.append(UInt8(value))
     }
 
     /// Decodes the varint at `offset` of trusted (self-written) bytes; advances `offset`.

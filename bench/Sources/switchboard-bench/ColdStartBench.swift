@@ -87,13 +87,8 @@ struct ColdStartBench: ParsableCommand {
     }
 
     func run() throws {
-        ChildProcesses.killOnInterrupt(program: "switchboard-bench")
-        let command = (["switchboard-bench", "cold-start"] + CommandLine.arguments.dropFirst(2)).joined(separator: " ")
-        let load = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "?"
+        let header = RunHeader.begin("cold-start")
         let servers = ["nats-server", "redis-server"].map(Self.version).joined(separator: ", ")
-        print("machine: \(Machine.description)")
-        print("load average at start: \(load)")
-        print("command: \(command)")
         print("servers: \(servers)")
 
         let definitions = try StreamDefinitions(directory: streamsDir)
@@ -193,7 +188,7 @@ struct ColdStartBench: ParsableCommand {
 
         let date = Date()
         let result = ColdStartResult(
-            date: ISO8601DateFormatter().string(from: date), machine: Machine.description, servers: servers, loadAverage: load, command: command,
+            date: ISO8601DateFormatter().string(from: date), machine: Machine.description, servers: servers, loadAverage: header.loadAtStart, command: header.command,
             preset: preset.rawValue, dataset: .init(dataset, partitionCount: partitionCount, partitionsWithMemberships: usedPartitions.count),
             load: .init(memberships: dataset.membershipCount, membershipSeconds: membershipSeconds, maxInFlight: loadInFlight,
                         streamBytes: Int(stored.bytes), onlineUsers: loader.onlineCount, totalSeconds: loadSeconds),

@@ -16,12 +16,8 @@ struct EndToEndBench: ParsableCommand {
         abstract: "End-to-end fan-out: N WebSocket clients on K notifiers at a fixed event rate, against per-user and per-channel baselines (real servers)."
     )
 
-    @Option(help: "Users in the workload; the online ones (--online-fraction) each open one WebSocket.") var users = 20_000
-    @Option(help: "Fraction of users online (connected).") var onlineFraction = 0.5
-    @Option(help: "Channels in the workload.") var channels = 1000
-    @Option(help: "Median members per ordinary channel (log-normal, sigma 0.6).") var medianMembers = 50
-    @Option(help: "Every n-th channel is large (0: none).") var largeEvery = 50
-    @Option(help: "Members of a large channel.") var largeMembers = 2000
+    @OptionGroup var workloadOptions: WorkloadOptions
+    @Option(help: "Fraction of users online (connected); each online user opens one WebSocket.") var onlineFraction = 0.5
     @Option(help: "Notifier processes (K); users are spread over them.") var notifiers = 2
     @Option(help: "Events/s published to CHAT_EVENTS in each phase (the target is 20 000; see bench/README.md).") var rate = 1_000
     @Option(help: "Seconds of each phase.") var seconds = 10.0
@@ -37,11 +33,10 @@ struct EndToEndBench: ParsableCommand {
     @Option(help: "Folder the SVG charts are written to.") var chartDir = "bench"
     @Flag(help: "Do not append to the results file nor write charts.") var noResults = false
     @Flag(help: "Keep the temp directory with the server, fan-out and notifier logs.") var keepLogs = false
-    @Option(help: "Workload seed.") var seed: UInt64 = 7
 
     func validate() throws {
-        guard users > 1, channels > 0, medianMembers > 0, notifiers > 0, rate > 0, seconds > 0, clientThreads > 0, notifierThreads > 0, fetchBatch > 0 else {
-            throw ValidationError("users, channels, members, notifiers, rate, seconds, threads and fetch batch must be positive")
+        guard notifiers > 0, rate > 0, seconds > 0, clientThreads > 0, notifierThreads > 0, fetchBatch > 0 else {
+            throw ValidationError("notifiers, rate, seconds, threads and fetch batch must be positive")
         }
         guard (0...1).contains(onlineFraction) else { throw ValidationError("--online-fraction must be within 0...1") }
         guard warmupSeconds >= 0, warmupSeconds < seconds else { throw ValidationError("--warmup-seconds must be ≥ 0 and < --seconds") }
@@ -65,20 +60,12 @@ struct EndToEndBench: ParsableCommand {
     }
 
     func run() throws {
-        ChildProcesses.killOnInterrupt(program: "switchboard-bench")
-        let command = (["switchboard-bench", "fanout"] + CommandLine.arguments.dropFirst(2)).joined(separator: " ")
-        let load = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "?"
-        print("machine: \(Machine.description)")
-        print("load average at start: \(load)")
-        print("command: \(command)")
+        let header = RunHeader.begin("fanout")
         let fdLimit = EndToEndSetup.raiseFileLimit()
         print("open files limit: \(fdLimit)")
 
         let definitions = try StreamDefinitions(directory: streamsDir)
-        let workload = PipelineWorkload(.init(
-            channels: channels, users: users, medianMembers: medianMembers, largeEvery: largeEvery, largeMembers: largeMembers,
-            onlineFraction: onlineFraction, instances: notifiers, partitionCount: definitions.partitionCount, seed: seed
-        ))
+        let workload = workloadOptions.workload(onlineFraction: onlineFraction, instances: notifiers, partitionCount: definitions.partitionCount)
         let topology = EndToEndTopology(workload)
         guard workload.onlineCount + 200 < fdLimit else {
             throw EndToEndError.setup("\(workload.onlineCount) sockets need more open files than the limit \(fdLimit)")
@@ -121,7 +108,7 @@ struct EndToEndBench: ParsableCommand {
         }
 
         let report = EndToEndReport(
-            date: Date(), command: command, load: load, workload: workloadLine, topology: topology, workloadModel: workload,
+            date: Date(), command: header.command, load: header.loadAtStart, workload: workloadLine, topology: topology, workloadModel: workload,
             rate: rate, seconds: seconds, warmup: warmupSeconds, notifiers: notifiers, sockets: fleet.connected, outcomes: outcomes
         )
         let stamp = EndToEndReport.fileStamp(report.date)

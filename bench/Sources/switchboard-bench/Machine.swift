@@ -11,6 +11,11 @@ enum Machine {
         return "\(ProcessInfo.processInfo.activeProcessorCount) cores (\(cpu)), \(memory) RAM, \(ProcessInfo.processInfo.operatingSystemVersionString)"
     }
 
+    /// The 1, 5 and 15 minute load averages, as /proc/loadavg gives them ("?" when unreadable).
+    static var loadAverage: String {
+        (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "?"
+    }
+
     /// Resident set size of this process, bytes.
     static var residentBytes: Int {
         guard let statm = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }

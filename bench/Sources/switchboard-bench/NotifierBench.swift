@@ -63,12 +63,7 @@ struct NotifierBench: ParsableCommand {
     }
 
     func run() throws {
-        ChildProcesses.killOnInterrupt(program: "switchboard-bench")
-        let command = (["switchboard-bench", "notifier"] + CommandLine.arguments.dropFirst(2)).joined(separator: " ")
-        let load = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "?"
-        print("machine: \(Machine.description)")
-        print("load average at start: \(load)")
-        print("command: \(command)")
+        let header = RunHeader.begin("notifier")
 
         // Children inherit the limit: raise it here, before the notifier starts.
         let wantedFiles = max(maxSockets, sockets + secondDeviceUsers) + 1024
@@ -117,7 +112,7 @@ struct NotifierBench: ParsableCommand {
         }
 
         let report = NotifierReport(
-            date: Date(), command: command, load: load, fileDescriptors: fdLine, clientThreads: clientThreads,
+            date: Date(), command: header.command, load: header.loadAtStart, fileDescriptors: fdLine, clientThreads: clientThreads,
             notifierThreads: notifierThreads, eventsPerBurst: eventsPerBurst, memory: memory, ceiling: ceiling, delivery: delivery
         ).markdown
         print("\n" + report)

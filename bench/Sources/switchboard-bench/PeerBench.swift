@@ -73,12 +73,7 @@ struct PeerBench: ParsableCommand {
     func run() throws {
         // One line at a time, also into a pipe or a log file: a run takes minutes.
         pc_line_buffer_stdout()
-        ChildProcesses.killOnInterrupt(program: "switchboard-bench peer")
-        let command = (["switchboard-bench", "peer"] + CommandLine.arguments.dropFirst(2)).joined(separator: " ")
-        let loadAtStart = Self.loadAverage
-        print("machine: \(Machine.description)")
-        print("load average at start: \(loadAtStart)")
-        print("command: \(command)")
+        let header = RunHeader.begin("peer", program: "switchboard-bench peer")
         let fileLimit = EndToEndSetup.raiseFileLimit()
         guard sockets + 1000 < fileLimit else { throw PeerBenchError.setup("\(sockets) sockets need more open files than the limit \(fileLimit)") }
 
@@ -144,7 +139,7 @@ struct PeerBench: ParsableCommand {
         }
 
         let report = PeerReport(
-            date: Date(), command: command, machine: Machine.description, loadAtStart: loadAtStart, loadAtEnd: Self.loadAverage,
+            date: Date(), command: header.command, machine: Machine.description, loadAtStart: header.loadAtStart, loadAtEnd: Machine.loadAverage,
             versions: versions, sockets: sockets, warmupSeconds: warmupSeconds, seconds: seconds, textLength: textBytes,
             frameSizes: frameSizes, results: all, highestSustained: highest
         )
@@ -176,10 +171,6 @@ struct PeerBench: ParsableCommand {
             }
             print("\(system.name): priming \(workload.shortLabel): \(result.lost) of \(result.expected) frames missing, again (stale \(result.stale), misrouted \(result.misrouted), dup \(result.duplicates), publish failures \(result.publishFailures), client frames \(client.counters.frames))")
         }
-    }
-
-    private static var loadAverage: String {
-        (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "?"
     }
 
     private static func summary(_ r: PeerPointResult) -> String {

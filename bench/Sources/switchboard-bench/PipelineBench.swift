@@ -29,11 +29,7 @@ struct PipelineBench: ParsableCommand {
         abstract: "Fan-out throughput vs raw pull fetch+ack, and latency added by the fan-out at a fixed rate (real servers)."
     )
 
-    @Option(help: "Channels in the workload.") var channels = 1000
-    @Option(help: "Median members per ordinary channel (log-normal, sigma 0.6).") var medianMembers = 50
-    @Option(help: "Every n-th channel is large (0: none).") var largeEvery = 50
-    @Option(help: "Members of a large channel.") var largeMembers = 2000
-    @Option(help: "Users in the workload.") var users = 20_000
+    @OptionGroup var workloadOptions: WorkloadOptions
     @Option(help: "Fraction of users online.") var onlineFraction = 0.2
     @Option(help: "Notifier instances the online users are spread over (notifier-1..K).") var instances = 2
     @Option(help: "Backlog size (events) of the throughput phases A and B.") var events = 100_000
@@ -46,35 +42,27 @@ struct PipelineBench: ParsableCommand {
     @Option(help: "Markdown file the result table is appended to (under '## Fan-out pipeline').") var results = "bench/RESULTS.md"
     @Flag(help: "Do not append to the results file.") var noResults = false
     @Flag(help: "Keep the temp directory with the server and fan-out logs.") var keepLogs = false
-    @Option(help: "Workload seed.") var seed: UInt64 = 7
 
     func validate() throws {
-        guard channels > 0, users > 1, medianMembers > 0, instances > 0, events > 0, rate > 0, seconds > 0, fetchBatch > 0 else {
-            throw ValidationError("channels, users, members, instances, events, rate, seconds and fetch batch must be positive")
+        guard instances > 0, events > 0, rate > 0, seconds > 0, fetchBatch > 0 else {
+            throw ValidationError("instances, events, rate, seconds and fetch batch must be positive")
         }
         guard (0...1).contains(onlineFraction) else { throw ValidationError("--online-fraction must be within 0...1") }
         guard warmupSeconds >= 0, warmupSeconds < seconds else { throw ValidationError("--warmup-seconds must be ≥ 0 and < --seconds") }
     }
 
     func run() throws {
-        ChildProcesses.killOnInterrupt(program: "switchboard-bench")
-        let command = (["switchboard-bench", "pipeline"] + CommandLine.arguments.dropFirst(2)).joined(separator: " ")
-        let load = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "?"
-        print("machine: \(Machine.description)")
-        print("load average at start: \(load)")
-        print("command: \(command)")
+        let header = RunHeader.begin("pipeline")
 
         let definitions = try StreamDefinitions(directory: streamsDir)
         let partitionCount = definitions.partitionCount
-        let workload = PipelineWorkload(.init(
-            channels: channels, users: users, medianMembers: medianMembers, largeEvery: largeEvery, largeMembers: largeMembers,
-            onlineFraction: onlineFraction, instances: instances, partitionCount: partitionCount, seed: seed
-        ))
+        let workload = workloadOptions.workload(onlineFraction: onlineFraction, instances: instances, partitionCount: partitionCount)
+        let channels = workload.shape.channels
         let avgDeliveries = Double(workload.deliveries.reduce(0, +)) / Double(channels)
         let avgRecipients = Double(workload.recipients.reduce(0, +)) / Double(channels)
         let workloadLine = String(
             format: "%d channels (median %d members, largest %d), %d users, %d memberships, %d online on %d instances; per event on average %.2f deliveries, %.1f recipients; %d partitions",
-            channels, workload.medianChannelSize, workload.largestChannelSize, users, workload.membershipCount, workload.onlineCount,
+            channels, workload.medianChannelSize, workload.largestChannelSize, workload.shape.users, workload.membershipCount, workload.onlineCount,
             instances, avgDeliveries, avgRecipients, partitionCount)
         print("workload: \(workloadLine)")
 
@@ -108,7 +96,7 @@ struct PipelineBench: ParsableCommand {
         print(fanout.summary)
 
         let report = Self.report(
-            date: Date(), command: command, load: load, workload: workloadLine, events: events, rate: rate, seconds: seconds,
+            date: Date(), command: header.command, load: header.loadAtStart, workload: workloadLine, events: events, rate: rate, seconds: seconds,
             warmup: warmupSeconds, partitionCount: partitionCount, fetchBatch: fetchBatch, raw: raw, drain: drain, relay: relay, fanout: fanout
         )
         print("\n" + report)

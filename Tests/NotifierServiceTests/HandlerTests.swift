@@ -53,6 +53,15 @@ import Testing
         }
     }
 
+    /// A session whose replayer holds every request until the test answers it, with its hello
+    /// frame already read: the resume tests' starting point.
+    private static func sessionWithHeldReplayer() throws -> (Harness, HeldReplayer) {
+        let replayer = HeldReplayer()
+        let h = try session(replayer: replayer)
+        _ = try readFrames(h.channel)
+        return (h, replayer)
+    }
+
     private static func session(user: String = "alice", heartbeat: TimeAmount = .seconds(15), replayer: (any EventReplaying)? = nil) throws -> Harness {
         let channel = EmbeddedChannel()
         let metrics = NotifierMetrics()
@@ -126,9 +135,7 @@ import Testing
     }
 
     @Test func resumeHoldsLiveFramesBackUntilTheReplayAndDropsDuplicates() throws {
-        let replayer = HeldReplayer()
-        let h = try Self.session(replayer: replayer)
-        _ = try Self.readFrames(h.channel)
+        let (h, replayer) = try Self.sessionWithHeldReplayer()
         try h.channel.writeInbound(Self.textFrame(#"{"type":"resume","channel":"general","after_seq":2}"#))
         let request = try #require(replayer.pending.first)
         #expect(request.channel == "general" && request.after == 2)
@@ -161,9 +168,7 @@ import Testing
     }
 
     @Test func quietChannelResumeCatchesUpAfterTheSettleTime() throws {
-        let replayer = HeldReplayer()
-        let h = try Self.session(replayer: replayer)
-        _ = try Self.readFrames(h.channel)
+        let (h, replayer) = try Self.sessionWithHeldReplayer()
         try h.channel.writeInbound(Self.textFrame(#"{"type":"resume","channel":"general","after_seq":2}"#))
         replayer.pending[0].promise.succeed(.replayed(frames: [(UInt64(3), Array("r3".utf8))], lastSeq: 3, complete: true))
         h.channel.embeddedEventLoop.run()
@@ -181,9 +186,7 @@ import Testing
     }
 
     @Test func refusedResumeSendsAnErrorAndReleasesHeldFrames() throws {
-        let replayer = HeldReplayer()
-        let h = try Self.session(replayer: replayer)
-        _ = try Self.readFrames(h.channel)
+        let (h, replayer) = try Self.sessionWithHeldReplayer()
         try h.channel.writeInbound(Self.textFrame(#"{"type":"resume","channel":"secret","after_seq":0}"#))
         try h.channel.writeInbound(Self.textFrame(#"{"type":"resume","channel":"secret","after_seq":0}"#))
         #expect(try Self.readFrames(h.channel).map { String(buffer: $0.data) }.first?.contains("already_resuming") == true)

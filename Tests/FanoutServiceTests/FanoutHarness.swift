@@ -125,6 +125,11 @@ final class FanoutHarness: @unchecked Sendable {
 
     func clearInboxes() { inboxes.withLock { $0.removeAll() } }
 
+    /// True once the fan-out routes to `user`: its inspection says online (within 5 s).
+    func routes(to user: String) -> Bool {
+        eventually(timeout: .seconds(5)) { try self.inspect(Inspection.userSubject, user, as: Inspection.User.self).online }
+    }
+
     /// Inspection request answered by the fan-out replicas (first reply).
     func inspect<T: Decodable>(_ subject: String, _ id: String = "", as type: T.Type) throws -> T {
         let reply = try connection.request(subject, payload: Array(id.utf8), timeout: .seconds(2))

@@ -55,7 +55,7 @@ import Testing
         for channel in channels { try harness.join("alice", channel) }
         try harness.goOnline(instance: "n1", users: ["alice": 0])
         try harness.startFanout()
-        #expect(eventually(timeout: .seconds(5)) { try harness.inspect(Inspection.userSubject, "alice", as: Inspection.User.self).online })
+        #expect(harness.routes(to: "alice"))
         let perChannel = 25
         DispatchQueue.concurrentPerform(iterations: 4) { worker in
             for round in 0..<perChannel {
@@ -82,7 +82,7 @@ import Testing
         for channel in channels { try harness.join("bob", channel) }
         try harness.goOnline(instance: "n1", users: ["bob": 1])
         let fanout = try harness.startFanout()
-        #expect(eventually(timeout: .seconds(5)) { try harness.inspect(Inspection.userSubject, "bob", as: Inspection.User.self).online })
+        #expect(harness.routes(to: "bob"))
         var published: Set<UInt64> = []
         for index in 0..<400 {
             published.insert(try harness.publishEvent(channel: channels[index % channels.count]))
@@ -131,7 +131,7 @@ import Testing
         try harness.join("alice", "general")
         try harness.goOnline(instance: "n1", users: ["alice": 0])
         try harness.startFanout()
-        #expect(eventually(timeout: .seconds(5)) { try harness.inspect(Inspection.userSubject, "alice", as: Inspection.User.self).online })
+        #expect(harness.routes(to: "alice"))
         let subject = Subjects.event(channel: "general", partitionCount: FanoutHarness.partitionCount)
         _ = try harness.jetStream.publish(subject, payload: [0xff, 0xff, 0x01, 0x02])
         let wrongChannel = ChatEvent(eventID: "e1", channelID: "other", senderID: "alice", createdAtMs: 1, body: .messageCreated(messageID: "m", text: "x"))
@@ -246,7 +246,7 @@ import Testing
         try harness.goOnline(instance: "n1", users: ["alice": 4])
         try harness.startFanout(name: "fanout-a", partitions: "0-7")
         try harness.startFanout(name: "fanout-b", partitions: "8-15")
-        #expect(eventually(timeout: .seconds(5)) { try harness.inspect(Inspection.userSubject, "alice", as: Inspection.User.self).online })
+        #expect(harness.routes(to: "alice"))
 
         let channel = try routectl(["channel", "general"], nats: harness.nats.url, in: logs)
         #expect(channel.status == 0)

@@ -131,13 +131,29 @@ final class PipelineRig: @unchecked Sendable {
 }
 
 /// Runs `pipeline` as a service until `body` returns, then shuts it down gracefully.
-func running<T>(_ pipeline: EventPipeline, _ body: () throws -> T) async throws -> T {
+///
+/// `body` waits by blocking its thread, so it runs on a thread of its own: on the cooperative
+/// pool (one thread per core, shared by the tests running in parallel) it could hold the very
+/// thread the pipeline's service needs to start.
+func running<T: Sendable>(_ pipeline: EventPipeline, _ body: () throws -> T) async throws -> T {
     let group = ServiceGroup(services: [pipeline], logger: Logger(label: "pipeline-test"))
     let task = Task { try await group.run() }
-    let result = Result { try body() }
+    let result = await withoutActuallyEscaping(body) { body in
+        let work = BlockingWork(body)
+        return await withCheckedContinuation { continuation in
+            Thread { continuation.resume(returning: Result { try work.body() }) }.start()
+        }
+    }
     await group.triggerGracefulShutdown()
     try await task.value
     return try result.get()
+}
+
+/// A test's blocking body handed to the thread that runs it; only that thread calls it, and
+/// `running` waits for it to finish.
+private struct BlockingWork<T>: @unchecked Sendable {
+    let body: () throws -> T
+    init(_ body: @escaping () throws -> T) { self.body = body }
 }
 
 /// The ack path under injected publish and flush failures: nothing acked before it is flushed,

@@ -25,9 +25,11 @@ import Synchronization
 /// Why `AckPolicy.all` stays correct (and one ack per batch is cheaper than one per event):
 /// an ack-all of sequence S acks every pending sequence at or below S. This pipeline is its
 /// partition's only consumer, fetches the next batch only once the one in hand is acked to its
-/// end, and never naks, so every pending sequence below an ack it sends is one it has flushed
-/// or dead-lettered. A redelivery (an ack lost, an ack wait expired) is delivered again, with
-/// the same `stream_seq`, before it is acked again.
+/// end, and never naks; a delivery lost on the way shows as a jump in the consumer's delivery
+/// numbers, and the events it may have carried are then read from the stream and handled
+/// before anything later (`ConsumerContinuity`). So every pending sequence below an ack it
+/// sends is one it has flushed or dead-lettered. A redelivery of an event already handled (an
+/// ack lost, an ack wait expired) is acked again, not delivered again.
 final class EventPipeline: Service {
     /// Failed tries in a row after which an event goes to the DLQ instead of being retried.
     static let maxTries = 10
@@ -35,6 +37,8 @@ final class EventPipeline: Service {
     let partition: Int
     private let output: any PipelineOutput
     private let subscription: PullSubscription
+    /// Reads events straight from the stream when deliveries of them went missing.
+    private let jetStream: JetStream
     private let state: RoutingState
     private let metrics: FanoutMetrics
     private let logger: Logger
@@ -49,6 +53,7 @@ final class EventPipeline: Service {
         self.metrics = metrics
         self.config = config
         self.logger = logger
+        self.jetStream = jetStream
         subscription = try jetStream.pullSubscribe(
             stream: StreamNames.events, durable: ConsumerNames.fanout(partition: partition), filterSubject: Subjects.events(partition: partition),
             ackWait: config.ackWait, maxAckPending: 20_000, ackPolicy: .all, restartAtAckFloor: true
@@ -64,6 +69,8 @@ final class EventPipeline: Service {
 
     private func consume(until stop: StopSignal) {
         var batch: [JetStreamMessage] = []
+        var events: [PartitionEvent] = []
+        var continuity = ConsumerContinuity(takenThrough: subscription.start.ackFloor, lastConsumerSequence: subscription.start.lastConsumerSequence)
         /// Planner output, reused for every event.
         var plan = PlanBuffer()
         while !stop.isRaised {
@@ -75,20 +82,77 @@ final class EventPipeline: Service {
                 stop.pause(.milliseconds(200))
                 continue
             }
-            if batch.isEmpty { continue }
+            if batch.isEmpty {
+                if let start = continuity.idleGapStart {
+                    guard catchUp(from: start, before: nil, continuity: &continuity, plan: &plan, stop: stop) else { return }
+                    continuity.closeIdleGap()
+                }
+                continue
+            }
             metrics.fetchBatch.record(batch.count)
             metrics.eventsIn.increment(by: batch.count)
             if let last = batch.last { lag.store(last.metadata.numPending, ordering: .relaxed) }
             metrics.setLag(partition: partition, lag.load(ordering: .relaxed))
-            guard deliver(batch, plan: &plan, stop: stop) else { return }
+            for message in batch {
+                let metadata = message.metadata
+                let verdict = continuity.admit(streamSequence: metadata.streamSequence, consumerSequence: metadata.consumerSequence, firstDelivery: metadata.numDelivered <= 1)
+                switch verdict {
+                case .taken:
+                    metrics.redeliveriesSkipped.increment()
+                    events.append(PartitionEvent(message, taken: true))
+                case .next:
+                    events.append(PartitionEvent(message, taken: false))
+                case .afterGap(let missed):
+                    guard deliver(events, plan: &plan, stop: stop) else { return }
+                    events.removeAll(keepingCapacity: true)
+                    guard catchUp(from: missed.lowerBound, before: missed.upperBound + 1, continuity: &continuity, plan: &plan, stop: stop) else { return }
+                    events.append(PartitionEvent(message, taken: false))
+                }
+            }
+            guard deliver(events, plan: &plan, stop: stop) else { return }
             batch.removeAll(keepingCapacity: true)
+            events.removeAll(keepingCapacity: true)
         }
+    }
+
+    /// Reads the partition's events from `from` up to `before` (nil: the newest) from the
+    /// stream and delivers them in order, a fetch batch at a time: deliveries of them went
+    /// missing on the way. Read failures are retried with back-off; false when asked to stop.
+    private func catchUp(from: UInt64, before: UInt64?, continuity: inout ConsumerContinuity, plan: inout PlanBuffer, stop: StopSignal) -> Bool {
+        logger.warning("deliveries went missing on the way; reading the partition from the stream", metadata: [
+            "partition": "\(partition)", "from_seq": "\(from)", "before_seq": "\(before.map(String.init) ?? "newest")",
+        ])
+        metrics.gapsFilled.increment()
+        var next = from
+        var chunk: [PartitionEvent] = []
+        var backoff = RetryBackoff(initial: config.retryBackoff, maximum: config.retryBackoffMax)
+        while before.map({ next < $0 }) ?? true {
+            let stored: JetStream.StoredMessage?
+            do {
+                stored = try jetStream.nextMessage(stream: StreamNames.events, matching: Subjects.events(partition: partition), atOrAfter: next)
+            } catch {
+                logger.warning("reading a missed event failed; retrying", metadata: ["partition": "\(partition)", "from_seq": "\(next)", "error": "\(error)"])
+                if stop.pause(backoff.next()) { return false }
+                continue
+            }
+            backoff.reset()
+            guard let stored, before.map({ stored.sequence < $0 }) ?? true else { break }
+            chunk.append(PartitionEvent(stored))
+            continuity.tookFromStream(stored.sequence)
+            metrics.eventsReadAfterGap.increment()
+            next = stored.sequence + 1
+            if chunk.count >= config.fetchBatch {
+                guard deliver(chunk, plan: &plan, stop: stop) else { return false }
+                chunk.removeAll(keepingCapacity: true)
+            }
+        }
+        return deliver(chunk, plan: &plan, stop: stop)
     }
 
     /// Delivers and acks `batch` in order, retrying from its first unflushed event until every
     /// event is flushed or dead-lettered. False when asked to stop during a retry: the
     /// unflushed rest is left unacked.
-    private func deliver(_ batch: [JetStreamMessage], plan: inout PlanBuffer, stop: StopSignal) -> Bool {
+    private func deliver(_ batch: [PartitionEvent], plan: inout PlanBuffer, stop: StopSignal) -> Bool {
         var start = 0
         var tries = 0
         var backoff = RetryBackoff(initial: config.retryBackoff, maximum: config.retryBackoffMax)
@@ -96,7 +160,7 @@ final class EventPipeline: Service {
         while start < batch.count {
             let (done, failure) = attempt(batch[start...], plan: &plan)
             if done > 0 {
-                acknowledge(batch[start + done - 1], events: done)
+                acknowledge(batch[start..<(start + done)])
                 start += done
                 tries = 0
                 backoff.reset()
@@ -104,16 +168,16 @@ final class EventPipeline: Service {
             guard let failure, start < batch.count else { continue }
             tries += 1
             metrics.retries.increment()
-            let message = batch[start]
-            if tries >= Self.maxTries, deadLetter(message, reason: "\(failure) (after \(tries) tries)") {
-                acknowledge(message, events: 1)
+            let event = batch[start]
+            if tries >= Self.maxTries, deadLetter(event, reason: "\(failure) (after \(tries) tries)") {
+                acknowledge(batch[start...start])
                 start += 1
                 tries = 0
                 backoff.reset()
                 continue
             }
             logger.warning("delivery failed; retrying in order", metadata: [
-                "partition": "\(partition)", "stream_seq": "\(message.metadata.streamSequence)",
+                "partition": "\(partition)", "stream_seq": "\(event.streamSequence)",
                 "try": "\(tries)", "held": "\(batch.count - start)", "reason": "\(failure)",
             ])
             keepHeld(batch[start...], reported: &reported)
@@ -130,16 +194,16 @@ final class EventPipeline: Service {
     /// Returns how many leading events are done (flushed, dead-lettered or without
     /// recipients) and the failure that stopped the rest, if any. A failed flush leaves none
     /// done: which of the published deliveries reached the server is unknown.
-    private func attempt(_ events: ArraySlice<JetStreamMessage>, plan: inout PlanBuffer) -> (done: Int, failure: String?) {
+    private func attempt(_ events: ArraySlice<PartitionEvent>, plan: inout PlanBuffer) -> (done: Int, failure: String?) {
         var handled = 0
         var published = 0
         var failure: String?
-        for message in events {
-            switch handle(message, plan: &plan) {
+        for event in events {
+            switch event.taken ? .delivered(0) : handle(event, plan: &plan) {
             case .delivered(let count):
                 published += count
             case .poison(let reason):
-                if !deadLetter(message, reason: reason) { failure = "dead-letter publish failed for: \(reason)" }
+                if !deadLetter(event, reason: reason) { failure = "dead-letter publish failed for: \(reason)" }
             case .failed(let error):
                 failure = "publish failed: \(error)"
             }
@@ -157,17 +221,22 @@ final class EventPipeline: Service {
         return (handled, failure)
     }
 
-    /// Acks `message` and with it (ack-all) every earlier event of the batch.
-    private func acknowledge(_ message: JetStreamMessage, events: Int) {
-        do { try message.ack() } catch { metrics.ackErrors.increment() }
-        metrics.eventsAcked.increment(by: events)
+    /// Acks `events` that are done with one ack-all: of the delivery with the highest stream
+    /// sequence among them (events read from the stream after a gap have none of their own;
+    /// a later delivery's ack covers them).
+    private func acknowledge(_ events: ArraySlice<PartitionEvent>) {
+        let newest = events.lazy.compactMap(\.delivery).max { $0.metadata.streamSequence < $1.metadata.streamSequence }
+        if let newest {
+            do { try newest.ack() } catch { metrics.ackErrors.increment() }
+        }
+        metrics.eventsAcked.increment(by: events.count)
     }
 
     /// Once a retry has held events for a third of the ack wait, tells the server they are
     /// still in progress, so that it does not redeliver them behind the pipeline's back.
-    private func keepHeld(_ events: ArraySlice<JetStreamMessage>, reported: inout ContinuousClock.Instant) {
+    private func keepHeld(_ events: ArraySlice<PartitionEvent>, reported: inout ContinuousClock.Instant) {
         guard ContinuousClock.now - reported >= config.ackWait / 3 else { return }
-        for message in events { try? message.inProgress() }
+        for event in events { try? event.delivery?.inProgress() }
         reported = .now
     }
 
@@ -177,7 +246,7 @@ final class EventPipeline: Service {
         case failed(any Error)
     }
 
-    private func handle(_ message: JetStreamMessage, plan: inout PlanBuffer) -> Outcome {
+    private func handle(_ message: PartitionEvent, plan: inout PlanBuffer) -> Outcome {
         let event: ChatEvent
         do {
             event = try ChatEvent(decoding: message.payload)
@@ -197,7 +266,7 @@ final class EventPipeline: Service {
             metrics.eventsWithoutRecipients.increment()
             return .delivered(0)
         }
-        let sequence = message.metadata.streamSequence
+        let sequence = message.streamSequence
         do {
             try message.payload.withUnsafeBytes { eventBytes in
                 for index in 0..<plan.targets.count {
@@ -216,13 +285,13 @@ final class EventPipeline: Service {
 
     /// Stores the event in `CHAT_DLQ` with the reason (nothing is lost); it is acked with the
     /// events around it. False when the DLQ publish failed: the event must then be retried.
-    private func deadLetter(_ message: JetStreamMessage, reason: String) -> Bool {
+    private func deadLetter(_ message: PartitionEvent, reason: String) -> Bool {
         var headers = NATSHeaders()
         headers[HeaderNames.reason] = reason
         headers[HeaderNames.subject] = message.subject
-        headers[HeaderNames.streamSequence] = "\(message.metadata.streamSequence)"
+        headers[HeaderNames.streamSequence] = "\(message.streamSequence)"
         do {
-            try output.deadLetter(Subjects.deadLetter(partition: partition), payload: message.payload, headers: headers, msgID: "\(StreamNames.events)-\(message.metadata.streamSequence)-\(message.metadata.timestampNs)")
+            try output.deadLetter(Subjects.deadLetter(partition: partition), payload: message.payload, headers: headers, msgID: "\(StreamNames.events)-\(message.streamSequence)-\(message.timestampNs)")
         } catch {
             logger.error("dead-letter publish failed; event kept for a retry", metadata: ["partition": "\(partition)", "error": "\(error)"])
             return false
@@ -230,9 +299,39 @@ final class EventPipeline: Service {
         metrics.deadLettered.increment()
         logger.error("event dead-lettered", metadata: [
             "partition": "\(partition)", "subject": "\(message.subject)",
-            "stream_seq": "\(message.metadata.streamSequence)", "reason": "\(reason)",
+            "stream_seq": "\(message.streamSequence)", "reason": "\(reason)",
         ])
         return true
+    }
+}
+
+/// An event in a pipeline's hands: delivered by its consumer, or read from the stream after
+/// deliveries went missing (then without a delivery of its own to ack).
+struct PartitionEvent {
+    let subject: String
+    let payload: [UInt8]
+    let streamSequence: UInt64
+    let timestampNs: Int64
+    let delivery: JetStreamMessage?
+    /// Handled before (this is a redelivery): acked with the rest, not delivered again.
+    let taken: Bool
+
+    init(_ message: JetStreamMessage, taken: Bool) {
+        subject = message.subject
+        payload = message.payload
+        streamSequence = message.metadata.streamSequence
+        timestampNs = message.metadata.timestampNs
+        delivery = message
+        self.taken = taken
+    }
+
+    init(_ stored: JetStream.StoredMessage) {
+        subject = stored.subject
+        payload = stored.payload
+        streamSequence = stored.sequence
+        timestampNs = stored.timestampNs
+        delivery = nil
+        taken = false
     }
 }
 

@@ -13,6 +13,12 @@ final class FanoutMetrics: Sendable {
     let flushErrors = Counter(label: "switchboard_fanout_flush_errors_total")
     let ackErrors = Counter(label: "switchboard_fanout_ack_errors_total")
     let retries = Counter(label: "switchboard_fanout_delivery_retries_total")
+    /// Redeliveries of events already handled: acked, not delivered again.
+    let redeliveriesSkipped = Counter(label: "switchboard_fanout_redeliveries_skipped_total")
+    /// Jumps in a consumer's delivery numbers (deliveries lost on the way) and the events then
+    /// read from the stream instead.
+    let gapsFilled = Counter(label: "switchboard_fanout_delivery_gaps_total")
+    let eventsReadAfterGap = Counter(label: "switchboard_fanout_events_read_after_gap_total")
     let fetchBatch = Recorder(label: "switchboard_fanout_fetch_batch_size")
     let planning = Timer(label: "switchboard_fanout_planning_seconds")
 

@@ -41,12 +41,15 @@ public final class JetStream: Sendable {
         public var sequence: UInt64
         public var payload: [UInt8]
         public var headers: NATSHeaders
+        /// When the stream stored it, in nanoseconds since the Unix epoch.
+        public var timestampNs: Int64
 
-        public init(subject: String, sequence: UInt64, payload: [UInt8], headers: NATSHeaders = NATSHeaders()) {
+        public init(subject: String, sequence: UInt64, payload: [UInt8], headers: NATSHeaders = NATSHeaders(), timestampNs: Int64 = 0) {
             self.subject = subject
             self.sequence = sequence
             self.payload = payload
             self.headers = headers
+            self.timestampNs = timestampNs
         }
     }
 

@@ -31,7 +31,7 @@ extension JetStream {
         try Self.validateStreamName(durable, what: "durable name")
         guard maxAckPending > 0 else { throw NATSError.invalidArgument("maxAckPending must be positive") }
         guard maxDeliver == -1 || maxDeliver > 0 else { throw NATSError.invalidArgument("maxDeliver must be -1 (unlimited) or positive") }
-        try ensureDurablePullConsumer(
+        let start = try ensureDurablePullConsumer(
             stream: stream, durable: durable, filterSubject: filterSubject,
             ackWait: ackWait.natsNanoseconds, maxAckPending: Int64(maxAckPending), maxDeliver: Int64(maxDeliver), ackPolicy: ackPolicy.c,
             restartAtAckFloor: restartAtAckFloor
@@ -51,10 +51,11 @@ extension JetStream {
         guard status == NATS_OK, let sub else {
             throw jetStreamError(status, code: code, "pull subscribe \(durable) on \(stream) (\(filterSubject))", subject: filterSubject)
         }
-        return PullSubscription(handle: sub, jetStream: self, description: "consumer \(durable) of \(stream)")
+        return PullSubscription(handle: sub, jetStream: self, description: "consumer \(durable) of \(stream)", start: start)
     }
 
-    private func ensureDurablePullConsumer(stream: String, durable: String, filterSubject: String, ackWait: Int64, maxAckPending: Int64, maxDeliver: Int64, ackPolicy: jsAckPolicy, restartAtAckFloor: Bool) throws {
+    /// Returns where the consumer stands as the subscription starts.
+    private func ensureDurablePullConsumer(stream: String, durable: String, filterSubject: String, ackWait: Int64, maxAckPending: Int64, maxDeliver: Int64, ackPolicy: jsAckPolicy, restartAtAckFloor: Bool) throws -> PullSubscription.Start {
         var options = callOptions()
         var code = jsErrCode(0)
         var info: UnsafeMutablePointer<jsConsumerInfo>?
@@ -62,13 +63,17 @@ extension JetStream {
         var exists: Bool
         /// Where a recreated consumer resumes (0: from the start).
         var resumeAt: UInt64 = 0
+        var keptAckFloor: UInt64 = 0
+        var keptConsumerSequence: UInt64 = 0
         if lookup == NATS_OK, let info {
             defer { jsConsumerInfo_Destroy(info) }
+            keptAckFloor = info.pointee.AckFloor.Stream
+            keptConsumerSequence = info.pointee.Delivered.Consumer
             if !restartAtAckFloor, let config = info.pointee.Config?.pointee,
                config.AckWait == ackWait, config.MaxAckPending == maxAckPending, config.MaxDeliver == maxDeliver,
                config.AckPolicy == ackPolicy,
                config.FilterSubject.map({ String(cString: $0) }) == filterSubject {
-                return
+                return PullSubscription.Start(ackFloor: info.pointee.AckFloor.Stream, lastConsumerSequence: info.pointee.Delivered.Consumer)
             }
             exists = true
             if let config = info.pointee.Config?.pointee, restartAtAckFloor || config.AckPolicy != ackPolicy {
@@ -77,6 +82,7 @@ extension JetStream {
                 resumeAt = info.pointee.AckFloor.Stream + 1
                 try deleteConsumer(stream: stream, durable: durable)
                 exists = false
+                keptConsumerSequence = 0
             }
         } else if code == JSConsumerNotFoundErr {
             exists = false
@@ -107,6 +113,9 @@ extension JetStream {
         if status != NATS_OK {
             throw jetStreamError(status, code: code, "\(exists ? "update" : "create") consumer \(durable) on \(stream) (\(filterSubject))")
         }
+        // A new consumer numbers its deliveries from 1; an updated one keeps its numbering
+        // (it is not rewound, so the info read above still tells where it stands).
+        return PullSubscription.Start(ackFloor: resumeAt > 0 ? resumeAt - 1 : keptAckFloor, lastConsumerSequence: keptConsumerSequence)
     }
 
     /// An ordered consumer: an ephemeral, flow-controlled push consumer without acks that

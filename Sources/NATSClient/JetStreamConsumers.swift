@@ -14,10 +14,21 @@ public final class PullSubscription: Sendable {
     private var name: String { subscription.name }
     /// Keeps the JetStream context (and so the connection) alive while messages are acked.
     private let jetStream: JetStream
+    /// Where the consumer stood when this subscription started.
+    public let start: Start
 
-    init(handle: OpaquePointer, jetStream: JetStream, description: String) {
+    /// A consumer's position: every message at or below `ackFloor` (a stream sequence) is
+    /// acked, and `lastConsumerSequence` deliveries were made (the next one is numbered one
+    /// more; 0 for a consumer that is new or was recreated).
+    public struct Start: Sendable, Equatable {
+        public var ackFloor: UInt64
+        public var lastConsumerSequence: UInt64
+    }
+
+    init(handle: OpaquePointer, jetStream: JetStream, description: String, start: Start) {
         subscription = SubscriptionHandle(handle, name: description)
         self.jetStream = jetStream
+        self.start = start
     }
 
     /// Up to `batch` messages, waiting at most `timeout` for the first; an empty array when

@@ -73,7 +73,39 @@ extension JetStream {
             subject: CMessage.subject(msg),
             sequence: natsMsg_GetSequence(msg),
             payload: CMessage.payload(msg),
-            headers: CMessage.headers(msg)
+            headers: CMessage.headers(msg),
+            timestampNs: natsMsg_GetTime(msg)
+        )
+    }
+
+    /// The first message of `stream` at or after `sequence` whose subject matches `filter`
+    /// (wildcards allowed), or nil when there is none. Read from the stream's leader
+    /// (`$JS.API.STREAM.MSG.GET` with `next_by_subj`), so a replica that lags cannot hide one.
+    public func nextMessage(stream: String, matching filter: String, atOrAfter sequence: UInt64) throws -> StoredMessage? {
+        try Self.validateStreamName(stream)
+        let request = try JSONSerialization.data(withJSONObject: ["seq": max(sequence, 1), "next_by_subj": filter] as [String: Any])
+        let operation = "next message of \(stream) on \(filter) from \(sequence)"
+        let reply: [String: JSONValue]
+        do {
+            reply = try apiRequest("STREAM.MSG.GET.\(stream)", payload: Array(request), operation: operation)
+        } catch NATSError.jetStream(_, let code, _) where code == Int(JSNoMessageFoundErr.rawValue) {
+            return nil
+        }
+        guard case .object(let message)? = reply["message"], case .string(let subject)? = message["subject"],
+              let seq = message["seq"]?.intValue, seq > 0, case .string(let time)? = message["time"],
+              let timestampNs = RFC3339.nanoseconds(time) else {
+            throw NATSError.malformedResponse(operation: operation, reason: "no message with subject, seq and time")
+        }
+        func decoded(_ key: String) throws -> [UInt8] {
+            guard case .string(let text)? = message[key] else { return [] }
+            guard let bytes = Data(base64Encoded: text) else {
+                throw NATSError.malformedResponse(operation: operation, reason: "\(key) is not base64")
+            }
+            return Array(bytes)
+        }
+        return StoredMessage(
+            subject: subject, sequence: UInt64(seq), payload: try decoded("data"),
+            headers: NATSHeaders(block: try decoded("hdrs")), timestampNs: timestampNs
         )
     }
 

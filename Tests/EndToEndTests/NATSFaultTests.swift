@@ -61,7 +61,8 @@ extension EndToEnd {
                 #expect(received.firstSeen == delivered, "\(client.user) \(channel)")
             }
         }
-        report("NATS node kill (\(cluster.nodes[victim].name); stream leader was \(leaderName); connections on it: \(victimConnections)): \(published.count) events acknowledged, publish resumed \(publishGapMs) ms after the kill (first ack after), lost alice \(missingAlice) bob \(missingBob), duplicate frames alice \(alice.events.duplicates) bob \(bob.events.duplicates)")
+        let gaps = deployment.fanoutHTTPPort().map { Self.counters(port: $0, ["switchboard_fanout_delivery_gaps_total", "switchboard_fanout_events_read_after_gap_total", "switchboard_fanout_redeliveries_skipped_total"]) } ?? [:]
+        report("NATS node kill (\(cluster.nodes[victim].name); stream leader was \(leaderName); connections on it: \(victimConnections)): \(published.count) events acknowledged, publish resumed \(publishGapMs) ms after the kill (first ack after), lost alice \(missingAlice) bob \(missingBob), duplicate frames alice \(alice.events.duplicates) bob \(bob.events.duplicates); fan-out \(gaps.sorted { $0.key < $1.key }.map { "\($0.key.replacingOccurrences(of: "switchboard_fanout_", with: "")) \($0.value)" }.joined(separator: ", "))")
     }
 
     /// SIGSTOP of the only nats-server for 5 s, then SIGCONT: the services recover without a
@@ -111,6 +112,19 @@ extension EndToEnd {
         #expect(HTTPProbe.waitFor200(port: deployment.fanoutHTTPPort()!, path: "/readyz", timeout: .seconds(10)))
         #expect(HTTPProbe.waitFor200(port: UInt16(deployment.port("n1")), path: "/readyz", timeout: .seconds(10)))
         report("NATS SIGSTOP 5 s: publishing acked again \(publishingAfter) ms after SIGCONT; all \(expected.count) events delivered \(recoveredAfter) ms after SIGCONT; duplicate frames alice \(alice.events.duplicates) bob \(bob.events.duplicates)")
+    }
+
+    /// Totals of `names` in a service's `/metrics` (Prometheus text), summed over labels.
+    static func counters(port: UInt16, _ names: [String]) -> [String: Double] {
+        guard let body = try? HTTPProbe.get(port: port, path: "/metrics").body else { return [:] }
+        var totals: [String: Double] = [:]
+        for line in body.split(separator: "\n") where !line.hasPrefix("#") {
+            let parts = line.split(separator: " ")
+            guard parts.count >= 2, let value = Double(parts[parts.count - 1]) else { continue }
+            let name = String(parts[0].prefix { $0 != "{" })
+            if names.contains(name) { totals[name, default: 0] += value }
+        }
+        return totals
     }
 
     /// Names of the client connections a node serves, from its monitoring `/connz`.

@@ -102,9 +102,10 @@ final class PipelineRig: @unchecked Sendable {
 
     var output: NATSPipelineOutput { NATSPipelineOutput(connection: connection, jetStream: jetStream) }
 
-    func pipeline(_ output: any PipelineOutput, backoff: Duration = .milliseconds(2)) throws -> EventPipeline {
+    func pipeline(_ output: any PipelineOutput, backoff: Duration = .milliseconds(2), ackWait: Duration? = nil) throws -> EventPipeline {
         var config = FanoutConfig(partitions: try PartitionSet("0-15", count: Self.partitionCount))
         config.fetchBatch = 16
+        if let ackWait { config.ackWait = ackWait }
         config.retryBackoff = backoff
         config.retryBackoffMax = backoff * 10
         return try EventPipeline(
@@ -208,6 +209,35 @@ private struct BlockingWork<T>: @unchecked Sendable {
         #expect(letter.headers[HeaderNames.streamSequence] == "\(lost)")
         #expect(letter.headers[HeaderNames.reason]?.contains("publish failed") == true)
         #expect(letter.headers[HeaderNames.reason]?.contains("after \(EventPipeline.maxTries) tries") == true)
+    }
+
+    /// Deliveries the server made but the pipeline never received (here another client pulls
+    /// them from the partition's durable; in production a NATS node dies with them in its
+    /// buffers) must not be acked by the next ack-all: they are read from the stream and
+    /// delivered before the later events, at once rather than after the ack wait.
+    @Test func deliveriesLostOnTheWayAreReadFromTheStreamInOrderAndNotAckedUnseen() async throws {
+        let rig = try PipelineRig(channels: 2)
+        defer { rig.stop() }
+        // Longer than the test: a redelivery cannot be what brings the stolen events.
+        let ackWait = Duration.seconds(300)
+        let pipeline = try rig.pipeline(rig.output, ackWait: ackWait)
+        let thief = try rig.jetStream.pullSubscribe(
+            stream: StreamNames.events, durable: ConsumerNames.fanout(partition: rig.partition), filterSubject: Subjects.events(partition: rig.partition),
+            ackWait: ackWait, maxAckPending: 20_000, ackPolicy: .all
+        )
+        var published: [UInt64] = []
+        for index in 0..<5 { published.append(try rig.publish(channel: rig.channels[index % 2], text: "\(index)")) }
+        let stolen = try thief.fetch(batch: 3, timeout: .seconds(5))
+        #expect(stolen.map(\.metadata.streamSequence) == Array(published.prefix(3)))
+        thief.unsubscribe()
+        try await running(pipeline) {
+            #expect(eventually(timeout: .seconds(30)) { rig.deliveries.count >= published.count && rig.consumerUnacked() == 0 })
+            // Later events flow as usual.
+            for index in 5..<8 { published.append(try rig.publish(channel: rig.channels[index % 2], text: "\(index)")) }
+            #expect(eventually(timeout: .seconds(30)) { rig.deliveries.count >= published.count && rig.consumerUnacked() == 0 })
+        }
+        #expect(rig.deliveries.map(\.streamSeq) == published)
+        #expect(try rig.jetStream.streamState(StreamNames.deadLetters).messages == 0)
     }
 
     @Test func stoppingDuringARetryAcksNothingUnflushedAndARestartDeliversItInOrder() async throws {

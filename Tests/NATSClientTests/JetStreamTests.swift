@@ -1,5 +1,5 @@
 import Foundation
-import NATSClient
+@testable import NATSClient
 import SwitchboardContracts
 import SwitchboardHarness
 import Testing
@@ -267,6 +267,44 @@ struct JetStreamTests {
             #expect(batches >= 4)  // the limit holds even when more are queued
             #expect(try consumer.read(limit: 64, timeout: .milliseconds(100)) { _ in } == 0)
         }
+    }
+
+    @Test func nextMessageReadsTheFirstMatchAtOrAfterASequenceWithItsHeadersAndTime() throws {
+        try withNATS { _, connection in
+            let jetStream = try connection.jetStream()
+            _ = try jetStream.applyStream(configJSON: bytes(#"{"name": "NEXT_TEST", "subjects": ["next.>"], "storage": "memory"}"#))
+            let before = Int64(Date().timeIntervalSince1970 * 1e9)
+            var sequences: [UInt64] = []
+            for index in 0..<6 {
+                var headers = NATSHeaders()
+                headers["Test-Index"] = "\(index)"
+                sequences.append(try jetStream.publish("next.\(index % 2).x\(index)", payload: bytes("m\(index)"), headers: headers).sequence)
+            }
+            let after = Int64(Date().timeIntervalSince1970 * 1e9)
+            let filter = "next.1.*"
+            // Partition 1 holds messages 1, 3 and 5 (0-based index); from the second one on, the next is 3.
+            let found = try #require(try jetStream.nextMessage(stream: "NEXT_TEST", matching: filter, atOrAfter: sequences[2]))
+            #expect(found.sequence == sequences[3])
+            #expect(text(found.payload) == "m3")
+            #expect(found.subject == "next.1.x3")
+            #expect(found.headers["Test-Index"] == "3")
+            #expect(found.timestampNs >= before - 1_000_000_000 && found.timestampNs <= after + 1_000_000_000, "stored at \(found.timestampNs), published between \(before) and \(after)")
+            #expect(try jetStream.nextMessage(stream: "NEXT_TEST", matching: filter, atOrAfter: sequences[5] + 1) == nil)
+            #expect(try jetStream.nextMessage(stream: "NEXT_TEST", matching: filter, atOrAfter: 0)?.sequence == sequences[1])
+        }
+    }
+
+    @Test func storedTimesAndHeaderBlocksDecodeAsTheServerWritesThem() {
+        #expect(RFC3339.nanoseconds("1970-01-01T00:00:00Z") == 0)
+        #expect(RFC3339.nanoseconds("2026-12-01T21:14:50.884355474Z") == 1_796_159_690_884_355_474)
+        #expect(RFC3339.nanoseconds("2000-02-29T12:00:00.5Z") == 951_825_600_500_000_000)
+        for bad in ["", "2026-12-01 21:14:50Z", "2026-12-01T21:14:50", "2026-13-01T00:00:00Z", "2026-12-01T21:14:50.Z", "2026-12-01T21:14:50.1234567890Z"] {
+            #expect(RFC3339.nanoseconds(bad) == nil, "\(bad)")
+        }
+        let headers = NATSHeaders(block: Array("NATS/1.0\r\nA: 1\r\nB:two words\r\nA: 3\r\nnocolon\r\n\r\n".utf8))
+        #expect(headers.values(for: "A") == ["1", "3"])
+        #expect(headers["B"] == "two words")
+        #expect(headers.fields.count == 3)
     }
 
     @Test func lastMessageReturnsTheNewestPerSubjectAndNilForNone() throws {

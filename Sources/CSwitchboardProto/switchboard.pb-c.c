@@ -457,6 +457,51 @@ void   switchboard__v1__delivery__free_unpacked
   assert(message->base.descriptor == &switchboard__v1__delivery__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   switchboard__v1__deliveries__init
+                     (Switchboard__V1__Deliveries         *message)
+{
+  static const Switchboard__V1__Deliveries init_value = SWITCHBOARD__V1__DELIVERIES__INIT;
+  *message = init_value;
+}
+size_t switchboard__v1__deliveries__get_packed_size
+                     (const Switchboard__V1__Deliveries *message)
+{
+  assert(message->base.descriptor == &switchboard__v1__deliveries__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchboard__v1__deliveries__pack
+                     (const Switchboard__V1__Deliveries *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchboard__v1__deliveries__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchboard__v1__deliveries__pack_to_buffer
+                     (const Switchboard__V1__Deliveries *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchboard__v1__deliveries__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchboard__V1__Deliveries *
+       switchboard__v1__deliveries__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchboard__V1__Deliveries *)
+     protobuf_c_message_unpack (&switchboard__v1__deliveries__descriptor,
+                                allocator, len, data);
+}
+void   switchboard__v1__deliveries__free_unpacked
+                     (Switchboard__V1__Deliveries *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchboard__v1__deliveries__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   switchboard__v1__typing__init
                      (Switchboard__V1__Typing         *message)
 {
@@ -1206,6 +1251,44 @@ const ProtobufCMessageDescriptor switchboard__v1__delivery__descriptor =
   switchboard__v1__delivery__field_indices_by_name,
   1,  switchboard__v1__delivery__number_ranges,
   (ProtobufCMessageInit) switchboard__v1__delivery__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchboard__v1__deliveries__field_descriptors[1] =
+{
+  {
+    "deliveries",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Switchboard__V1__Deliveries, n_deliveries),
+    offsetof(Switchboard__V1__Deliveries, deliveries),
+    &switchboard__v1__delivery__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchboard__v1__deliveries__field_indices_by_name[] = {
+  0,   /* field[0] = deliveries */
+};
+static const ProtobufCIntRange switchboard__v1__deliveries__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor switchboard__v1__deliveries__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchboard.v1.Deliveries",
+  "Deliveries",
+  "Switchboard__V1__Deliveries",
+  "switchboard.v1",
+  sizeof(Switchboard__V1__Deliveries),
+  1,
+  switchboard__v1__deliveries__field_descriptors,
+  switchboard__v1__deliveries__field_indices_by_name,
+  1,  switchboard__v1__deliveries__number_ranges,
+  (ProtobufCMessageInit) switchboard__v1__deliveries__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor switchboard__v1__typing__field_descriptors[3] =

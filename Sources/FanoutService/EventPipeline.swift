@@ -155,10 +155,13 @@ final class EventPipeline: Service {
     private func deliver(_ batch: [PartitionEvent], plan: inout PlanBuffer, stop: StopSignal) -> Bool {
         var start = 0
         var tries = 0
+        /// The first try gathers deliveries into batched inbox messages; after a failure,
+        /// the rest of this batch goes one delivery per message.
+        var batched = true
         var backoff = RetryBackoff(initial: config.retryBackoff, maximum: config.retryBackoffMax)
         var reported = ContinuousClock.now
         while start < batch.count {
-            let (done, failure) = attempt(batch[start...], plan: &plan)
+            let (done, failure) = attempt(batch[start...], batched: batched, plan: &plan)
             if done > 0 {
                 acknowledge(batch[start..<(start + done)])
                 start += done
@@ -166,6 +169,7 @@ final class EventPipeline: Service {
                 backoff.reset()
             }
             guard let failure, start < batch.count else { continue }
+            batched = false
             tries += 1
             metrics.retries.increment()
             let event = batch[start]
@@ -190,25 +194,35 @@ final class EventPipeline: Service {
         return true
     }
 
-    /// One try at `events`: publishes them in order up to the first failure, then flushes.
-    /// Returns how many leading events are done (flushed, dead-lettered or without
-    /// recipients) and the failure that stopped the rest, if any. A failed flush leaves none
-    /// done: which of the published deliveries reached the server is unknown.
-    private func attempt(_ events: ArraySlice<PartitionEvent>, plan: inout PlanBuffer) -> (done: Int, failure: String?) {
+    /// One try at `events`: plans them in order up to the first failure, gathering their
+    /// deliveries per instance (`batched`: several events to one inbox message; otherwise one
+    /// message per delivery), publishes, then flushes. Returns how many leading events are
+    /// done (flushed, dead-lettered or without recipients) and the failure that stopped the
+    /// rest, if any. A failed flush, or a failed publish of a batched message, leaves none
+    /// done: which deliveries reached the server is unknown. Retries go unbatched, so that a
+    /// failing delivery is pinned on its own event.
+    private func attempt(_ events: ArraySlice<PartitionEvent>, batched: Bool, plan: inout PlanBuffer) -> (done: Int, failure: String?) {
+        var inboxes = InboxBatches(maxDeliveries: batched ? config.inboxBatchDeliveries : 1, maxBytes: config.inboxBatchBytes)
         var handled = 0
         var published = 0
         var failure: String?
         for event in events {
-            switch event.taken ? .delivered(0) : handle(event, plan: &plan) {
+            switch event.taken ? .delivered(0) : handle(event, plan: &plan, into: &inboxes) {
             case .delivered(let count):
                 published += count
             case .poison(let reason):
                 if !deadLetter(event, reason: reason) { failure = "dead-letter publish failed for: \(reason)" }
             case .failed(let error):
                 failure = "publish failed: \(error)"
+                if batched { return (0, failure) }
             }
             if failure != nil { break }
             handled += 1
+        }
+        do {
+            try inboxes.publishAll(publishInboxMessage)
+        } catch {
+            return (0, "publish failed: \(error)")
         }
         if published > 0 {
             do {
@@ -219,6 +233,11 @@ final class EventPipeline: Service {
             }
         }
         return (handled, failure)
+    }
+
+    private func publishInboxMessage(_ subject: String, _ payload: [UInt8]) throws {
+        try output.publish(subject, payload: payload)
+        metrics.inboxMessages.increment()
     }
 
     /// Acks `events` that are done with one ack-all: of the delivery with the highest stream
@@ -246,7 +265,7 @@ final class EventPipeline: Service {
         case failed(any Error)
     }
 
-    private func handle(_ message: PartitionEvent, plan: inout PlanBuffer) -> Outcome {
+    private func handle(_ message: PartitionEvent, plan: inout PlanBuffer, into inboxes: inout InboxBatches) -> Outcome {
         let event: ChatEvent
         do {
             event = try ChatEvent(decoding: message.payload)
@@ -273,7 +292,7 @@ final class EventPipeline: Service {
                     let bytes = plan.slots[index].withUnsafeBufferPointer { slots in
                         Delivery.encode(streamSeq: sequence, channelID: event.channelID, event: eventBytes, slots: slots)
                     }
-                    try output.publish(plan.targets[index].inboxSubject, payload: bytes)
+                    try inboxes.add(bytes, to: plan.targets[index].inboxSubject, publish: publishInboxMessage)
                 }
             }
         } catch {

@@ -70,6 +70,12 @@ public struct FanoutConfig: Sendable {
     public var streamReplicas: Int?
     /// Messages fetched per pull request; bounds the work between two acks.
     public var fetchBatch = 256
+    /// One inbox message carries the deliveries for one instance of at most this many
+    /// events of a fetched batch...
+    public var inboxBatchDeliveries = 128
+    /// ...and at most this many bytes (unless one delivery alone is larger); well under
+    /// nats-server's default `max_payload` of 1 MiB.
+    public var inboxBatchBytes = 256 * 1024
     /// Snapshot a partition after this many membership changes...
     public var snapshotEveryChanges = 100_000
     /// ...or this long after its last snapshot if anything changed.

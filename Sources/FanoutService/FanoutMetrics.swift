@@ -7,6 +7,8 @@ final class FanoutMetrics: Sendable {
     let eventsAcked = Counter(label: "switchboard_fanout_events_acked_total")
     let eventsWithoutRecipients = Counter(label: "switchboard_fanout_events_without_recipients_total")
     let deliveries = Counter(label: "switchboard_fanout_deliveries_total")
+    /// Inbox messages published; each carries the deliveries of one or more events.
+    let inboxMessages = Counter(label: "switchboard_fanout_inbox_messages_total")
     let recipients = Counter(label: "switchboard_fanout_recipients_total")
     let deadLettered = Counter(label: "switchboard_fanout_dead_lettered_total")
     let fetchErrors = Counter(label: "switchboard_fanout_fetch_errors_total")

@@ -2,11 +2,12 @@ import NIOCore
 import SwitchboardContracts
 import SwitchboardProto
 
-/// Turns one message of `notify.inbox.<instance>` into one client frame written to the
-/// sockets of its slots. Runs on the NATS delivery thread (the bridge from nats.c to the
-/// event loops is `SessionRegistry.deliver`, which hands each loop one task).
+/// Turns one message of `notify.inbox.<instance>` (the deliveries of one or more events)
+/// into client frames written to the sockets of their slots. Runs on the NATS delivery thread
+/// (the bridge from nats.c to the event loops is `SessionRegistry.deliver`, which hands each
+/// loop one task per inbox message).
 ///
-/// Hot path: the `Delivery` is decoded once, the event rendered once into one `ByteBuffer`,
+/// Hot path: each `Delivery` is decoded once, its event rendered once into one `ByteBuffer`,
 /// and that buffer is shared (not copied) by every socket's frame.
 struct InboxDispatcher: Sendable {
     let registry: SessionRegistry
@@ -31,12 +32,24 @@ struct InboxDispatcher: Sendable {
             let frame = allocator.buffer(bytes: ServerFrame.typing(channel: typing.channelID, user: typing.userID))
             return .routed(missingSlots: registry.deliver(frame, channel: typing.channelID, seq: 0, toSlots: typing.slots))
         }
-        metrics.deliveriesIn.increment()
-        guard let delivery = try? Delivery(decoding: payload), let event = try? ChatEvent(decoding: delivery.event) else {
+        guard let deliveries = try? Deliveries.decode(payload) else {
             metrics.undecodable.increment()
-            return .undecodable("Delivery")
+            return .undecodable("Deliveries")
         }
-        let frame = allocator.buffer(bytes: ServerFrame.event(channel: delivery.channelID, seq: delivery.streamSeq, event: event))
-        return .routed(missingSlots: registry.deliver(frame, channel: delivery.channelID, seq: delivery.streamSeq, toSlots: delivery.slots))
+        metrics.deliveryMessagesIn.increment()
+        metrics.deliveriesIn.increment(by: deliveries.count)
+        var frames: [SessionRegistry.SlotFrame] = []
+        frames.reserveCapacity(deliveries.count)
+        for delivery in deliveries {
+            guard let event = try? ChatEvent(decoding: delivery.event) else {
+                // One bad event does not cost the others of the message.
+                metrics.undecodable.increment()
+                continue
+            }
+            let frame = allocator.buffer(bytes: ServerFrame.event(channel: delivery.channelID, seq: delivery.streamSeq, event: event))
+            frames.append(SessionRegistry.SlotFrame(frame: frame, channel: delivery.channelID, seq: delivery.streamSeq, slots: delivery.slots))
+        }
+        let missing = registry.deliver(frames)
+        return frames.count == deliveries.count ? .routed(missingSlots: missing) : .undecodable("ChatEvent")
     }
 }

@@ -6,8 +6,10 @@ final class NotifierMetrics: Sendable {
     let connections = Gauge(label: "switchboard_notifier_connections")
     /// Users with at least one open socket.
     let onlineUsers = Gauge(label: "switchboard_notifier_online_users")
-    /// Inbox messages received, by kind (`delivery`, `typing`).
-    let deliveriesIn = Counter(label: "switchboard_notifier_inbox_messages_total", dimensions: [("kind", "delivery")])
+    /// Inbox messages received, by kind (`delivery`: a `Deliveries` message, `typing`).
+    let deliveryMessagesIn = Counter(label: "switchboard_notifier_inbox_messages_total", dimensions: [("kind", "delivery")])
+    /// Deliveries (one per event) in the `Deliveries` messages received.
+    let deliveriesIn = Counter(label: "switchboard_notifier_deliveries_in_total")
     let typingIn = Counter(label: "switchboard_notifier_inbox_messages_total", dimensions: [("kind", "typing")])
     /// Inbox messages that could not be decoded (counted and dropped).
     let undecodable = Counter(label: "switchboard_notifier_undecodable_inbox_messages_total")

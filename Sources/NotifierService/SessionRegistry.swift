@@ -136,35 +136,56 @@ final class SessionRegistry: Sendable {
 
     // MARK: Delivery (hot path)
 
-    /// Writes `frame` (an event of `channel` at `seq`, or a typing frame with seq 0) to
-    /// every socket of every slot: the sockets are looked up under the
-    /// lock and grouped by event loop, then each loop gets one task that writes the same
-    /// buffer to all of its sockets. Returns the number of slots that had no socket.
+    /// One client frame for the sockets of some slots: an event of `channel` at `seq`, or a
+    /// typing frame with seq 0.
+    struct SlotFrame {
+        let frame: ByteBuffer
+        let channel: String
+        let seq: UInt64
+        let slots: [UInt32]
+    }
+
+    /// Writes `frame` to every socket of every slot (see `deliver(_:)`).
     @discardableResult
     func deliver(_ frame: ByteBuffer, channel: String, seq: UInt64, toSlots slots: [UInt32]) -> Int {
-        var groups: [(loop: any EventLoop, sessions: [WebSocketSession])] = []
+        deliver([SlotFrame(frame: frame, channel: channel, seq: seq, slots: slots)])
+    }
+
+    /// Writes each frame, in order, to every socket of its slots: the sockets of all the
+    /// frames are looked up under one lock and grouped by event loop, then each loop gets one
+    /// task that writes every frame for its sockets (the same buffer for all of them) and
+    /// flushes each socket once. Returns the number of slots that had no socket.
+    @discardableResult
+    func deliver(_ frames: [SlotFrame]) -> Int {
+        var groups: [(loop: any EventLoop, writes: [(session: WebSocketSession, frame: Int)])] = []
         var missing = 0
         router.withLockedValue { router in
-            for slot in slots {
-                let found = router.forEachSocket(inSlot: slot) { session in
-                    if let index = groups.firstIndex(where: { $0.loop === session.eventLoop }) {
-                        groups[index].sessions.append(session)
-                    } else {
-                        groups.append((session.eventLoop, [session]))
+            for (index, frame) in frames.enumerated() {
+                for slot in frame.slots {
+                    let found = router.forEachSocket(inSlot: slot) { session in
+                        if let group = groups.firstIndex(where: { $0.loop === session.eventLoop }) {
+                            groups[group].writes.append((session, index))
+                        } else {
+                            groups.append((session.eventLoop, [(session, index)]))
+                        }
                     }
+                    if !found { missing += 1 }
                 }
-                if !found { missing += 1 }
             }
         }
         if missing > 0 { metrics.droppedNoSocket.increment(by: missing) }
         let metrics = metrics
         for group in groups {
-            let sessions = group.sessions
+            let writes = group.writes
             group.loop.execute {
                 var written = 0
-                for session in sessions where session.deliver(frame, channel: channel, seq: seq) { written += 1 }
+                for (session, index) in writes {
+                    let frame = frames[index]
+                    if session.deliver(frame.frame, channel: frame.channel, seq: frame.seq, flush: false) { written += 1 }
+                }
+                for (session, _) in writes { session.flushDeliveries() }
                 metrics.framesWritten.increment(by: written)
-                if written < sessions.count { metrics.droppedClosing.increment(by: sessions.count - written) }
+                if written < writes.count { metrics.droppedClosing.increment(by: writes.count - written) }
             }
         }
         return missing

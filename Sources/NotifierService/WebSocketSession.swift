@@ -39,6 +39,8 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
     /// resume's replay (held in memory already, at most `maxReplayEvents` frames). A live
     /// frame that must queue behind more than the budget still closes the socket.
     private var writingPastBudget = false
+    /// Bytes of frames written by `deliver` and not flushed yet.
+    private var unflushedBytes = 0
 
     /// `?resume=` of the upgrade request, started before any live frame can be delivered.
     private let connectResume: Result<ConnectResume?, ClientFrame.Rejection>
@@ -273,9 +275,11 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
 
     /// Writes one frame whose payload is shared by every recipient. Must run on `eventLoop`.
     /// False when the socket is not open (the frame is dropped). `seq` is 0 for frames
-    /// that are not events (typing), which are never held back.
+    /// that are not events (typing), which are never held back. Without `flush`, the frame
+    /// waits for `flushDeliveries` (one flush per socket per inbox message), though never
+    /// with more than a quarter of the outbound budget unflushed.
     @inline(__always)
-    func deliver(_ payload: ByteBuffer, channel: String, seq: UInt64) -> Bool {
+    func deliver(_ payload: ByteBuffer, channel: String, seq: UInt64, flush: Bool = true) -> Bool {
         eventLoop.preconditionInEventLoop()
         guard state == .open, let context else { return false }
         if seq != 0, !replayedThrough.isEmpty, let replayed = replayedThrough[channel] {
@@ -298,12 +302,27 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
             initiateClose(code: CloseCode.slowConsumer, reason: "slow consumer")
             return true
         }
-        if payload.readableBytes >= environment.outboundBufferBytes - Self.frameHeaderBytes {
+        let size = payload.readableBytes + Self.frameHeaderBytes
+        if size >= environment.outboundBufferBytes {
+            flushDeliveries()
             writingPastBudget = (try? context.channel.syncOptions?.getOption(.bufferedWritableBytes)) == 0
+            context.writeAndFlush(wrapOutboundOut(.text(payload)), promise: nil)
+            writingPastBudget = false
+            return true
         }
-        context.writeAndFlush(wrapOutboundOut(.text(payload)), promise: nil)
-        writingPastBudget = false
+        if unflushedBytes + size > environment.outboundBufferBytes / 4 { flushDeliveries() }
+        context.write(wrapOutboundOut(.text(payload)), promise: nil)
+        unflushedBytes += size
+        if flush { flushDeliveries() }
         return true
+    }
+
+    /// Flushes frames `deliver` wrote without flushing. Must run on `eventLoop`.
+    @inline(__always)
+    func flushDeliveries() {
+        guard unflushedBytes > 0 else { return }
+        unflushedBytes = 0
+        context?.flush()
     }
 
     /// A server frame's header: 2 bytes plus an 8-byte length (servers do not mask).

@@ -20,7 +20,10 @@ public struct Delivery: Sendable, Equatable {
     public init(decoding bytes: some Collection<UInt8>) throws(ProtoError) {
         let message = try unpacked("Delivery", bytes) { switchboard__v1__delivery__unpack(nil, $0, $1) }
         defer { switchboard__v1__delivery__free_unpacked(message, nil) }
-        let m = message.pointee
+        self.init(message.pointee)
+    }
+
+    init(_ m: Switchboard__V1__Delivery) {
         streamSeq = m.stream_seq
         channelID = swiftString(m.channel_id)
         event = swiftArray(m.event.data, count: m.event.len)
@@ -50,6 +53,54 @@ public struct Delivery: Sendable, Equatable {
                 return withUnsafePointer(to: &m) { p in
                     packed(size: switchboard__v1__delivery__get_packed_size(p)) { switchboard__v1__delivery__pack(p, $0) }
                 }
+        }
+    }
+}
+
+/// What one `notify.inbox.<instance>` message carries (without a `Switchboard-Kind`
+/// header): the deliveries of one or more events for that instance.
+public enum Deliveries {
+    /// The deliveries in `bytes`, in order.
+    public static func decode(_ bytes: some Collection<UInt8>) throws(ProtoError) -> [Delivery] {
+        let message = try unpacked("Deliveries", bytes) { switchboard__v1__deliveries__unpack(nil, $0, $1) }
+        defer { switchboard__v1__deliveries__free_unpacked(message, nil) }
+        let m = message.pointee
+        guard m.n_deliveries > 0, let items = m.deliveries else { return [] }
+        return (0..<m.n_deliveries).compactMap { items[$0].map { Delivery($0.pointee) } }
+    }
+
+    /// One message of `deliveries`.
+    public static func encode(_ deliveries: [Delivery]) -> [UInt8] {
+        var builder = Builder()
+        for delivery in deliveries { builder.append(encodedDelivery: delivery.encoded()) }
+        return builder.bytes
+    }
+
+    /// Builds a `Deliveries` message from encoded `Delivery` messages, by appending: a
+    /// repeated message field is each element's bytes behind its tag and length.
+    public struct Builder: Sendable {
+        public private(set) var bytes: [UInt8] = []
+        public private(set) var count = 0
+
+        public init() {}
+
+        public mutating func append(encodedDelivery delivery: [UInt8]) {
+            if bytes.isEmpty { bytes.reserveCapacity(delivery.count + 8) }
+            bytes.append(0x0A)  // field 1, length-delimited
+            var length = UInt64(delivery.count)
+            while length >= 0x80 {
+                bytes.append(UInt8(truncatingIfNeeded: length) | 0x80)
+                length >>= 7
+            }
+            bytes.append(UInt8(length))
+            bytes.append(contentsOf: delivery)
+            count += 1
+        }
+
+        /// Empties the builder, keeping its capacity.
+        public mutating func removeAll() {
+            bytes.removeAll(keepingCapacity: true)
+            count = 0
         }
     }
 }

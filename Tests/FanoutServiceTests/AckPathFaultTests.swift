@@ -29,7 +29,7 @@ final class FaultyOutput: PipelineOutput {
     var failures: (publishes: Int, flushes: Int) { calls.withLock { ($0.failedPublishes, $0.failedFlushes) } }
 
     func publish(_ subject: String, payload: [UInt8]) throws {
-        let doomed = doomedChannel != nil && (try? Delivery(decoding: payload))?.channelID == doomedChannel
+        let doomed = doomedChannel != nil && ((try? Deliveries.decode(payload)) ?? []).contains { $0.channelID == doomedChannel }
         let fail = calls.withLock { calls in
             calls.publishes += 1
             let fail = doomed || (publishEvery > 0 && calls.publishes % publishEvery == 0)
@@ -67,6 +67,8 @@ final class PipelineRig: @unchecked Sendable {
     let channels: [String]
     let state: RoutingState
     private let received = Mutex<[Delivery]>([])
+    /// Each inbox message of `n1`: how many deliveries and bytes it carried.
+    private let messages = Mutex<[(deliveries: Int, bytes: Int)]>([])
     private var inbox: NATSSubscription?
 
     init(channels count: Int) throws {
@@ -86,8 +88,9 @@ final class PipelineRig: @unchecked Sendable {
         try state.applyPresence(PresenceDelta(instanceID: "n1", epoch: 1, userID: "alice", slot: 0, state: .online))
         _ = state.heartbeats([("n1", PresenceFeed.nowMs())], nowMs: PresenceFeed.nowMs(), timeoutMs: 600_000)
         inbox = try connection.subscribe(Subjects.inbox(instance: "n1")) { [weak self] message in
-            guard let delivery = try? Delivery(decoding: message.payload) else { return }
-            self?.received.withLock { $0.append(delivery) }
+            guard let deliveries = try? Deliveries.decode(message.payload) else { return }
+            self?.received.withLock { $0.append(contentsOf: deliveries) }
+            self?.messages.withLock { $0.append((deliveries.count, message.payload.count)) }
         }
     }
 
@@ -99,13 +102,15 @@ final class PipelineRig: @unchecked Sendable {
     }()
 
     var deliveries: [Delivery] { received.withLock { $0 } }
+    var inboxMessages: [(deliveries: Int, bytes: Int)] { messages.withLock { $0 } }
 
     var output: NATSPipelineOutput { NATSPipelineOutput(connection: connection, jetStream: jetStream) }
 
-    func pipeline(_ output: any PipelineOutput, backoff: Duration = .milliseconds(2), ackWait: Duration? = nil) throws -> EventPipeline {
+    func pipeline(_ output: any PipelineOutput, backoff: Duration = .milliseconds(2), ackWait: Duration? = nil, configure: (inout FanoutConfig) -> Void = { _ in }) throws -> EventPipeline {
         var config = FanoutConfig(partitions: try PartitionSet("0-15", count: Self.partitionCount))
         config.fetchBatch = 16
         if let ackWait { config.ackWait = ackWait }
+        configure(&config)
         config.retryBackoff = backoff
         config.retryBackoffMax = backoff * 10
         return try EventPipeline(
@@ -155,6 +160,59 @@ func running<T: Sendable>(_ pipeline: EventPipeline, _ body: () throws -> T) asy
 private struct BlockingWork<T>: @unchecked Sendable {
     let body: () throws -> T
     init(_ body: @escaping () throws -> T) { self.body = body }
+}
+
+/// What one fetched batch becomes on NATS: one inbox message per instance, not one per event.
+@Suite(.serialized) struct InboxBatchTests {
+    @Test func aFetchedBatchSpanningChannelsGoesToEachInstanceInOneMessageInStreamOrder() async throws {
+        let rig = try PipelineRig(channels: 3)
+        defer { rig.stop() }
+        // Bob, online on n2, is a member of the first two channels only.
+        for (index, channel) in rig.channels.prefix(2).enumerated() {
+            try rig.state.apply(MembershipChange(channelID: channel, userID: "bob", state: .joined, version: 1), partition: rig.partition,
+                                subject: Subjects.membership(channel: channel, user: "bob", partitionCount: PipelineRig.partitionCount), sequence: UInt64(100 + index))
+        }
+        try rig.state.applyPresence(PresenceDelta(instanceID: "n2", epoch: 1, userID: "bob", slot: 4, state: .online))
+        _ = rig.state.heartbeats([("n1", PresenceFeed.nowMs()), ("n2", PresenceFeed.nowMs())], nowMs: PresenceFeed.nowMs(), timeoutMs: 600_000)
+        let n2 = Mutex<[[Delivery]]>([])
+        let subscription = try rig.connection.subscribe(Subjects.inbox(instance: "n2")) { message in
+            if let deliveries = try? Deliveries.decode(message.payload) { n2.withLock { $0.append(deliveries) } }
+        }
+        defer { subscription.unsubscribe() }
+        // Stored before the pipeline starts, so that its first fetch brings a full batch.
+        var published: [(channel: String, seq: UInt64)] = []
+        for round in 0..<16 {
+            let channel = rig.channels[round % 3]
+            published.append((channel, try rig.publish(channel: channel, text: "\(round)")))
+        }
+        let pipeline = try rig.pipeline(rig.output)
+        try await running(pipeline) {
+            #expect(eventually(timeout: .seconds(30)) { rig.deliveries.count >= 16 && rig.consumerUnacked() == 0 })
+        }
+        #expect(rig.deliveries.map(\.streamSeq) == published.map(\.seq))
+        #expect(rig.inboxMessages.map(\.deliveries) == [16], "one fetch of 16, one message to n1")
+        let toBob = n2.withLock { $0 }
+        #expect(toBob.count == 1)
+        #expect(toBob.joined().map(\.streamSeq) == published.filter { $0.channel != rig.channels[2] }.map(\.seq))
+        #expect(toBob.joined().allSatisfy { $0.slots == [4] })
+    }
+
+    @Test func theByteBoundCutsABatchIntoSeveralMessagesKeepingTheOrder() async throws {
+        let rig = try PipelineRig(channels: 2)
+        defer { rig.stop() }
+        var published: [UInt64] = []
+        for round in 0..<16 { published.append(try rig.publish(channel: rig.channels[round % 2], text: String(repeating: "x", count: 200))) }
+        let bound = 1_000
+        let pipeline = try rig.pipeline(rig.output) { $0.inboxBatchBytes = bound }
+        try await running(pipeline) {
+            #expect(eventually(timeout: .seconds(30)) { rig.deliveries.count >= 16 && rig.consumerUnacked() == 0 })
+        }
+        #expect(rig.deliveries.map(\.streamSeq) == published)
+        let messages = rig.inboxMessages
+        #expect(messages.count > 1 && messages.count < 16, "\(messages)")
+        #expect(messages.allSatisfy { $0.bytes <= bound }, "\(messages)")
+        #expect(messages.reduce(0) { $0 + $1.deliveries } == 16)
+    }
 }
 
 /// The ack path under injected publish and flush failures: nothing acked before it is flushed,

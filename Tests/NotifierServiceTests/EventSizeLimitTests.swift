@@ -99,7 +99,7 @@ import Testing
         var headers = NATSHeaders()
         headers[InboxKind.header] = InboxKind.delivery
         let delivery = Delivery(streamSeq: ack.sequence + 10, channelID: "general", event: atLimit, slots: [slot])
-        try nats.publish(Subjects.inbox(instance: fixture.instanceID), payload: delivery.encoded(), headers: headers)
+        try nats.publish(Subjects.inbox(instance: fixture.instanceID), payload: Deliveries.encode([delivery]), headers: headers)
         try nats.flush(timeout: .seconds(2))
         let live = try #require(try client.receiveText(timeout: .seconds(10)))
         #expect(live.utf8.count == replayed.utf8.count + String(ack.sequence + 10).count - String(ack.sequence).count)

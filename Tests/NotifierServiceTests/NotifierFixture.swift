@@ -109,13 +109,24 @@ final class NotifierFixture: @unchecked Sendable {
         return slot
     }
 
-    /// Publishes a `Delivery` of a message-created event to this instance's inbox.
+    /// Publishes one `Deliveries` message with a message-created event per item, in order.
+    func deliver(_ items: [(seq: UInt64, channel: String, slots: [UInt32])], over connection: NATSConnection) throws {
+        let deliveries = items.map { item in
+            let event = ChatEvent(eventID: "e\(item.seq)", channelID: item.channel, senderID: "sender", createdAtMs: 1_700_000_000_000, body: .messageCreated(messageID: "m\(item.seq)", text: "t\(item.seq)"))
+            return Delivery(streamSeq: item.seq, channelID: item.channel, event: event.encoded(), slots: item.slots)
+        }
+        try connection.publish(Subjects.inbox(instance: instanceID), payload: Deliveries.encode(deliveries))
+        try connection.flush(timeout: .seconds(2))
+    }
+
+    /// Publishes a `Delivery` of a message-created event to this instance's inbox, alone in
+    /// its `Deliveries` message.
     func deliver(seq: UInt64, channel: String = "general", text: String = "hello", slots: [UInt32], over connection: NATSConnection) throws {
         let event = ChatEvent(eventID: "e\(seq)", channelID: channel, senderID: "sender", createdAtMs: 1_700_000_000_000, body: .messageCreated(messageID: "m\(seq)", text: text))
         let delivery = Delivery(streamSeq: seq, channelID: channel, event: event.encoded(), slots: slots)
         var headers = NATSHeaders()
         headers[InboxKind.header] = InboxKind.delivery
-        try connection.publish(Subjects.inbox(instance: instanceID), payload: delivery.encoded(), headers: headers)
+        try connection.publish(Subjects.inbox(instance: instanceID), payload: Deliveries.encode([delivery]), headers: headers)
         try connection.flush(timeout: .seconds(2))
     }
 

@@ -86,6 +86,49 @@ import Testing
         #expect(try carolSocket.receiveText() == #"{"type":"typing","channel":"general","user":"bob"}"#)
     }
 
+    /// One inbox message carrying several events (the fan-out's batch) spanning channels and
+    /// slots: each socket gets exactly its events, in the message's order; a slot without a
+    /// socket and a socket that has just closed cost the others nothing.
+    @Test func oneInboxMessageOfSeveralEventsReachesEachSocketInOrder() async throws {
+        let fixture = try await NotifierFixture()
+        defer { fixture.stop() }
+        let alice = try fixture.connect(try await fixture.token("alice"))
+        let bob = try fixture.connect(try await fixture.token("bob"))
+        let carol = try fixture.connect(try await fixture.token("carol"))
+        let (aliceSlot, bobSlot, carolSlot) = (try #require(try fixture.slot(of: "alice")), try #require(try fixture.slot(of: "bob")), try #require(try fixture.slot(of: "carol")))
+        carol.closeSocket()
+        // Her socket is gone from routing once her presence is (the last socket's removal
+        // deregisters her); her slot stays reserved, with no socket.
+        #expect(eventually(timeout: .seconds(5)) { (try? fixture.slot(of: "carol", timeout: .milliseconds(1))) == nil })
+        let nats = try fixture.natsConnection()
+        defer { nats.close() }
+        try fixture.deliver([
+            (1, "general", [aliceSlot, bobSlot, carolSlot]),
+            (2, "random", [aliceSlot]),
+            (3, "general", [bobSlot, 999]),
+            (4, "general", [carolSlot, aliceSlot, bobSlot]),
+            (5, "random", [bobSlot]),
+        ], over: nats)
+        func received(_ socket: WebSocketTestClient, _ count: Int) throws -> [String] {
+            try (0..<count).map { _ in
+                let frame = try #require(try socket.receiveText())
+                let json = try #require(try JSONSerialization.jsonObject(with: Data(frame.utf8)) as? [String: Any])
+                return "\(json["channel"] as? String ?? "?")@\(json["seq"] as? Int ?? 0)"
+            }
+        }
+        #expect(try received(alice, 3) == ["general@1", "random@2", "general@4"])
+        #expect(try received(bob, 4) == ["general@1", "general@3", "general@4", "random@5"])
+        // Nothing more for either: the next frame is the answer to a ping.
+        for socket in [alice, bob] {
+            try socket.send(text: #"{"type":"ping"}"#)
+            #expect(try socket.receiveText() == #"{"type":"pong"}"#)
+        }
+        #expect(fixture.metric("switchboard_notifier_deliveries_in_total") == 5)
+        #expect(fixture.metric(#"switchboard_notifier_inbox_messages_total{kind="delivery"}"#) == 1)
+        #expect(fixture.metric("switchboard_notifier_frames_written_total") == 7)
+        #expect(fixture.metric(#"switchboard_notifier_dropped_deliveries_total{reason="no_socket"}"#) == 3)
+    }
+
     @Test func nioClientsOnTwoDevicesBothReceiveAndAreToldToReconnectOnDrain() async throws {
         let fixture = try await NotifierFixture()
         defer { fixture.stop() }

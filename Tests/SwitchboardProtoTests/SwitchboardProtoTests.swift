@@ -33,6 +33,7 @@ import Testing
             let bytes = (0..<length).map { _ in UInt8.random(in: 0...255, using: &generator) }
             _ = try? ChatEvent(decoding: bytes)
             _ = try? Delivery(decoding: bytes)
+            _ = try? Deliveries.decode(bytes)
             _ = try? MembershipChange(decoding: bytes)
             _ = try? PresenceDelta(decoding: bytes)
             _ = try? Typing(decoding: bytes)
@@ -79,6 +80,17 @@ import Testing
         #expect(fast == Delivery(streamSeq: 99, channelID: "room", event: event, slots: slots).encoded())
         let decoded = try Delivery(decoding: fast)
         #expect(try ChatEvent(decoding: decoded.event).channelID == "room")
+    }
+
+    @Test func deliveriesBuiltByAppendingAreTheProtobufMessageOfTheirDeliveries() throws {
+        let small = Delivery(streamSeq: 1, channelID: "c", event: [0x01], slots: [1, 300])
+        // Over 127 bytes: its length takes a two-byte varint.
+        let large = Delivery(streamSeq: 2, channelID: "room", event: Array(repeating: 0x41, count: 300), slots: Array(0..<50))
+        let bytes = Deliveries.encode([small, large, small])
+        #expect(Array(bytes.prefix(2)) == [0x0A, UInt8(small.encoded().count)])
+        #expect(try Deliveries.decode(bytes) == [small, large, small])
+        #expect(try Deliveries.decode([]) == [])
+        #expect(throws: ProtoError.self) { try Deliveries.decode(Array(bytes.dropLast())) }
     }
 
     @Test func emptyDeliveryRoundTrips() throws {

@@ -25,6 +25,7 @@ typedef struct Switchboard__V1__ChannelUpdated Switchboard__V1__ChannelUpdated;
 typedef struct Switchboard__V1__MembershipChange Switchboard__V1__MembershipChange;
 typedef struct Switchboard__V1__PresenceDelta Switchboard__V1__PresenceDelta;
 typedef struct Switchboard__V1__Delivery Switchboard__V1__Delivery;
+typedef struct Switchboard__V1__Deliveries Switchboard__V1__Deliveries;
 typedef struct Switchboard__V1__Typing Switchboard__V1__Typing;
 
 
@@ -191,7 +192,7 @@ struct  Switchboard__V1__PresenceDelta
 
 
 /*
- * One per (event, notification instance), published on notify.inbox.<instance>.
+ * One per (event, notification instance); travels inside Deliveries.
  */
 struct  Switchboard__V1__Delivery
 {
@@ -211,6 +212,22 @@ struct  Switchboard__V1__Delivery
 #define SWITCHBOARD__V1__DELIVERY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&switchboard__v1__delivery__descriptor) \
     , 0, (char *)protobuf_c_empty_string, {0,NULL}, 0,NULL }
+
+
+/*
+ * What notify.inbox.<instance> carries when it has no Switchboard-Kind header: the deliveries
+ * of one or more events for that instance, in stream order within each partition. The
+ * fan-out batches what one fetch brings (bounded by count and bytes) and never waits for more.
+ */
+struct  Switchboard__V1__Deliveries
+{
+  ProtobufCMessage base;
+  size_t n_deliveries;
+  Switchboard__V1__Delivery **deliveries;
+};
+#define SWITCHBOARD__V1__DELIVERIES__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchboard__v1__deliveries__descriptor) \
+    , 0,NULL }
 
 
 /*
@@ -421,6 +438,25 @@ Switchboard__V1__Delivery *
 void   switchboard__v1__delivery__free_unpacked
                      (Switchboard__V1__Delivery *message,
                       ProtobufCAllocator *allocator);
+/* Switchboard__V1__Deliveries methods */
+void   switchboard__v1__deliveries__init
+                     (Switchboard__V1__Deliveries         *message);
+size_t switchboard__v1__deliveries__get_packed_size
+                     (const Switchboard__V1__Deliveries   *message);
+size_t switchboard__v1__deliveries__pack
+                     (const Switchboard__V1__Deliveries   *message,
+                      uint8_t             *out);
+size_t switchboard__v1__deliveries__pack_to_buffer
+                     (const Switchboard__V1__Deliveries   *message,
+                      ProtobufCBuffer     *buffer);
+Switchboard__V1__Deliveries *
+       switchboard__v1__deliveries__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchboard__v1__deliveries__free_unpacked
+                     (Switchboard__V1__Deliveries *message,
+                      ProtobufCAllocator *allocator);
 /* Switchboard__V1__Typing methods */
 void   switchboard__v1__typing__init
                      (Switchboard__V1__Typing         *message);
@@ -472,6 +508,9 @@ typedef void (*Switchboard__V1__PresenceDelta_Closure)
 typedef void (*Switchboard__V1__Delivery_Closure)
                  (const Switchboard__V1__Delivery *message,
                   void *closure_data);
+typedef void (*Switchboard__V1__Deliveries_Closure)
+                 (const Switchboard__V1__Deliveries *message,
+                  void *closure_data);
 typedef void (*Switchboard__V1__Typing_Closure)
                  (const Switchboard__V1__Typing *message,
                   void *closure_data);
@@ -493,6 +532,7 @@ extern const ProtobufCMessageDescriptor switchboard__v1__channel_updated__descri
 extern const ProtobufCMessageDescriptor switchboard__v1__membership_change__descriptor;
 extern const ProtobufCMessageDescriptor switchboard__v1__presence_delta__descriptor;
 extern const ProtobufCMessageDescriptor switchboard__v1__delivery__descriptor;
+extern const ProtobufCMessageDescriptor switchboard__v1__deliveries__descriptor;
 extern const ProtobufCMessageDescriptor switchboard__v1__typing__descriptor;
 
 PROTOBUF_C__END_DECLS

@@ -99,16 +99,21 @@ struct EndToEndPhases {
             // The bench's own view of the inboxes: what the notifiers' one subscription gets.
             tap = try env.subscriber.subscribe(Subjects.allInboxes) { message in
                 let now = pipelineNowNs()
-                guard let delivery = try? Delivery(decoding: message.payload),
-                      let event = try? ChatEvent(decoding: delivery.event),
-                      let channel = EndToEndParse.channelIndex(delivery.channelID.utf8),
-                      let index = EndToEndParse.eventIndex(ofID: event.eventID.utf8),
-                      let sentNs = PipelineWorkload.sentNs(ofEvent: delivery.event),
-                      let instance = EndToEndParse.eventIndex(ofID: message.subject.utf8) else {
+                guard let deliveries = try? Deliveries.decode(message.payload), !deliveries.isEmpty else {
                     tapRecorder.unreadable()
                     return
                 }
-                tapRecorder.record(receiver: instance, channel: channel, order: delivery.streamSeq, event: index, sentNs: sentNs, now: now)
+                for delivery in deliveries {
+                    guard let event = try? ChatEvent(decoding: delivery.event),
+                          let channel = EndToEndParse.channelIndex(delivery.channelID.utf8),
+                          let index = EndToEndParse.eventIndex(ofID: event.eventID.utf8),
+                          let sentNs = PipelineWorkload.sentNs(ofEvent: delivery.event),
+                          let instance = EndToEndParse.eventIndex(ofID: message.subject.utf8) else {
+                        tapRecorder.unreadable()
+                        continue
+                    }
+                    tapRecorder.record(receiver: instance, channel: channel, order: delivery.streamSeq, event: index, sentNs: sentNs, now: now)
+                }
             }
             if env.fanout == nil {
                 let ready = try env.startFanout(executable: setup.binDirectory.appendingPathComponent("fanout").path, streamsDir: streamsDir)

@@ -96,7 +96,7 @@ struct NotifierDeliveryPhase {
                 sequence += 1
                 let event = ChatEvent(eventID: "bench-event-\(sequence)", channelID: Self.channelID, senderID: "bench-sender",
                                       createdAtMs: Int64(Date().timeIntervalSince1970 * 1000), body: .messageCreated(messageID: "m\(sequence)", text: text))
-                return Delivery(streamSeq: sequence, channelID: Self.channelID, event: event.encoded(), slots: slots).encoded()
+                return Deliveries.encode([Delivery(streamSeq: sequence, channelID: Self.channelID, event: event.encoded(), slots: slots)])
             }
         }
         let frameBytes = Self.frameBytes(textBytes: textBytes, seq: sequence + 1)
@@ -161,7 +161,7 @@ struct NotifierDeliveryPhase {
             benchCPUSeconds: (cpuAfterBursts?.bench ?? 0) - (cpuAtBursts?.bench ?? 0),
             burstWallSeconds: cpuAtBursts.flatMap { start in cpuAfterBursts.map { ($0.wall - start.wall).seconds } } ?? 0,
             perSocketMin: low, perSocketMax: high, complete: complete,
-            deliveriesIn: delta("switchboard_notifier_inbox_messages_total", #"kind="delivery""#),
+            deliveriesIn: delta("switchboard_notifier_deliveries_in_total"),
             framesWritten: delta("switchboard_notifier_frames_written_total"),
             droppedNoSocket: delta("switchboard_notifier_dropped_deliveries_total", #"reason="no_socket""#),
             droppedClosing: delta("switchboard_notifier_dropped_deliveries_total", #"reason="closing""#),

@@ -247,8 +247,9 @@ struct PipelinePhases {
             guard env.fanout?.isRunning == true else { throw PipelineError.setup("fanout is not running") }
             subscription = try env.subscriber.subscribe(Subjects.allInboxes) { message in
                 let now = pipelineNowNs()
-                let sent = (try? Delivery(decoding: message.payload)).flatMap { PipelineWorkload.sentNs(ofEvent: $0.event) }
-                sink.received(at: now, sentNs: sent)
+                for delivery in (try? Deliveries.decode(message.payload)) ?? [] {
+                    sink.received(at: now, sentNs: PipelineWorkload.sentNs(ofEvent: delivery.event))
+                }
             }
         case .relay:
             subscription = try env.subscriber.subscribe("bench.relay.*") { message in

@@ -42,7 +42,7 @@ let package = Package(
         // Thin Swift owners of the C handles.
         .target(name: "NATSClient", dependencies: ["CNATS"], swiftSettings: strict),
         .target(name: "RedisClient", dependencies: ["CHiredis"], swiftSettings: strict),
-        .target(name: "SwitchboardProto", dependencies: ["CSwitchboardProto"], swiftSettings: strict),
+        .target(name: "SwitchboardProto", dependencies: ["CSwitchboardProto", "SwitchboardContracts"], swiftSettings: strict),
 
         // The contracts between processes: subjects, stream names and definitions, Redis keys,
         // NATS headers, inspection messages, client frame names. Standard library + Foundation.

@@ -1176,7 +1176,7 @@ const ProtobufCMessageDescriptor switchboard__v1__presence_delta__descriptor =
   (ProtobufCMessageInit) switchboard__v1__presence_delta__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor switchboard__v1__delivery__field_descriptors[4] =
+static const ProtobufCFieldDescriptor switchboard__v1__delivery__field_descriptors[5] =
 {
   {
     "stream_seq",
@@ -1226,17 +1226,30 @@ static const ProtobufCFieldDescriptor switchboard__v1__delivery__field_descripto
     0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "prev_seq",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchboard__V1__Delivery, prev_seq),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned switchboard__v1__delivery__field_indices_by_name[] = {
   1,   /* field[1] = channel_id */
   2,   /* field[2] = event */
+  4,   /* field[4] = prev_seq */
   3,   /* field[3] = slots */
   0,   /* field[0] = stream_seq */
 };
 static const ProtobufCIntRange switchboard__v1__delivery__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor switchboard__v1__delivery__descriptor =
 {
@@ -1246,14 +1259,14 @@ const ProtobufCMessageDescriptor switchboard__v1__delivery__descriptor =
   "Switchboard__V1__Delivery",
   "switchboard.v1",
   sizeof(Switchboard__V1__Delivery),
-  4,
+  5,
   switchboard__v1__delivery__field_descriptors,
   switchboard__v1__delivery__field_indices_by_name,
   1,  switchboard__v1__delivery__number_ranges,
   (ProtobufCMessageInit) switchboard__v1__delivery__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor switchboard__v1__deliveries__field_descriptors[1] =
+static const ProtobufCFieldDescriptor switchboard__v1__deliveries__field_descriptors[2] =
 {
   {
     "deliveries",
@@ -1267,14 +1280,27 @@ static const ProtobufCFieldDescriptor switchboard__v1__deliveries__field_descrip
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "epoch",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchboard__V1__Deliveries, epoch),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned switchboard__v1__deliveries__field_indices_by_name[] = {
   0,   /* field[0] = deliveries */
+  1,   /* field[1] = epoch */
 };
 static const ProtobufCIntRange switchboard__v1__deliveries__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 2 }
 };
 const ProtobufCMessageDescriptor switchboard__v1__deliveries__descriptor =
 {
@@ -1284,7 +1310,7 @@ const ProtobufCMessageDescriptor switchboard__v1__deliveries__descriptor =
   "Switchboard__V1__Deliveries",
   "switchboard.v1",
   sizeof(Switchboard__V1__Deliveries),
-  1,
+  2,
   switchboard__v1__deliveries__field_descriptors,
   switchboard__v1__deliveries__field_indices_by_name,
   1,  switchboard__v1__deliveries__number_ranges,

@@ -39,6 +39,8 @@ final class EventPipeline: Service {
     private let subscription: PullSubscription
     /// Reads events straight from the stream when deliveries of them went missing.
     private let jetStream: JetStream
+    /// `CHAT_EVENTS`' epoch (`StreamEpoch`), stamped on every inbox message.
+    private let epoch: String
     private let state: RoutingState
     private let metrics: FanoutMetrics
     private let logger: Logger
@@ -54,6 +56,7 @@ final class EventPipeline: Service {
         self.config = config
         self.logger = logger
         self.jetStream = jetStream
+        epoch = StreamEpoch.of(createdNs: try jetStream.streamState(StreamNames.events).createdNs)
         subscription = try jetStream.pullSubscribe(
             stream: StreamNames.events, durable: ConsumerNames.fanout(partition: partition), filterSubject: Subjects.events(partition: partition),
             ackWait: config.ackWait, maxAckPending: 20_000, ackPolicy: .all, restartAtAckFloor: true
@@ -71,6 +74,7 @@ final class EventPipeline: Service {
         var batch: [JetStreamMessage] = []
         var events: [PartitionEvent] = []
         var continuity = ConsumerContinuity(takenThrough: subscription.start.ackFloor, lastConsumerSequence: subscription.start.lastConsumerSequence)
+        guard var chain = rebuildChain(through: subscription.start.ackFloor, stop: stop) else { return }
         /// Planner output, reused for every event.
         var plan = PlanBuffer()
         while !stop.isRaised {
@@ -84,7 +88,7 @@ final class EventPipeline: Service {
             }
             if batch.isEmpty {
                 if let start = continuity.idleGapStart {
-                    guard catchUp(from: start, before: nil, continuity: &continuity, plan: &plan, stop: stop) else { return }
+                    guard catchUp(from: start, before: nil, continuity: &continuity, chain: &chain, plan: &plan, stop: stop) else { return }
                     continuity.closeIdleGap()
                 }
                 continue
@@ -99,14 +103,14 @@ final class EventPipeline: Service {
                 switch verdict {
                 case .taken:
                     metrics.redeliveriesSkipped.increment()
-                    events.append(PartitionEvent(message, taken: true))
+                    events.append(PartitionEvent(message, content: .taken))
                 case .next:
-                    events.append(PartitionEvent(message, taken: false))
+                    events.append(PartitionEvent(message, content: take(subject: message.subject, payload: message.payload, seq: metadata.streamSequence, chain: &chain)))
                 case .afterGap(let missed):
                     guard deliver(events, plan: &plan, stop: stop) else { return }
                     events.removeAll(keepingCapacity: true)
-                    guard catchUp(from: missed.lowerBound, before: missed.upperBound + 1, continuity: &continuity, plan: &plan, stop: stop) else { return }
-                    events.append(PartitionEvent(message, taken: false))
+                    guard catchUp(from: missed.lowerBound, before: missed.upperBound + 1, continuity: &continuity, chain: &chain, plan: &plan, stop: stop) else { return }
+                    events.append(PartitionEvent(message, content: take(subject: message.subject, payload: message.payload, seq: metadata.streamSequence, chain: &chain)))
                 }
             }
             guard deliver(events, plan: &plan, stop: stop) else { return }
@@ -115,10 +119,52 @@ final class EventPipeline: Service {
         }
     }
 
+    /// Relinks the chain from what the partition's stream holds up to the consumer's ack
+    /// floor; the events after it come through the consumer and are linked as they are
+    /// taken. One read of the partition's stored events at start-up (logged with its time).
+    /// Nil when asked to stop first; read failures are retried with back-off.
+    private func rebuildChain(through ackFloor: UInt64, stop: StopSignal) -> ChannelChain? {
+        guard ackFloor > 0 else { return ChannelChain() }
+        let started = ContinuousClock.now
+        let partitionCount = config.partitions.count
+        var backoff = RetryBackoff(initial: config.retryBackoff, maximum: config.retryBackoffMax)
+        while !stop.isRaised {
+            do {
+                var chain = ChannelChain()
+                var events = 0
+                let consumer = try jetStream.orderedConsumer(stream: StreamNames.events, filterSubject: Subjects.events(partition: partition), startSequence: 0, createTimeout: .seconds(30))
+                defer { consumer.close() }
+                var done = false
+                while !done && !stop.isRaised {
+                    let read = try consumer.read(limit: 1024, timeout: .seconds(1)) { message in
+                        guard !done, message.streamSequence <= ackFloor else { done = true; return }
+                        let subject = String(decoding: message.subject, as: UTF8.self)
+                        if case .event(let event) = StoredEvent.examine(subject: subject, payload: message.payload, partitionCount: partitionCount) {
+                            _ = chain.link(channel: event.channelID, seq: message.streamSequence)
+                        }
+                        events += 1
+                        if message.streamSequence == ackFloor || message.numPending == 0 { done = true }
+                    }
+                    if read == 0 { done = true }  // nothing stored up to the floor (purged)
+                }
+                guard !stop.isRaised else { return nil }
+                logger.info("channel chain rebuilt from the stream", metadata: [
+                    "partition": "\(partition)", "through_seq": "\(ackFloor)", "events": "\(events)",
+                    "channels": "\(chain.channelCount)", "ms": "\((ContinuousClock.now - started).milliseconds)",
+                ])
+                return chain
+            } catch {
+                logger.warning("rebuilding the channel chain failed; retrying", metadata: ["partition": "\(partition)", "error": "\(error)"])
+                if stop.pause(backoff.next()) { return nil }
+            }
+        }
+        return nil
+    }
+
     /// Reads the partition's events from `from` up to `before` (nil: the newest) from the
     /// stream and delivers them in order, a fetch batch at a time: deliveries of them went
     /// missing on the way. Read failures are retried with back-off; false when asked to stop.
-    private func catchUp(from: UInt64, before: UInt64?, continuity: inout ConsumerContinuity, plan: inout PlanBuffer, stop: StopSignal) -> Bool {
+    private func catchUp(from: UInt64, before: UInt64?, continuity: inout ConsumerContinuity, chain: inout ChannelChain, plan: inout PlanBuffer, stop: StopSignal) -> Bool {
         logger.warning("deliveries went missing on the way; reading the partition from the stream", metadata: [
             "partition": "\(partition)", "from_seq": "\(from)", "before_seq": "\(before.map(String.init) ?? "newest")",
         ])
@@ -137,7 +183,7 @@ final class EventPipeline: Service {
             }
             backoff.reset()
             guard let stored, before.map({ stored.sequence < $0 }) ?? true else { break }
-            chunk.append(PartitionEvent(stored))
+            chunk.append(PartitionEvent(stored, content: take(subject: stored.subject, payload: stored.payload, seq: stored.sequence, chain: &chain)))
             continuity.tookFromStream(stored.sequence)
             metrics.eventsReadAfterGap.increment()
             next = stored.sequence + 1
@@ -202,12 +248,18 @@ final class EventPipeline: Service {
     /// done: which deliveries reached the server is unknown. Retries go unbatched, so that a
     /// failing delivery is pinned on its own event.
     private func attempt(_ events: ArraySlice<PartitionEvent>, batched: Bool, plan: inout PlanBuffer) -> (done: Int, failure: String?) {
-        var inboxes = InboxBatches(maxDeliveries: batched ? config.inboxBatchDeliveries : 1, maxBytes: config.inboxBatchBytes)
+        var inboxes = InboxBatches(epoch: epoch, maxDeliveries: batched ? config.inboxBatchDeliveries : 1, maxBytes: config.inboxBatchBytes)
         var handled = 0
         var published = 0
         var failure: String?
         for event in events {
-            switch event.taken ? .delivered(0) : handle(event, plan: &plan, into: &inboxes) {
+            let outcome: Outcome
+            switch event.content {
+            case .taken: outcome = .delivered(0)
+            case .poison(let reason): outcome = .poison(reason)
+            case .event(let chatEvent, let prev): outcome = handle(event, chatEvent, prev: prev, plan: &plan, into: &inboxes)
+            }
+            switch outcome {
             case .delivered(let count):
                 published += count
             case .poison(let reason):
@@ -265,18 +317,18 @@ final class EventPipeline: Service {
         case failed(any Error)
     }
 
-    private func handle(_ message: PartitionEvent, plan: inout PlanBuffer, into inboxes: inout InboxBatches) -> Outcome {
-        let event: ChatEvent
-        do {
-            event = try ChatEvent(decoding: message.payload)
-        } catch {
-            return .poison("undecodable ChatEvent: \(error)")
+    /// What an event is, decided once when the pipeline first takes it: poison, or an event
+    /// linked into its channel's chain.
+    private func take(subject: String, payload: [UInt8], seq: UInt64, chain: inout ChannelChain) -> PartitionEvent.Content {
+        switch StoredEvent.examine(subject: subject, payload: payload, partitionCount: config.partitions.count) {
+        case .poison(let reason):
+            return .poison(reason)
+        case .event(let event):
+            return .event(event, prev: chain.link(channel: event.channelID, seq: seq))
         }
-        guard Identifier.isValid(event.channelID) else { return .poison("invalid channel_id '\(event.channelID.prefix(80))'") }
-        guard Identifier.isValid(event.senderID) else { return .poison("invalid sender_id '\(event.senderID.prefix(80))'") }
-        guard message.subject == Subjects.event(channel: event.channelID, partitionCount: config.partitions.count) else {
-            return .poison("channel_id \(event.channelID) does not match subject \(message.subject)")
-        }
+    }
+
+    private func handle(_ message: PartitionEvent, _ event: ChatEvent, prev: UInt64, plan: inout PlanBuffer, into inboxes: inout InboxBatches) -> Outcome {
         let started = ContinuousClock.now
         let recipients = state.plan(partition: partition, channel: event.channelID, skipUser: event.skipSenderEcho ? event.senderID : nil, into: &plan)
         metrics.planning.recordNanoseconds(Int64((ContinuousClock.now - started).nanoseconds))
@@ -290,7 +342,7 @@ final class EventPipeline: Service {
             try message.payload.withUnsafeBytes { eventBytes in
                 for index in 0..<plan.targets.count {
                     let bytes = plan.slots[index].withUnsafeBufferPointer { slots in
-                        Delivery.encode(streamSeq: sequence, channelID: event.channelID, event: eventBytes, slots: slots)
+                        Delivery.encode(streamSeq: sequence, prevSeq: prev, channelID: event.channelID, event: eventBytes, slots: slots)
                     }
                     try inboxes.add(bytes, to: plan.targets[index].inboxSubject, publish: publishInboxMessage)
                 }
@@ -332,25 +384,33 @@ struct PartitionEvent {
     let streamSequence: UInt64
     let timestampNs: Int64
     let delivery: JetStreamMessage?
-    /// Handled before (this is a redelivery): acked with the rest, not delivered again.
-    let taken: Bool
+    let content: Content
 
-    init(_ message: JetStreamMessage, taken: Bool) {
+    enum Content {
+        /// Handled before (this is a redelivery): acked with the rest, not delivered again.
+        case taken
+        /// Dead-lettered with this reason; not in its channel's chain.
+        case poison(String)
+        /// Delivered; `prev` is the channel's previous event (`ChannelChain`).
+        case event(ChatEvent, prev: UInt64)
+    }
+
+    init(_ message: JetStreamMessage, content: Content) {
         subject = message.subject
         payload = message.payload
         streamSequence = message.metadata.streamSequence
         timestampNs = message.metadata.timestampNs
         delivery = message
-        self.taken = taken
+        self.content = content
     }
 
-    init(_ stored: JetStream.StoredMessage) {
+    init(_ stored: JetStream.StoredMessage, content: Content) {
         subject = stored.subject
         payload = stored.payload
         streamSequence = stored.sequence
         timestampNs = stored.timestampNs
         delivery = nil
-        taken = false
+        self.content = content
     }
 }
 

@@ -5,13 +5,16 @@ import SwitchboardProto
 /// event and instance. Bounded by count and bytes; a message that reaches a bound goes out at
 /// once, the rest when the try ends (`publishAll`). Nothing waits for events not yet fetched.
 struct InboxBatches {
+    /// Stamped on every message: the epoch of the sequences in it.
+    let epoch: String
     let maxDeliveries: Int
     let maxBytes: Int
     private var slotBySubject: [String: Int] = [:]
     private var subjects: [String] = []
     private var builders: [Deliveries.Builder] = []
 
-    init(maxDeliveries: Int, maxBytes: Int) {
+    init(epoch: String, maxDeliveries: Int, maxBytes: Int) {
+        self.epoch = epoch
         self.maxDeliveries = max(1, maxDeliveries)
         self.maxBytes = maxBytes
     }
@@ -26,7 +29,7 @@ struct InboxBatches {
             slot = builders.count
             slotBySubject[subject] = slot
             subjects.append(subject)
-            builders.append(Deliveries.Builder())
+            builders.append(Deliveries.Builder(epoch: epoch))
         }
         if builders[slot].count > 0 && builders[slot].bytes.count + delivery.count + 6 > maxBytes {
             try send(slot, publish)

@@ -59,12 +59,16 @@ public final class JetStream: Sendable {
         public var bytes: UInt64
         public var firstSequence: UInt64
         public var lastSequence: UInt64
+        /// When the stream was created, in nanoseconds since the Unix epoch: a stream created
+        /// anew under the same name numbers its messages from 1 again.
+        public var createdNs: Int64
 
-        public init(messages: UInt64, bytes: UInt64, firstSequence: UInt64, lastSequence: UInt64) {
+        public init(messages: UInt64, bytes: UInt64, firstSequence: UInt64, lastSequence: UInt64, createdNs: Int64 = 0) {
             self.messages = messages
             self.bytes = bytes
             self.firstSequence = firstSequence
             self.lastSequence = lastSequence
+            self.createdNs = createdNs
         }
     }
 

@@ -119,7 +119,7 @@ extension JetStream {
         guard status == NATS_OK, let info else { throw jetStreamError(status, code: code, "stream info of \(stream)") }
         defer { jsStreamInfo_Destroy(info) }
         let state = info.pointee.State
-        return StreamState(messages: state.Msgs, bytes: state.Bytes, firstSequence: state.FirstSeq, lastSequence: state.LastSeq)
+        return StreamState(messages: state.Msgs, bytes: state.Bytes, firstSequence: state.FirstSeq, lastSequence: state.LastSeq, createdNs: info.pointee.Created)
     }
 
     /// Deletes the durable consumer `durable` of `stream`; throws `.jetStream` with code

@@ -41,7 +41,7 @@ enum DemoPage {
     const params = new URLSearchParams(location.search);
     $("token").value = params.get("token") || "";
     if (params.get("channel")) $("channel").value = params.get("channel");
-    let ws = null, lastSeq = 0, lastTyping = 0, retry = 0, typingTimer = null;
+    let ws = null, lastSeq = 0, epoch = "", lastTyping = 0, retry = 0, typingTimer = null;
 
     function line(text, cls) {
       const div = document.createElement("div");
@@ -55,7 +55,9 @@ enum DemoPage {
       if (ws) { ws.onclose = null; ws.close(); }
       const scheme = location.protocol === "https:" ? "wss:" : "ws:";
       // After a reconnect, resume in the URL: what was missed comes first, then live events.
-      const resume = lastSeq > 0 ? "&resume=" + encodeURIComponent($("channel").value + ":" + lastSeq) : "";
+      // The epoch says which numbering lastSeq belongs to: after the stream is created anew
+      // the notifier answers epoch_changed instead of replaying from a meaningless seq.
+      const resume = lastSeq > 0 ? "&resume=" + encodeURIComponent($("channel").value + ":" + lastSeq) + (epoch ? "&epoch=" + encodeURIComponent(epoch) : "") : "";
       ws = new WebSocket(scheme + "//" + location.host + "/ws?token=" + encodeURIComponent($("token").value.trim()) + resume);
       $("state").textContent = "connecting";
       ws.onopen = () => {
@@ -65,7 +67,9 @@ enum DemoPage {
         const f = JSON.parse(m.data);
         if (f.type === "hello") { $("state").textContent = "connected to " + f.instance + " as " + f.user; }
         else if (f.type === "event" && f.channel === $("channel").value) {
+          if (f.epoch && f.epoch !== epoch) { epoch = f.epoch; lastSeq = 0; }  // numbered anew
           if (f.seq <= lastSeq) return;  // already shown (a replay overlapping live events)
+          if (lastSeq > 0 && f.prev !== lastSeq) line("missed event(s) between #" + lastSeq + " and #" + f.seq + " (reload to refetch)", "sys");
           lastSeq = f.seq;
           const e = f.event;
           line("#" + f.seq + " " + e.sender + ": " + (e.text !== undefined ? e.text : "(" + e.kind + ")"));
@@ -74,6 +78,10 @@ enum DemoPage {
           $("typing").textContent = f.user + " is typing…";
           clearTimeout(typingTimer);
           typingTimer = setTimeout(() => { $("typing").textContent = ""; }, 3500);
+        }
+        else if (f.type === "resumed" && f.reason === "epoch_changed") {
+          epoch = f.epoch; lastSeq = 0;
+          line("the event stream was created anew: earlier messages are not replayed", "sys");
         }
         else if (f.type === "resumed") { line("resumed after a reconnect: " + f.replayed + " missed event(s)" + (f.complete ? "" : ", history incomplete"), "sys"); }
         else if (f.type === "error") { line("error " + f.code + ": " + f.message, "sys"); }
@@ -87,7 +95,7 @@ enum DemoPage {
       };
     }
 
-    $("connect").onclick = () => { lastSeq = 0; $("log").textContent = ""; connect(); };
+    $("connect").onclick = () => { lastSeq = 0; epoch = ""; $("log").textContent = ""; connect(); };
     $("text").oninput = () => {
       const now = Date.now();
       if (ws && ws.readyState === 1 && now - lastTyping > 2000) {

@@ -5,16 +5,24 @@ import SwitchboardProto
 // The JSON text frames of the client protocol (DESIGN: Notifier).
 //
 // server → client
-//   {"type":"hello","instance":"n1","user":"u1","heartbeat_s":15}
-//   {"type":"event","channel":"c","seq":42,"event":{"id":…,"sender":…,"created_at_ms":…,"kind":…,…}}
+//   {"type":"hello","instance":"n1","user":"u1","heartbeat_s":15,"epoch":"1pk3v0i9x2s4"}
+//   {"type":"event","channel":"c","seq":42,"prev":40,"epoch":"1pk3v0i9x2s4","event":{"id":…,"sender":…,"created_at_ms":…,"kind":…,…}}
 //   {"type":"typing","channel":"c","user":"u2"}
 //   {"type":"pong"}
-//   {"type":"resumed","channel":"c","seq":57,"replayed":15,"complete":true}
+//   {"type":"resumed","channel":"c","seq":57,"replayed":15,"complete":true,"epoch":"1pk3v0i9x2s4"}
+//   {"type":"resumed","channel":"c","seq":0,"replayed":0,"complete":false,"epoch":"…","reason":"epoch_changed"}
 //   {"type":"error","code":"bad_frame","message":"…"}
 // client → server
 //   {"type":"typing","channel":"c"}
 //   {"type":"ping"}
-//   {"type":"resume","channel":"c","after_seq":42}
+//   {"type":"resume","channel":"c","after_seq":42,"epoch":"1pk3v0i9x2s4"}   (epoch optional)
+//
+// Positions: `seq` is the event's CHAT_EVENTS sequence, `prev` the sequence of the previous
+// event of the same channel (0: none), `epoch` names the stream's sequence space (it changes
+// when CHAT_EVENTS is created anew and numbering starts again). A client holding seq S of a
+// channel that gets an event with prev ≠ S has missed something and resumes that channel.
+// A resume naming another epoch than the current one replays nothing: `resumed` says
+// `complete:false`, `reason:"epoch_changed"`, and the client refetches history.
 //
 // Resume (after a reconnect): the client names, per channel, the last `seq` it has. The
 // server checks the user is a member (CHAT_MEMBERSHIP), replays the channel's later events
@@ -64,20 +72,23 @@ public enum ServerFrame {
         return json.bytes
     }
 
-    public static func hello(instance: String, user: String, heartbeatSeconds: Int) -> [UInt8] {
+    public static func hello(instance: String, user: String, heartbeatSeconds: Int, epoch: String) -> [UInt8] {
         frame(FrameType.hello) { json in
             json.field("instance", instance)
             json.field("user", user)
             json.field("heartbeat_s", Int64(heartbeatSeconds))
+            json.field("epoch", epoch)
         }
     }
 
     /// The frame for one delivered event. `event` is rendered field by field; the `kind`
     /// field names the body (`message_created`, `reaction`, …, or `unknown`).
-    public static func event(channel: String, seq: UInt64, event: ChatEvent) -> [UInt8] {
-        frame(FrameType.event, capacity: 160) { json in
+    public static func event(channel: String, seq: UInt64, prev: UInt64, epoch: String, event: ChatEvent) -> [UInt8] {
+        frame(FrameType.event, capacity: 192) { json in
             json.field("channel", channel)
             json.field("seq", seq)
+            json.field("prev", prev)
+            json.field("epoch", epoch)
             json.key("event")
             json.open()
             json.field("id", event.eventID)
@@ -123,12 +134,16 @@ public enum ServerFrame {
 
     public static let pong: [UInt8] = Array(#"{"type":"\#(FrameType.pong)"}"#.utf8)
 
-    public static func resumed(channel: String, seq: UInt64, replayed: Int, complete: Bool) -> [UInt8] {
+    /// `reason` says why a resume is not complete when the client must do more than fetch
+    /// older history (`epoch_changed`).
+    public static func resumed(channel: String, seq: UInt64, replayed: Int, complete: Bool, epoch: String, reason: String? = nil) -> [UInt8] {
         frame(FrameType.resumed) { json in
             json.field("channel", channel)
             json.field("seq", seq)
             json.field("replayed", Int64(replayed))
             json.field("complete", complete)
+            json.field("epoch", epoch)
+            if let reason { json.field("reason", reason) }
         }
     }
 
@@ -151,10 +166,20 @@ public struct ConnectResume: Equatable, Sendable {
     }
 
     public var positions: [Position]
+    /// The epoch the positions belong to (`&epoch=`); nil when the client did not say.
+    public var epoch: String?
 
     /// Nil when the URI has no `resume`; a `Rejection` when it is malformed.
     public static func parse(uri: String) throws(ClientFrame.Rejection) -> ConnectResume? {
         guard let query = uri.firstIndex(of: "?").map({ uri[uri.index(after: $0)...] }) else { return nil }
+        var epoch: String?
+        if let pair = query.split(separator: "&").first(where: { $0.hasPrefix("epoch=") }) {
+            let value = String(pair.dropFirst("epoch=".count)).removingPercentEncoding ?? ""
+            guard StreamEpoch.isValid(value) else {
+                throw ClientFrame.Rejection(code: FrameErrorCode.badResume, message: "epoch must be 1 to \(StreamEpoch.maxLength) characters of A-Z, a-z, 0-9, '_' and '-'")
+            }
+            epoch = value
+        }
         guard let pair = query.split(separator: "&").first(where: { $0.hasPrefix("resume=") }) else { return nil }
         let value = String(pair.dropFirst("resume=".count)).removingPercentEncoding ?? ""
         var positions: [Position] = []
@@ -168,7 +193,7 @@ public struct ConnectResume: Equatable, Sendable {
             }
             positions.append(Position(channel: String(parts[0]), afterSeq: seq))
         }
-        return ConnectResume(positions: positions)
+        return ConnectResume(positions: positions, epoch: epoch)
     }
 }
 
@@ -176,8 +201,9 @@ public struct ConnectResume: Equatable, Sendable {
 public enum ClientFrame: Equatable, Sendable {
     case ping
     case typing(channel: String)
-    /// Replay `channel`'s events after `afterSeq` (a `seq` of an event frame).
-    case resume(channel: String, afterSeq: UInt64)
+    /// Replay `channel`'s events after `afterSeq` (a `seq` of an event frame), numbered in
+    /// `epoch` when the client names it.
+    case resume(channel: String, afterSeq: UInt64, epoch: String?)
 
     /// Why a text frame was rejected; `code` goes into the error frame.
     public struct Rejection: Error, Equatable, Sendable {
@@ -189,9 +215,10 @@ public enum ClientFrame: Equatable, Sendable {
         var type: String
         var channel: String?
         var afterSeq: UInt64?
+        var epoch: String?
 
         enum CodingKeys: String, CodingKey {
-            case type, channel
+            case type, channel, epoch
             case afterSeq = "after_seq"
         }
     }
@@ -219,7 +246,10 @@ public enum ClientFrame: Equatable, Sendable {
             guard let afterSeq = wire.afterSeq else {
                 throw Rejection(code: FrameErrorCode.badFrame, message: "resume needs a numeric \"after_seq\"")
             }
-            return .resume(channel: channel, afterSeq: afterSeq)
+            if let epoch = wire.epoch, !StreamEpoch.isValid(epoch) {
+                throw Rejection(code: FrameErrorCode.badResume, message: "epoch must be 1 to \(StreamEpoch.maxLength) characters of A-Z, a-z, 0-9, '_' and '-'")
+            }
+            return .resume(channel: channel, afterSeq: afterSeq, epoch: wire.epoch)
         default:
             let shown = wire.type.count > 32 ? "\(wire.type.prefix(32))…" : wire.type
             throw Rejection(code: FrameErrorCode.unknownType, message: "unknown frame type '\(shown)'")

@@ -1,3 +1,4 @@
+import Logging
 import NATSClient
 import NIOConcurrencyHelpers
 import NIOCore
@@ -10,7 +11,8 @@ import Glibc
 
 /// What a session needs to resume a channel (a protocol so tests can hold a replay open).
 protocol EventReplaying: Sendable {
-    func replay(channel: String, user: String, after: UInt64, on eventLoop: any EventLoop) -> EventLoopFuture<ReplayOutcome>
+    /// `epoch` is the one the client's `after` belongs to, when it named one.
+    func replay(channel: String, user: String, after: UInt64, epoch: String?, on eventLoop: any EventLoop) -> EventLoopFuture<ReplayOutcome>
 }
 
 /// What a replay produced.
@@ -18,6 +20,8 @@ enum ReplayOutcome: Sendable {
     /// Event frames in stream order with their seqs; `lastSeq` is the last seq replayed
     /// (or the requested one when nothing was newer).
     case replayed(frames: [(seq: UInt64, frame: [UInt8])], lastSeq: UInt64, complete: Bool)
+    /// The client's seqs belong to another epoch than the stream's: nothing was replayed.
+    case otherEpoch
     case refused(code: String, message: String)
 }
 
@@ -35,13 +39,18 @@ final class EventReplayer: EventReplaying {
     private let maxEvents: Int
     private let maxConcurrent: Int
     private let idleTimeout: Duration
+    /// The epoch stamped on replayed frames (the stream being read is the current one).
+    private let epoch: CurrentEpoch
+    private let logger: Logger
     private let inFlight = NIOLockedValueBox(0)
 
     /// - Parameters:
     ///   - maxEvents: events one replay sends at most (bounds the memory and time one
     ///     reconnecting client can take); past it the replay reports `complete: false`.
     ///   - maxConcurrent: replays running or queued at once; more are refused as `busy`.
-    init(jetStream: JetStream, partitionCount: Int, maxEvents: Int = 1000, maxConcurrent: Int = 64, idleTimeout: Duration = .milliseconds(500)) {
+    init(jetStream: JetStream, partitionCount: Int, epoch: CurrentEpoch = CurrentEpoch(), logger: Logger = Logger(label: "switchboard.notifier"), maxEvents: Int = 1000, maxConcurrent: Int = 64, idleTimeout: Duration = .milliseconds(500)) {
+        self.epoch = epoch
+        self.logger = logger
         self.jetStream = jetStream
         self.partitionCount = partitionCount
         self.maxEvents = maxEvents
@@ -50,7 +59,7 @@ final class EventReplayer: EventReplaying {
     }
 
     /// Runs the replay on the pool; the future completes on `eventLoop`.
-    func replay(channel: String, user: String, after: UInt64, on eventLoop: any EventLoop) -> EventLoopFuture<ReplayOutcome> {
+    func replay(channel: String, user: String, after: UInt64, epoch: String?, on eventLoop: any EventLoop) -> EventLoopFuture<ReplayOutcome> {
         let admitted = inFlight.withLockedValue { count -> Bool in
             guard count < maxConcurrent else { return false }
             count += 1
@@ -61,7 +70,7 @@ final class EventReplayer: EventReplaying {
         }
         return NIOThreadPool.singleton.runIfActive(eventLoop: eventLoop) { [self] in
             defer { inFlight.withLockedValue { $0 -= 1 } }
-            return replayBlocking(channel: channel, user: user, after: after)
+            return replayBlocking(channel: channel, user: user, after: after, epoch: epoch)
         }.flatMapErrorThrowing { _ in
             .refused(code: FrameErrorCode.unavailable, message: "resume is unavailable right now")
         }
@@ -71,11 +80,11 @@ final class EventReplayer: EventReplaying {
     /// cluster died and leaders are being elected, which is exactly when notifiers send their
     /// clients to resume — so a failed or stalled attempt is retried for `retryFor` before the
     /// client is told `unavailable`; giving up early would drop the events it came back for.
-    func replayBlocking(channel: String, user: String, after: UInt64, retryFor: Duration = .seconds(10)) -> ReplayOutcome {
+    func replayBlocking(channel: String, user: String, after: UInt64, epoch: String? = nil, retryFor: Duration = .seconds(10)) -> ReplayOutcome {
         let deadline = ContinuousClock.now + retryFor
         while true {
             do {
-                return try attempt(channel: channel, user: user, after: after)
+                return try attempt(channel: channel, user: user, after: after, epoch: epoch)
             } catch {
                 guard ContinuousClock.now < deadline else {
                     return .refused(code: FrameErrorCode.unavailable, message: "resume failed: \(error)")
@@ -89,16 +98,20 @@ final class EventReplayer: EventReplaying {
         var description: String { "the replay stopped short of the channel's last event" }
     }
 
-    private func attempt(channel: String, user: String, after: UInt64) throws -> ReplayOutcome {
+    private func attempt(channel: String, user: String, after: UInt64, epoch clientEpoch: String?) throws -> ReplayOutcome {
         guard try ChannelMembership.isMember(channel: channel, user: user, partitionCount: partitionCount, in: jetStream) else {
             return .refused(code: FrameErrorCode.notMember, message: "not a member of channel '\(channel)'")
         }
+        let state = try jetStream.streamState(Self.eventsStream)
+        // The stream read now is the truth about the epoch (the notifier may have started
+        // before the stream existed, or the stream may have been created anew since).
+        let epoch = self.epoch.observe(StreamEpoch.of(createdNs: state.createdNs), logger: logger)
+        if let clientEpoch, clientEpoch != epoch { return .otherEpoch }
         let subject = Subjects.event(channel: channel, partitionCount: partitionCount)
         // The channel's newest event now: the replay must reach it, or it stalled.
         guard let newest = try jetStream.lastMessage(stream: Self.eventsStream, subject: subject)?.sequence, newest > after else {
             return .replayed(frames: [], lastSeq: after, complete: true)
         }
-        let state = try jetStream.streamState(Self.eventsStream)
         // Events before the stream's first sequence have aged out: the client has a gap.
         var complete = after + 1 >= state.firstSequence || after == 0
         let consumer = try jetStream.orderedConsumer(stream: Self.eventsStream, filterSubject: subject, startSequence: after + 1)
@@ -106,11 +119,17 @@ final class EventReplayer: EventReplaying {
         var frames: [(seq: UInt64, frame: [UInt8])] = []
         var lastSeq = after
         var reachedNewest = false
+        /// The chain as the fan-out links it (poison left out); the first replayed event's
+        /// `prev` is the seq the client resumed after.
+        var prev = after
         while let message = try consumer.next(timeout: idleTimeout) {
             let seq = message.metadata.streamSequence
             lastSeq = seq
-            if let event = try? ChatEvent(decoding: message.payload), !(event.skipSenderEcho && event.senderID == user) {
-                frames.append((seq, ServerFrame.event(channel: channel, seq: seq, event: event)))
+            if case .event(let event) = StoredEvent.examine(subject: message.subject, payload: message.payload, partitionCount: partitionCount) {
+                if !(event.skipSenderEcho && event.senderID == user) {
+                    frames.append((seq, ServerFrame.event(channel: channel, seq: seq, prev: prev, epoch: epoch, event: event)))
+                }
+                prev = seq
             }
             if seq >= newest || message.metadata.numPending == 0 {
                 reachedNewest = true

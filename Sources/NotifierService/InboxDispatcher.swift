@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 import SwitchboardContracts
 import SwitchboardProto
@@ -12,6 +13,8 @@ import SwitchboardProto
 struct InboxDispatcher: Sendable {
     let registry: SessionRegistry
     let metrics: NotifierMetrics
+    let epoch: CurrentEpoch
+    let logger: Logger
     let allocator = ByteBufferAllocator()
 
     enum Outcome: Equatable {
@@ -32,10 +35,12 @@ struct InboxDispatcher: Sendable {
             let frame = allocator.buffer(bytes: ServerFrame.typing(channel: typing.channelID, user: typing.userID))
             return .routed(missingSlots: registry.deliver(frame, channel: typing.channelID, seq: 0, toSlots: typing.slots))
         }
-        guard let deliveries = try? Deliveries.decode(payload) else {
+        guard let message = try? Deliveries(decoding: payload) else {
             metrics.undecodable.increment()
             return .undecodable("Deliveries")
         }
+        let deliveries = message.deliveries
+        let epoch = epoch.observe(message.epoch, logger: logger)
         metrics.deliveryMessagesIn.increment()
         metrics.deliveriesIn.increment(by: deliveries.count)
         var frames: [SessionRegistry.SlotFrame] = []
@@ -46,8 +51,8 @@ struct InboxDispatcher: Sendable {
                 metrics.undecodable.increment()
                 continue
             }
-            let frame = allocator.buffer(bytes: ServerFrame.event(channel: delivery.channelID, seq: delivery.streamSeq, event: event))
-            frames.append(SessionRegistry.SlotFrame(frame: frame, channel: delivery.channelID, seq: delivery.streamSeq, slots: delivery.slots))
+            let frame = allocator.buffer(bytes: ServerFrame.event(channel: delivery.channelID, seq: delivery.streamSeq, prev: delivery.prevSeq, epoch: epoch, event: event))
+            frames.append(SessionRegistry.SlotFrame(frame: frame, channel: delivery.channelID, seq: delivery.streamSeq, epoch: epoch, slots: delivery.slots))
         }
         let missing = registry.deliver(frames)
         return frames.count == deliveries.count ? .routed(missingSlots: missing) : .undecodable("ChatEvent")

@@ -8,6 +8,8 @@ final class NotifierMetrics: Sendable {
     let onlineUsers = Gauge(label: "switchboard_notifier_online_users")
     /// Inbox messages received, by kind (`delivery`: a `Deliveries` message, `typing`).
     let deliveryMessagesIn = Counter(label: "switchboard_notifier_inbox_messages_total", dimensions: [("kind", "delivery")])
+    /// Resumes naming another epoch than the current one (answered `epoch_changed`).
+    let resumesOfAnotherEpoch = Counter(label: "switchboard_notifier_resumes_total", dimensions: [("outcome", "epoch_changed")])
     /// Deliveries (one per event) in the `Deliveries` messages received.
     let deliveriesIn = Counter(label: "switchboard_notifier_deliveries_in_total")
     let typingIn = Counter(label: "switchboard_notifier_inbox_messages_total", dimensions: [("kind", "typing")])

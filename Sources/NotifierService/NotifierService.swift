@@ -66,11 +66,15 @@ public struct NotifierService: Service {
         } catch {
             throw Error.nats(url: config.natsURL, underlying: "\(error)")
         }
+        // Unknown until the stream exists (the fan-out creates it); then the first delivery says.
+        let epoch = CurrentEpoch((try? await NIOThreadPool.singleton.runIfActive {
+            StreamEpoch.of(createdNs: try nats.jetStream().streamState(StreamNames.events).createdNs)
+        }) ?? "")
         let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: config.eventLoopThreads)
         do {
             let inbox: InboxSubscription
             do {
-                inbox = try await InboxSubscription.subscribe(nats, instanceID: config.instanceID, dispatcher: InboxDispatcher(registry: registry, metrics: metrics))
+                inbox = try await InboxSubscription.subscribe(nats, instanceID: config.instanceID, dispatcher: InboxDispatcher(registry: registry, metrics: metrics, epoch: epoch, logger: logger))
             } catch {
                 throw Error.nats(url: config.natsURL, underlying: "\(error)")
             }
@@ -82,7 +86,7 @@ public struct NotifierService: Service {
                 online: { user, slot in presence.enqueue(.online(user: user, slot: slot)) },
                 offline: { user, slot in presence.enqueue(.offline(user: user, slot: slot)) }
             ))
-            let environment = sessionEnvironment(nats: nats, registry: registry, metrics: metrics)
+            let environment = sessionEnvironment(nats: nats, registry: registry, metrics: metrics, epoch: epoch)
             let authenticator = await TokenAuthenticator(secret: config.jwtSecret, leeway: config.jwtLeeway)
             let server = NotifierServer(
                 configuration: config, registry: registry,
@@ -111,14 +115,14 @@ public struct NotifierService: Service {
         try? await eventLoops.shutdownGracefully()
     }
 
-    private func sessionEnvironment(nats: NATSConnection, registry: SessionRegistry, metrics: NotifierMetrics) -> SessionEnvironment {
+    private func sessionEnvironment(nats: NATSConnection, registry: SessionRegistry, metrics: NotifierMetrics, epoch: CurrentEpoch) -> SessionEnvironment {
         let config = configuration
         let logger = logger
         // Resume needs JetStream; without it clients still get live events.
         let replayer: EventReplayer?
         do {
             replayer = EventReplayer(
-                jetStream: try nats.jetStream(), partitionCount: config.partitionCount, maxEvents: config.maxReplayEvents,
+                jetStream: try nats.jetStream(), partitionCount: config.partitionCount, epoch: epoch, logger: logger, maxEvents: config.maxReplayEvents,
                 maxConcurrent: config.maxConcurrentReplays
             )
         } catch {
@@ -138,7 +142,7 @@ public struct NotifierService: Service {
                     logger.debug("typing publish failed", metadata: ["subject": "\(subject)", "error": "\(error)"])
                 }
             },
-            replayer: replayer, logger: logger, outboundBufferBytes: config.outboundBufferBytes
+            replayer: replayer, logger: logger, outboundBufferBytes: config.outboundBufferBytes, epoch: epoch
         )
     }
 

@@ -17,6 +17,8 @@ struct SessionEnvironment: Sendable {
     /// The socket's outbound budget (the channel's high watermark): only a frame larger than
     /// this can be over it alone, and such a frame is sent rather than counted as slow.
     var outboundBufferBytes = 262_144
+    /// `CHAT_EVENTS`' epoch, for `hello`, `resumed` and resumes that name one.
+    var epoch = CurrentEpoch()
 
     /// Channels one socket may be resuming at once.
     static let maxConcurrentResumes = 16

@@ -136,12 +136,13 @@ final class SessionRegistry: Sendable {
 
     // MARK: Delivery (hot path)
 
-    /// One client frame for the sockets of some slots: an event of `channel` at `seq`, or a
-    /// typing frame with seq 0.
+    /// One client frame for the sockets of some slots: an event of `channel` at `seq` of
+    /// `epoch`, or a typing frame with seq 0.
     struct SlotFrame {
         let frame: ByteBuffer
         let channel: String
         let seq: UInt64
+        var epoch = ""
         let slots: [UInt32]
     }
 
@@ -181,7 +182,7 @@ final class SessionRegistry: Sendable {
                 var written = 0
                 for (session, index) in writes {
                     let frame = frames[index]
-                    if session.deliver(frame.frame, channel: frame.channel, seq: frame.seq, flush: false) { written += 1 }
+                    if session.deliver(frame.frame, channel: frame.channel, seq: frame.seq, epoch: frame.epoch, flush: false) { written += 1 }
                 }
                 for (session, _) in writes { session.flushDeliveries() }
                 metrics.framesWritten.increment(by: written)

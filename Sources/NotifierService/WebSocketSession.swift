@@ -33,6 +33,9 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
     /// frame at or below this seq is dropped so the client never gets a seq twice. Cleared by
     /// the first newer live frame (live frames of a channel arrive in stream order).
     private var replayedThrough: [String: UInt64] = [:]
+    /// The epoch `replayedThrough`'s seqs belong to: a live frame of another epoch is
+    /// numbered anew, so none of it was in a replay.
+    private var replayedEpoch = ""
 
     /// Set while writing what the budget does not bound: a frame larger than the budget to an
     /// empty queue (one event, however large, is never a slow consumer by itself), and a
@@ -63,14 +66,14 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
         registered = true
         environment.registry.register(self)
         environment.logger.debug("socket open", metadata: ["user": "\(userID)"])
-        let hello = ServerFrame.hello(instance: environment.instanceID, user: userID, heartbeatSeconds: Int((environment.heartbeatInterval.nanoseconds + 999_999_999) / 1_000_000_000))
+        let hello = ServerFrame.hello(instance: environment.instanceID, user: userID, heartbeatSeconds: Int((environment.heartbeatInterval.nanoseconds + 999_999_999) / 1_000_000_000), epoch: environment.epoch.current)
         context.write(wrapOutboundOut(.text(context.channel.allocator.buffer(bytes: hello))), promise: nil)
         // Registered and resuming on the same event-loop turn: every live frame of these
         // channels from now on is held until its replay is written.
         switch connectResume {
         case .success(let resume):
             for position in resume?.positions ?? [] {
-                if let error = startResume(channel: position.channel, after: position.afterSeq) {
+                if let error = startResume(channel: position.channel, after: position.afterSeq, epoch: resume?.epoch) {
                     context.write(wrapOutboundOut(.text(context.channel.allocator.buffer(bytes: error))), promise: nil)
                 }
             }
@@ -141,8 +144,8 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
                     environment.metrics.typingPublished.increment()
                 }
                 reply = nil
-            case .resume(let channel, let afterSeq):
-                reply = startResume(channel: channel, after: afterSeq)
+            case .resume(let channel, let afterSeq, let epoch):
+                reply = startResume(channel: channel, after: afterSeq, epoch: epoch)
             }
         } catch {
             reply = ServerFrame.error(code: error.code, message: error.message)
@@ -193,8 +196,9 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
 
     // MARK: Resume
 
-    /// Starts replaying `channel` after `after`; returns an error frame when it cannot.
-    private func startResume(channel: String, after: UInt64) -> [UInt8]? {
+    /// Starts replaying `channel` after `after` (numbered in `epoch`, when the client named
+    /// it); returns an error frame when it cannot.
+    private func startResume(channel: String, after: UInt64, epoch: String?) -> [UInt8]? {
         guard let replayer = environment.replayer else {
             return ServerFrame.error(code: FrameErrorCode.unavailable, message: "resume is not available on this instance")
         }
@@ -205,7 +209,7 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
             return ServerFrame.error(code: FrameErrorCode.tooManyResumes, message: "at most \(SessionEnvironment.maxConcurrentResumes) channels at once")
         }
         resuming[channel] = []
-        replay(channel: channel, after: after, with: replayer, replayedBefore: nil)
+        replay(channel: channel, after: after, epoch: epoch, with: replayer, replayedBefore: nil)
         return nil
     }
 
@@ -215,8 +219,8 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
     /// catch-up pass replays again from where it ended — as soon as a live frame of the channel
     /// arrives (the fan-out routes here now, and the stream holds everything before that frame)
     /// or after `resumeSettle` — and only then does the socket switch to live frames.
-    private func replay(channel: String, after: UInt64, with replayer: any EventReplaying, replayedBefore: Int?) {
-        replayer.replay(channel: channel, user: userID, after: after, on: eventLoop).whenSuccess { [self] outcome in
+    private func replay(channel: String, after: UInt64, epoch: String? = nil, with replayer: any EventReplaying, replayedBefore: Int?) {
+        replayer.replay(channel: channel, user: userID, after: after, epoch: epoch, on: eventLoop).whenSuccess { [self] outcome in
             guard replayedBefore == nil, case .replayed(let frames, let last, complete: true) = outcome else {
                 finishResume(channel: channel, outcome: outcome, replayedBefore: replayedBefore ?? 0)
                 return
@@ -254,16 +258,22 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
         switch outcome {
         case .refused(let code, let message):
             context.write(wrapOutboundOut(.text(allocator.buffer(bytes: ServerFrame.error(code: code, message: message)))), promise: nil)
+        case .otherEpoch:
+            // Its seqs mean nothing in the new numbering: nothing replayed, live events follow.
+            environment.metrics.resumesOfAnotherEpoch.increment()
+            let resumed = ServerFrame.resumed(channel: channel, seq: 0, replayed: 0, complete: false, epoch: environment.epoch.current, reason: ResumeReason.epochChanged)
+            context.write(wrapOutboundOut(.text(allocator.buffer(bytes: resumed))), promise: nil)
         case .replayed(let frames, let last, let complete):
             writingPastBudget = true
             for (_, frame) in frames {
                 context.write(wrapOutboundOut(.text(allocator.buffer(bytes: frame))), promise: nil)
             }
             writingPastBudget = false
-            let resumed = ServerFrame.resumed(channel: channel, seq: last, replayed: replayedBefore + frames.count, complete: complete)
+            let resumed = ServerFrame.resumed(channel: channel, seq: last, replayed: replayedBefore + frames.count, complete: complete, epoch: environment.epoch.current)
             context.write(wrapOutboundOut(.text(allocator.buffer(bytes: resumed))), promise: nil)
             lastSeq = last
             replayedThrough[channel] = last
+            replayedEpoch = environment.epoch.current
         }
         for (seq, payload) in held where seq > lastSeq {
             context.write(wrapOutboundOut(.text(payload)), promise: nil)
@@ -279,9 +289,10 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
     /// waits for `flushDeliveries` (one flush per socket per inbox message), though never
     /// with more than a quarter of the outbound budget unflushed.
     @inline(__always)
-    func deliver(_ payload: ByteBuffer, channel: String, seq: UInt64, flush: Bool = true) -> Bool {
+    func deliver(_ payload: ByteBuffer, channel: String, seq: UInt64, epoch: String = "", flush: Bool = true) -> Bool {
         eventLoop.preconditionInEventLoop()
         guard state == .open, let context else { return false }
+        if seq != 0, !replayedThrough.isEmpty, !epoch.isEmpty, epoch != replayedEpoch { replayedThrough.removeAll() }
         if seq != 0, !replayedThrough.isEmpty, let replayed = replayedThrough[channel] {
             if seq <= replayed { return true }  // the replay already sent it
             replayedThrough[channel] = nil

@@ -20,6 +20,14 @@ public enum FrameType {
     public static let resume = "resume"
 }
 
+/// The `"reason"` of a `resumed` frame with `complete:false` when the client must do more
+/// than fetch older history.
+public enum ResumeReason {
+    /// The resume named another epoch than `CHAT_EVENTS`' current one: its sequences mean
+    /// nothing in the new numbering, so nothing was replayed.
+    public static let epochChanged = "epoch_changed"
+}
+
 /// The `"code"` of an `error` frame (and of a refused `?resume=`).
 public enum FrameErrorCode {
     /// Not a JSON object with a string `type`, or a field missing or of the wrong kind.

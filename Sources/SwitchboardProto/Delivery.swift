@@ -9,12 +9,15 @@ public struct Delivery: Sendable, Equatable {
     /// The original `ChatEvent` bytes.
     public var event: [UInt8]
     public var slots: [UInt32]
+    /// `stream_seq` of the previous event of the channel the fan-out delivered; 0 for none.
+    public var prevSeq: UInt64
 
-    public init(streamSeq: UInt64, channelID: String, event: [UInt8], slots: [UInt32]) {
+    public init(streamSeq: UInt64, channelID: String, event: [UInt8], slots: [UInt32], prevSeq: UInt64 = 0) {
         self.streamSeq = streamSeq
         self.channelID = channelID
         self.event = event
         self.slots = slots
+        self.prevSeq = prevSeq
     }
 
     public init(decoding bytes: some Collection<UInt8>) throws(ProtoError) {
@@ -28,23 +31,25 @@ public struct Delivery: Sendable, Equatable {
         channelID = swiftString(m.channel_id)
         event = swiftArray(m.event.data, count: m.event.len)
         slots = swiftArray(m.slots, count: m.n_slots)
+        prevSeq = m.prev_seq
     }
 
     public func encoded() -> [UInt8] {
         event.withUnsafeBufferPointer { event in
             slots.withUnsafeBufferPointer { slots in
-                Delivery.encode(streamSeq: streamSeq, channelID: channelID, event: UnsafeRawBufferPointer(event), slots: slots)
+                Delivery.encode(streamSeq: streamSeq, prevSeq: prevSeq, channelID: channelID, event: UnsafeRawBufferPointer(event), slots: slots)
             }
         }
     }
 
     /// The fan-out's hot path: packs straight from borrowed buffers (the event bytes as they
     /// came from JetStream, the planner's slot buffer) with one allocation, for the output.
-    public static func encode(streamSeq: UInt64, channelID: String, event: UnsafeRawBufferPointer, slots: UnsafeBufferPointer<UInt32>) -> [UInt8] {
+    public static func encode(streamSeq: UInt64, prevSeq: UInt64 = 0, channelID: String, event: UnsafeRawBufferPointer, slots: UnsafeBufferPointer<UInt32>) -> [UInt8] {
         channelID.withCString { channelPointer in
                 var m = Switchboard__V1__Delivery()
                 switchboard__v1__delivery__init(&m)
                 m.stream_seq = streamSeq
+                m.prev_seq = prevSeq
                 m.channel_id = UnsafeMutablePointer(mutating: channelPointer)
                 m.event.len = event.count
                 m.event.data = UnsafeMutablePointer(mutating: event.baseAddress?.assumingMemoryBound(to: UInt8.self))
@@ -58,20 +63,32 @@ public struct Delivery: Sendable, Equatable {
 }
 
 /// What one `notify.inbox.<instance>` message carries (without a `Switchboard-Kind`
-/// header): the deliveries of one or more events for that instance.
-public enum Deliveries {
-    /// The deliveries in `bytes`, in order.
-    public static func decode(_ bytes: some Collection<UInt8>) throws(ProtoError) -> [Delivery] {
+/// header): the deliveries of one or more events for that instance, and the epoch of their
+/// sequences.
+public struct Deliveries: Sendable, Equatable {
+    /// The `CHAT_EVENTS` epoch (`StreamEpoch`); empty when the sender did not say.
+    public var epoch: String
+    public var deliveries: [Delivery]
+
+    public init(epoch: String, deliveries: [Delivery]) {
+        self.epoch = epoch
+        self.deliveries = deliveries
+    }
+
+    public init(decoding bytes: some Collection<UInt8>) throws(ProtoError) {
         let message = try unpacked("Deliveries", bytes) { switchboard__v1__deliveries__unpack(nil, $0, $1) }
         defer { switchboard__v1__deliveries__free_unpacked(message, nil) }
         let m = message.pointee
-        guard m.n_deliveries > 0, let items = m.deliveries else { return [] }
-        return (0..<m.n_deliveries).compactMap { items[$0].map { Delivery($0.pointee) } }
+        epoch = swiftString(m.epoch)
+        if m.n_deliveries > 0, let items = m.deliveries {
+            deliveries = (0..<m.n_deliveries).compactMap { items[$0].map { Delivery($0.pointee) } }
+        } else {
+            deliveries = []
+        }
     }
 
-    /// One message of `deliveries`.
-    public static func encode(_ deliveries: [Delivery]) -> [UInt8] {
-        var builder = Builder()
+    public func encoded() -> [UInt8] {
+        var builder = Builder(epoch: epoch)
         for delivery in deliveries { builder.append(encodedDelivery: delivery.encoded()) }
         return builder.bytes
     }
@@ -81,20 +98,36 @@ public enum Deliveries {
     public struct Builder: Sendable {
         public private(set) var bytes: [UInt8] = []
         public private(set) var count = 0
+        /// The bytes of the epoch field, which every message of this builder starts with.
+        private let header: [UInt8]
 
-        public init() {}
+        public init(epoch: String = "") {
+            var header: [UInt8] = []
+            if !epoch.isEmpty {
+                Self.appendField(2, Array(epoch.utf8), to: &header)
+            }
+            self.header = header
+        }
 
         public mutating func append(encodedDelivery delivery: [UInt8]) {
-            if bytes.isEmpty { bytes.reserveCapacity(delivery.count + 8) }
-            bytes.append(0x0A)  // field 1, length-delimited
-            var length = UInt64(delivery.count)
+            if bytes.isEmpty {
+                bytes.reserveCapacity(header.count + delivery.count + 8)
+                bytes.append(contentsOf: header)
+            }
+            Self.appendField(1, delivery, to: &bytes)
+            count += 1
+        }
+
+        /// A length-delimited field: tag, varint length, bytes.
+        private static func appendField(_ number: UInt8, _ value: [UInt8], to bytes: inout [UInt8]) {
+            bytes.append(number << 3 | 2)
+            var length = UInt64(value.count)
             while length >= 0x80 {
                 bytes.append(UInt8(truncatingIfNeeded: length) | 0x80)
                 length >>= 7
             }
             bytes.append(UInt8(length))
-            bytes.append(contentsOf: delivery)
-            count += 1
+            bytes.append(contentsOf: value)
         }
 
         /// Empties the builder, keeping its capacity.

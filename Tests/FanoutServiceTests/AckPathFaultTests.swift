@@ -29,7 +29,7 @@ final class FaultyOutput: PipelineOutput {
     var failures: (publishes: Int, flushes: Int) { calls.withLock { ($0.failedPublishes, $0.failedFlushes) } }
 
     func publish(_ subject: String, payload: [UInt8]) throws {
-        let doomed = doomedChannel != nil && ((try? Deliveries.decode(payload)) ?? []).contains { $0.channelID == doomedChannel }
+        let doomed = doomedChannel != nil && ((try? Deliveries(decoding: payload).deliveries) ?? []).contains { $0.channelID == doomedChannel }
         let fail = calls.withLock { calls in
             calls.publishes += 1
             let fail = doomed || (publishEvery > 0 && calls.publishes % publishEvery == 0)
@@ -68,7 +68,7 @@ final class PipelineRig: @unchecked Sendable {
     let state: RoutingState
     private let received = Mutex<[Delivery]>([])
     /// Each inbox message of `n1`: how many deliveries and bytes it carried.
-    private let messages = Mutex<[(deliveries: Int, bytes: Int)]>([])
+    private let messages = Mutex<[(deliveries: Int, bytes: Int, epoch: String)]>([])
     private var inbox: NATSSubscription?
 
     init(channels count: Int) throws {
@@ -88,9 +88,9 @@ final class PipelineRig: @unchecked Sendable {
         try state.applyPresence(PresenceDelta(instanceID: "n1", epoch: 1, userID: "alice", slot: 0, state: .online))
         _ = state.heartbeats([("n1", PresenceFeed.nowMs())], nowMs: PresenceFeed.nowMs(), timeoutMs: 600_000)
         inbox = try connection.subscribe(Subjects.inbox(instance: "n1")) { [weak self] message in
-            guard let deliveries = try? Deliveries.decode(message.payload) else { return }
-            self?.received.withLock { $0.append(contentsOf: deliveries) }
-            self?.messages.withLock { $0.append((deliveries.count, message.payload.count)) }
+            guard let decoded = try? Deliveries(decoding: message.payload) else { return }
+            self?.received.withLock { $0.append(contentsOf: decoded.deliveries) }
+            self?.messages.withLock { $0.append((decoded.deliveries.count, message.payload.count, decoded.epoch)) }
         }
     }
 
@@ -102,7 +102,9 @@ final class PipelineRig: @unchecked Sendable {
     }()
 
     var deliveries: [Delivery] { received.withLock { $0 } }
-    var inboxMessages: [(deliveries: Int, bytes: Int)] { messages.withLock { $0 } }
+    var inboxMessages: [(deliveries: Int, bytes: Int)] { messages.withLock { $0.map { ($0.deliveries, $0.bytes) } } }
+    /// The distinct epochs the inbox messages carried.
+    var inboxEpochs: Set<String> { Set(messages.withLock { $0.map(\.epoch) }) }
 
     var output: NATSPipelineOutput { NATSPipelineOutput(connection: connection, jetStream: jetStream) }
 
@@ -176,7 +178,7 @@ private struct BlockingWork<T>: @unchecked Sendable {
         _ = rig.state.heartbeats([("n1", PresenceFeed.nowMs()), ("n2", PresenceFeed.nowMs())], nowMs: PresenceFeed.nowMs(), timeoutMs: 600_000)
         let n2 = Mutex<[[Delivery]]>([])
         let subscription = try rig.connection.subscribe(Subjects.inbox(instance: "n2")) { message in
-            if let deliveries = try? Deliveries.decode(message.payload) { n2.withLock { $0.append(deliveries) } }
+            if let deliveries = try? Deliveries(decoding: message.payload).deliveries { n2.withLock { $0.append(deliveries) } }
         }
         defer { subscription.unsubscribe() }
         // Stored before the pipeline starts, so that its first fetch brings a full batch.

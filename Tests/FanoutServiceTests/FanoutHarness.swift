@@ -116,7 +116,7 @@ final class FanoutHarness: @unchecked Sendable {
     // MARK: inboxes
 
     func deliveries(_ instance: String) -> [Delivery] {
-        inboxes.withLock { $0[instance] ?? [] }.flatMap { (try? Deliveries.decode($0.payload)) ?? [] }
+        inboxes.withLock { $0[instance] ?? [] }.flatMap { (try? Deliveries(decoding: $0.payload).deliveries) ?? [] }
     }
 
     func inboxMessages(_ instance: String) -> [NATSMessage] { inboxes.withLock { $0[instance] ?? [] } }

@@ -11,7 +11,7 @@ import Testing
 /// What a WebSocket client controls, fuzzed: its text frames, its token, and the upgrade
 /// request's token location. See FuzzDriver.swift for seeds and time boxes.
 @Suite struct ClientFrameFuzzTests {
-    static let codes: Set<String> = ["bad_frame", "unknown_type", "invalid_channel"]
+    static let codes: Set<String> = ["bad_frame", "unknown_type", "invalid_channel", "bad_resume"]
 
     @Test func clientFrameDecoderNeverTrapsAndAcceptsOnlyValidChannels() {
         let corpus = [
@@ -22,14 +22,18 @@ import Testing
             #"{"type":"subscribe","channel":"secret"}"#,
             #"{"type":"typing","channel":"general","user":"mallory"}"#,
             #" { "after_seq" : 1 , "channel" : "c" , "type" : "resume" } "#,
+            #"{"type":"resume","channel":"general","after_seq":42,"epoch":"1pk3v0i9x2s4"}"#,
         ].map { Array($0.utf8) }
         let result = FuzzDriver.run("ClientFrame", corpus: corpus, generate: JSONGenerator.generate) { bytes in
             do {
                 switch try ClientFrame.decode(bytes) {
                 case .ping:
                     return .accepted
-                case .typing(let channel), .resume(let channel, _):
+                case .typing(let channel):
                     return Identifier.isValid(channel) ? .accepted : .violation("accepted channel '\(channel)'")
+                case .resume(let channel, _, let epoch):
+                    guard Identifier.isValid(channel) else { return .violation("accepted channel '\(channel)'") }
+                    return epoch.map(StreamEpoch.isValid) ?? true ? .accepted : .violation("accepted epoch '\(epoch ?? "")'")
                 }
             } catch let error as ClientFrame.Rejection {
                 guard Self.codes.contains(error.code) else { return .violation("unknown rejection code \(error.code)") }
@@ -57,12 +61,13 @@ import Testing
         ].map { $0.encoded() }
         let result = FuzzDriver.run("EventFrame", corpus: corpus) { bytes in
             guard let event = try? ChatEvent(decoding: bytes) else { return .rejected }
-            let frame = ServerFrame.event(channel: "general", seq: 42, event: event)
+            let frame = ServerFrame.event(channel: "general", seq: 42, prev: 41, epoch: "e", event: event)
             guard let json = (try? JSONSerialization.jsonObject(with: Data(frame))) as? [String: Any],
                   let rendered = json["event"] as? [String: Any] else {
                 return .violation("frame is not a JSON object: \(String(decoding: frame, as: UTF8.self))")
             }
-            guard json.count == 4, json["type"] as? String == "event", json["channel"] as? String == "general",
+            guard json.count == 6, json["type"] as? String == "event", json["channel"] as? String == "general",
+                  json["prev"] as? Int == 41, json["epoch"] as? String == "e",
                   rendered["id"] as? String == event.eventID, rendered["sender"] as? String == event.senderID,
                   (rendered["created_at_ms"] as? NSNumber)?.int64Value == event.createdAtMs else {
                 return .violation("frame fields differ from the event: \(json)")

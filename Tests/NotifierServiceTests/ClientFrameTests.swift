@@ -8,8 +8,9 @@ import Testing
         try #require(try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any])
     }
 
-    @Test func helloNamesTheInstanceUserAndHeartbeat() throws {
-        let frame = try json(ServerFrame.hello(instance: "n1", user: "alice", heartbeatSeconds: 15))
+    @Test func helloNamesTheInstanceUserHeartbeatAndEpoch() throws {
+        let frame = try json(ServerFrame.hello(instance: "n1", user: "alice", heartbeatSeconds: 15, epoch: "1pk3v0i9x2s4"))
+        #expect(frame["epoch"] as? String == "1pk3v0i9x2s4")
         #expect(frame["type"] as? String == "hello")
         #expect(frame["instance"] as? String == "n1")
         #expect(frame["user"] as? String == "alice")
@@ -28,8 +29,10 @@ import Testing
         ]
         for (body, kind, fields) in bodies {
             let event = ChatEvent(eventID: "e1", channelID: "c1", senderID: "bob", createdAtMs: 1_700_000_000_123, body: body)
-            let frame = try json(ServerFrame.event(channel: "c1", seq: 18_446_744_073_709_551_615, event: event))
+            let frame = try json(ServerFrame.event(channel: "c1", seq: 18_446_744_073_709_551_615, prev: 17, epoch: "e-1", event: event))
             #expect(frame["type"] as? String == "event")
+            #expect(frame["prev"] as? Int == 17)
+            #expect(frame["epoch"] as? String == "e-1")
             #expect(frame["channel"] as? String == "c1")
             #expect((frame["seq"] as? NSNumber)?.uint64Value == UInt64.max)
             let rendered = try #require(frame["event"] as? [String: Any])
@@ -50,7 +53,7 @@ import Testing
     @Test func stringsAreEscapedIntoValidJSON() throws {
         let nasty = "quote \" backslash \\ newline \n tab \t bell \u{07} nul \u{0} emoji 🎉"
         let event = ChatEvent(eventID: "e", channelID: "c", senderID: "s", createdAtMs: -5, body: .messageCreated(messageID: "m", text: nasty))
-        let frame = try json(ServerFrame.event(channel: "c", seq: 1, event: event))
+        let frame = try json(ServerFrame.event(channel: "c", seq: 1, prev: 0, epoch: "e", event: event))
         let rendered = try #require(frame["event"] as? [String: Any])
         #expect(rendered["text"] as? String == nasty)
         #expect(rendered["created_at_ms"] as? Int == -5)
@@ -72,13 +75,20 @@ import Testing
         for bad in ["general", "general:", "general:-1", "a.b:1", "general:1,general:2", "general:1,", ":5"] {
             #expect(throws: ClientFrame.Rejection.self, "\(bad)") { try ConnectResume.parse(uri: "/ws?resume=\(bad)") }
         }
+        #expect(parsed.epoch == nil)
+        #expect(try ConnectResume.parse(uri: "/ws?token=t&resume=general:42&epoch=1pk3v0i9x2s4")?.epoch == "1pk3v0i9x2s4")
+        for bad in ["", "has.dot", "sp%20ace", String(repeating: "a", count: 65)] {
+            #expect(throws: ClientFrame.Rejection.self, "\(bad)") { try ConnectResume.parse(uri: "/ws?resume=general:1&epoch=\(bad)") }
+        }
     }
 
     @Test func clientFramesDecode() throws {
         #expect(try ClientFrame.decode(Array(#"{"type":"ping"}"#.utf8)) == .ping)
         #expect(try ClientFrame.decode(Array(#"{"type":"typing","channel":"general","extra":1}"#.utf8)) == .typing(channel: "general"))
-        #expect(try ClientFrame.decode(Array(#"{"type":"resume","channel":"general","after_seq":42}"#.utf8)) == .resume(channel: "general", afterSeq: 42))
-        #expect(String(decoding: ServerFrame.resumed(channel: "c", seq: 9, replayed: 2, complete: false), as: UTF8.self) == #"{"type":"resumed","channel":"c","seq":9,"replayed":2,"complete":false}"#)
+        #expect(try ClientFrame.decode(Array(#"{"type":"resume","channel":"general","after_seq":42}"#.utf8)) == .resume(channel: "general", afterSeq: 42, epoch: nil))
+        #expect(try ClientFrame.decode(Array(#"{"type":"resume","channel":"general","after_seq":42,"epoch":"abc_-9"}"#.utf8)) == .resume(channel: "general", afterSeq: 42, epoch: "abc_-9"))
+        #expect(String(decoding: ServerFrame.resumed(channel: "c", seq: 9, replayed: 2, complete: false, epoch: "e1"), as: UTF8.self) == #"{"type":"resumed","channel":"c","seq":9,"replayed":2,"complete":false,"epoch":"e1"}"#)
+        #expect(String(decoding: ServerFrame.resumed(channel: "c", seq: 0, replayed: 0, complete: false, epoch: "e2", reason: "epoch_changed"), as: UTF8.self) == #"{"type":"resumed","channel":"c","seq":0,"replayed":0,"complete":false,"epoch":"e2","reason":"epoch_changed"}"#)
     }
 
     @Test(arguments: [
@@ -94,6 +104,8 @@ import Testing
         (#"{"type":"resume","channel":"c"}"#, "bad_frame"),
         (#"{"type":"resume","channel":"c","after_seq":-1}"#, "bad_frame"),
         (#"{"type":"resume","channel":"c d","after_seq":1}"#, "invalid_channel"),
+        (#"{"type":"resume","channel":"c","after_seq":1,"epoch":"no.dots"}"#, "bad_resume"),
+        (#"{"type":"resume","channel":"c","after_seq":1,"epoch":""}"#, "bad_resume"),
     ])
     func malformedClientFramesAreRejectedNotFatal(input: String, code: String) {
         #expect(throws: ClientFrame.Rejection.self) { try ClientFrame.decode(Array(input.utf8)) }

@@ -46,11 +46,11 @@ import Testing
     @Test func worstCaseEventAtTheLimitRendersWithinTheBound() {
         for filler: Character in ["\u{01}", "\"", "x", "é"] {
             let event = Self.event(encodedSize: ServerFrame.maxEventBytes, filler: filler)
-            let frame = ServerFrame.event(channel: String(repeating: "c", count: 64), seq: .max, event: event)
+            let frame = ServerFrame.event(channel: String(repeating: "c", count: 64), seq: .max, prev: .max, epoch: String(repeating: "e", count: StreamEpoch.maxLength), event: event)
             #expect(frame.count <= ServerFrame.maxEventFrameBytes(), "filler \(filler.unicodeScalars.first!.value)")
         }
         // Control characters come close to the bound: it is not loose by more than the envelope.
-        let worst = ServerFrame.event(channel: "general", seq: 1, event: Self.event(encodedSize: ServerFrame.maxEventBytes))
+        let worst = ServerFrame.event(channel: "general", seq: 1, prev: 0, epoch: "e", event: Self.event(encodedSize: ServerFrame.maxEventBytes))
         #expect(worst.count > ServerFrame.maxEventFrameBytes() - 2 * ServerFrame.eventFrameEnvelopeBytes)
     }
 
@@ -61,7 +61,7 @@ import Testing
         ]
         for body in bodies {
             let event = ChatEvent(eventID: "", channelID: "", senderID: "", createdAtMs: .min, body: body)
-            let frame = ServerFrame.event(channel: String(repeating: "c", count: 64), seq: .max, event: event)
+            let frame = ServerFrame.event(channel: String(repeating: "c", count: 64), seq: .max, prev: .max, epoch: String(repeating: "e", count: StreamEpoch.maxLength), event: event)
             #expect(frame.count <= ServerFrame.eventFrameEnvelopeBytes)
         }
     }
@@ -99,7 +99,7 @@ import Testing
         var headers = NATSHeaders()
         headers[InboxKind.header] = InboxKind.delivery
         let delivery = Delivery(streamSeq: ack.sequence + 10, channelID: "general", event: atLimit, slots: [slot])
-        try nats.publish(Subjects.inbox(instance: fixture.instanceID), payload: Deliveries.encode([delivery]), headers: headers)
+        try nats.publish(Subjects.inbox(instance: fixture.instanceID), payload: Deliveries(epoch: "", deliveries: [delivery]).encoded(), headers: headers)
         try nats.flush(timeout: .seconds(2))
         let live = try #require(try client.receiveText(timeout: .seconds(10)))
         #expect(live.utf8.count == replayed.utf8.count + String(ack.sequence + 10).count - String(ack.sequence).count)

@@ -46,7 +46,7 @@ import Testing
     /// A replayer whose replays the test completes by hand.
     final class HeldReplayer: EventReplaying, @unchecked Sendable {
         var pending: [(channel: String, after: UInt64, promise: EventLoopPromise<ReplayOutcome>)] = []
-        func replay(channel: String, user: String, after: UInt64, on eventLoop: any EventLoop) -> EventLoopFuture<ReplayOutcome> {
+        func replay(channel: String, user: String, after: UInt64, epoch: String?, on eventLoop: any EventLoop) -> EventLoopFuture<ReplayOutcome> {
             let promise = eventLoop.makePromise(of: ReplayOutcome.self)
             pending.append((channel, after, promise))
             return promise.futureResult
@@ -70,7 +70,8 @@ import Testing
         let environment = SessionEnvironment(
             instanceID: "n1", registry: registry, metrics: metrics, heartbeatInterval: heartbeat,
             closeHandshakeTimeout: .seconds(1), typingPerSecond: 1,
-            publishTyping: { published.append(($0, $1)) }, replayer: replayer, logger: Logger(label: "test")
+            publishTyping: { published.append(($0, $1)) }, replayer: replayer, logger: Logger(label: "test"),
+            epoch: CurrentEpoch("ep7")
         )
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         let session = WebSocketSession(userID: user, eventLoop: channel.eventLoop, environment: environment)
@@ -159,7 +160,7 @@ import Testing
         catchUp.promise.succeed(.replayed(frames: [(UInt64(6), Array("r6".utf8))], lastSeq: 6, complete: true))
         h.channel.embeddedEventLoop.run()
         let texts = try Self.readFrames(h.channel).map { String(buffer: $0.data) }
-        #expect(texts == ["r6", #"{"type":"resumed","channel":"general","seq":6,"replayed":4,"complete":true}"#])
+        #expect(texts == ["r6", #"{"type":"resumed","channel":"general","seq":6,"replayed":4,"complete":true,"epoch":"ep7"}"#])
         // After the resume, live frames flow directly again.
         h.registry.deliver(ByteBuffer(string: "live-7"), channel: "general", seq: 7, toSlots: [0])
         h.channel.embeddedEventLoop.run()
@@ -181,7 +182,7 @@ import Testing
         // What was published meanwhile (but routed elsewhere) comes from the stream.
         replayer.pending[1].promise.succeed(.replayed(frames: [(UInt64(8), Array("r8".utf8))], lastSeq: 8, complete: true))
         h.channel.embeddedEventLoop.run()
-        #expect(try Self.readFrames(h.channel).map { String(buffer: $0.data) } == ["r8", #"{"type":"resumed","channel":"general","seq":8,"replayed":2,"complete":true}"#])
+        #expect(try Self.readFrames(h.channel).map { String(buffer: $0.data) } == ["r8", #"{"type":"resumed","channel":"general","seq":8,"replayed":2,"complete":true,"epoch":"ep7"}"#])
         _ = try h.channel.finish()
     }
 

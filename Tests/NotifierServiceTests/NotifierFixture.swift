@@ -64,11 +64,16 @@ final class NotifierFixture: @unchecked Sendable {
 
     /// A WebSocket for `user`, past its hello frame.
     func connect(_ token: String, receiveBuffer: Int? = nil) throws -> WebSocketTestClient {
-        let client = try WebSocketTestClient(port: port, headers: ["Authorization": "Bearer \(token)"], receiveBuffer: receiveBuffer)
+        try connectReadingHello(token, receiveBuffer: receiveBuffer).client
+    }
+
+    /// Connects to `/ws?<query>` and reads the `hello` frame.
+    func connectReadingHello(_ token: String, query: String? = nil, receiveBuffer: Int? = nil) throws -> (client: WebSocketTestClient, hello: String) {
+        let client = try WebSocketTestClient(port: port, path: query.map { "/ws?\($0)" } ?? "/ws", headers: ["Authorization": "Bearer \(token)"], receiveBuffer: receiveBuffer)
         guard let hello = try client.receiveText(), hello.contains(#""type":"hello""#) else {
             throw WebSocketTestClient.Failure.io("no hello frame")
         }
-        return client
+        return (client, hello)
     }
 
     func natsConnection() throws -> NATSConnection {
@@ -115,7 +120,7 @@ final class NotifierFixture: @unchecked Sendable {
             let event = ChatEvent(eventID: "e\(item.seq)", channelID: item.channel, senderID: "sender", createdAtMs: 1_700_000_000_000, body: .messageCreated(messageID: "m\(item.seq)", text: "t\(item.seq)"))
             return Delivery(streamSeq: item.seq, channelID: item.channel, event: event.encoded(), slots: item.slots)
         }
-        try connection.publish(Subjects.inbox(instance: instanceID), payload: Deliveries.encode(deliveries))
+        try connection.publish(Subjects.inbox(instance: instanceID), payload: Deliveries(epoch: "", deliveries: deliveries).encoded())
         try connection.flush(timeout: .seconds(2))
     }
 
@@ -126,7 +131,7 @@ final class NotifierFixture: @unchecked Sendable {
         let delivery = Delivery(streamSeq: seq, channelID: channel, event: event.encoded(), slots: slots)
         var headers = NATSHeaders()
         headers[InboxKind.header] = InboxKind.delivery
-        try connection.publish(Subjects.inbox(instance: instanceID), payload: Deliveries.encode([delivery]), headers: headers)
+        try connection.publish(Subjects.inbox(instance: instanceID), payload: Deliveries(epoch: "", deliveries: [delivery]).encoded(), headers: headers)
         try connection.flush(timeout: .seconds(2))
     }
 

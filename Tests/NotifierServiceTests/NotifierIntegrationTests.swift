@@ -429,10 +429,74 @@ import Testing
         #expect(resumed["complete"] as? Bool == true)
         // Up to date: nothing to replay.
         try client.send(text: #"{"type":"resume","channel":"general","after_seq":5}"#)
-        #expect(try client.receiveText() == #"{"type":"resumed","channel":"general","seq":5,"replayed":0,"complete":true}"#)
+        let epoch = StreamEpoch.of(createdNs: try jetStream.streamState(StreamNames.events).createdNs)
+        #expect(try client.receiveText() == #"{"type":"resumed","channel":"general","seq":5,"replayed":0,"complete":true,"epoch":"\#(epoch)"}"#)
         // Not a member: no events of that channel leak.
         try client.send(text: #"{"type":"resume","channel":"secret","after_seq":0}"#)
         #expect(try client.receiveText()?.contains(#""code":"not_member""#) == true)
+    }
+
+    /// Positions a client can check: replayed frames chain with `prev` from the seq the client
+    /// resumed after and carry the stream's epoch; a resume naming another epoch replays
+    /// nothing and says so; live frames carry what the fan-out's inbox message says.
+    @Test func framesCarryPrevAndEpochAndAResumeOfAnotherEpochReplaysNothing() async throws {
+        let fixture = try await NotifierFixture()
+        defer { fixture.stop() }
+        let nats = try fixture.natsConnection()
+        defer { nats.close() }
+        let jetStream = try fixture.chatStreams(over: nats)
+        let epoch = StreamEpoch.of(createdNs: try jetStream.streamState(StreamNames.events).createdNs)
+        let p = fnv1a("general") % 16
+        try fixture.publishMembership("general", "alice", over: jetStream)
+        var seqs: [UInt64] = []
+        for i in 1...4 {
+            let event = ChatEvent(eventID: "e\(i)", channelID: "general", senderID: "bob", createdAtMs: Int64(i), body: .messageCreated(messageID: "m\(i)", text: "t\(i)"))
+            seqs.append(try jetStream.publish("chat.events.\(p).general", payload: event.encoded(), msgID: "e\(i)").sequence)
+        }
+        func frames(_ client: WebSocketTestClient, until type: String) throws -> [[String: Any]] {
+            var frames: [[String: Any]] = []
+            while let text = try client.receiveText() {
+                let json = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+                frames.append(json)
+                if json["type"] as? String == type { break }
+            }
+            return frames
+        }
+        let client = try fixture.connect(try await fixture.token("alice"))
+        try client.send(text: #"{"type":"resume","channel":"general","after_seq":\#(seqs[0]),"epoch":"\#(epoch)"}"#)
+        let replay = try frames(client, until: "resumed")
+        let events = replay.filter { $0["type"] as? String == "event" }
+        #expect(events.compactMap { ($0["seq"] as? NSNumber)?.uint64Value } == Array(seqs.dropFirst()))
+        #expect(events.compactMap { ($0["prev"] as? NSNumber)?.uint64Value } == Array(seqs.dropLast()))
+        #expect(events.allSatisfy { $0["epoch"] as? String == epoch })
+        #expect(replay.last?["epoch"] as? String == epoch)
+        #expect(replay.last?["complete"] as? Bool == true)
+
+        try client.send(text: #"{"type":"resume","channel":"general","after_seq":1,"epoch":"an-older-stream"}"#)
+        let other = try #require(try frames(client, until: "resumed").last)
+        #expect(other["complete"] as? Bool == false)
+        #expect(other["reason"] as? String == "epoch_changed")
+        #expect(other["epoch"] as? String == epoch)
+        #expect(other["replayed"] as? Int == 0)
+        #expect(fixture.metric(#"switchboard_notifier_resumes_total{outcome="epoch_changed"}"#) == 1)
+
+        // A malformed epoch is refused in the URL and in the frame.
+        let bad = try fixture.connectReadingHello(try await fixture.token("alice"), query: "resume=general:1&epoch=not.valid").client
+        #expect(try frames(bad, until: "error").last?["code"] as? String == "bad_resume")
+        try client.send(text: #"{"type":"resume","channel":"general","after_seq":1,"epoch":""}"#)
+        #expect(try frames(client, until: "error").last?["code"] as? String == "bad_resume")
+
+        // Live: what the inbox message says, and a new socket's hello names the newest epoch.
+        let slot = try #require(try fixture.slot(of: "alice"))
+        let event = ChatEvent(eventID: "live", channelID: "general", senderID: "bob", createdAtMs: 9, body: .messageCreated(messageID: "m", text: "t"))
+        let message = Deliveries(epoch: "a-new-stream", deliveries: [Delivery(streamSeq: 3, channelID: "general", event: event.encoded(), slots: [slot], prevSeq: 1)])
+        try nats.publish(Subjects.inbox(instance: fixture.instanceID), payload: message.encoded())
+        let live = try #require(try frames(client, until: "event").last)
+        #expect((live["seq"] as? NSNumber)?.uint64Value == 3)
+        #expect((live["prev"] as? NSNumber)?.uint64Value == 1)
+        #expect(live["epoch"] as? String == "a-new-stream")
+        let hello = try fixture.connectReadingHello(try await fixture.token("carol")).hello
+        #expect(hello.contains(#""epoch":"a-new-stream""#), "\(hello)")
     }
 
     @Test func pythonWebsocketsClientReceivesEventsAndIsRefusedWithoutAToken() async throws {

@@ -33,7 +33,7 @@ import Testing
             let bytes = (0..<length).map { _ in UInt8.random(in: 0...255, using: &generator) }
             _ = try? ChatEvent(decoding: bytes)
             _ = try? Delivery(decoding: bytes)
-            _ = try? Deliveries.decode(bytes)
+            _ = try? Deliveries(decoding: bytes).deliveries
             _ = try? MembershipChange(decoding: bytes)
             _ = try? PresenceDelta(decoding: bytes)
             _ = try? Typing(decoding: bytes)
@@ -86,11 +86,13 @@ import Testing
         let small = Delivery(streamSeq: 1, channelID: "c", event: [0x01], slots: [1, 300])
         // Over 127 bytes: its length takes a two-byte varint.
         let large = Delivery(streamSeq: 2, channelID: "room", event: Array(repeating: 0x41, count: 300), slots: Array(0..<50))
-        let bytes = Deliveries.encode([small, large, small])
+        let bytes = Deliveries(epoch: "", deliveries: [small, large, small]).encoded()
         #expect(Array(bytes.prefix(2)) == [0x0A, UInt8(small.encoded().count)])
-        #expect(try Deliveries.decode(bytes) == [small, large, small])
-        #expect(try Deliveries.decode([]) == [])
-        #expect(throws: ProtoError.self) { try Deliveries.decode(Array(bytes.dropLast())) }
+        #expect(try Deliveries(decoding: bytes).deliveries == [small, large, small])
+        #expect(try Deliveries(decoding: []).deliveries == [])
+        let stamped = Deliveries(epoch: "1pk3v0i9x2s4", deliveries: [Delivery(streamSeq: 9, channelID: "c", event: [1], slots: [2], prevSeq: 7), small])
+        #expect(try Deliveries(decoding: stamped.encoded()) == stamped)
+        #expect(throws: ProtoError.self) { try Deliveries(decoding: Array(bytes.dropLast())) }
     }
 
     @Test func emptyDeliveryRoundTrips() throws {

@@ -208,10 +208,15 @@ struct  Switchboard__V1__Delivery
    */
   size_t n_slots;
   uint32_t *slots;
+  /*
+   * The stream_seq of the previous event of the same channel the fan-out delivers (poison
+   * events are not in the chain); 0 when there is none.
+   */
+  uint64_t prev_seq;
 };
 #define SWITCHBOARD__V1__DELIVERY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&switchboard__v1__delivery__descriptor) \
-    , 0, (char *)protobuf_c_empty_string, {0,NULL}, 0,NULL }
+    , 0, (char *)protobuf_c_empty_string, {0,NULL}, 0,NULL, 0 }
 
 
 /*
@@ -224,10 +229,14 @@ struct  Switchboard__V1__Deliveries
   ProtobufCMessage base;
   size_t n_deliveries;
   Switchboard__V1__Delivery **deliveries;
+  /*
+   * The CHAT_EVENTS epoch the stream_seq and prev_seq values belong to (StreamEpoch).
+   */
+  char *epoch;
 };
 #define SWITCHBOARD__V1__DELIVERIES__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&switchboard__v1__deliveries__descriptor) \
-    , 0,NULL }
+    , 0,NULL, (char *)protobuf_c_empty_string }
 
 
 /*

@@ -99,7 +99,7 @@ struct EndToEndPhases {
             // The bench's own view of the inboxes: what the notifiers' one subscription gets.
             tap = try env.subscriber.subscribe(Subjects.allInboxes) { message in
                 let now = pipelineNowNs()
-                guard let deliveries = try? Deliveries.decode(message.payload), !deliveries.isEmpty else {
+                guard let deliveries = try? Deliveries(decoding: message.payload).deliveries, !deliveries.isEmpty else {
                     tapRecorder.unreadable()
                     return
                 }

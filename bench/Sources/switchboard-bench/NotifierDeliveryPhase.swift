@@ -46,7 +46,7 @@ struct NotifierDeliveryPhase {
         let sample = ChatEvent(eventID: "bench-event-\(seq)", channelID: channelID, senderID: "bench-sender",
                                createdAtMs: Int64(Date().timeIntervalSince1970 * 1000),
                                body: .messageCreated(messageID: "m\(seq)", text: String(repeating: "x", count: textBytes)))
-        return ServerFrame.event(channel: channelID, seq: seq, event: sample).count
+        return ServerFrame.event(channel: channelID, seq: seq, prev: seq - 1, epoch: StreamEpoch.of(createdNs: Int64(Date().timeIntervalSince1970 * 1e9)), event: sample).count
     }
 
     func run(users: Int, secondDeviceUsers: Int, bursts: Int, eventsPerBurst: Int, singleEvents: Int, textBytes: Int) throws -> [Run] {
@@ -96,7 +96,7 @@ struct NotifierDeliveryPhase {
                 sequence += 1
                 let event = ChatEvent(eventID: "bench-event-\(sequence)", channelID: Self.channelID, senderID: "bench-sender",
                                       createdAtMs: Int64(Date().timeIntervalSince1970 * 1000), body: .messageCreated(messageID: "m\(sequence)", text: text))
-                return Deliveries.encode([Delivery(streamSeq: sequence, channelID: Self.channelID, event: event.encoded(), slots: slots)])
+                return Deliveries(epoch: "", deliveries: [Delivery(streamSeq: sequence, channelID: Self.channelID, event: event.encoded(), slots: slots)]).encoded()
             }
         }
         let frameBytes = Self.frameBytes(textBytes: textBytes, seq: sequence + 1)

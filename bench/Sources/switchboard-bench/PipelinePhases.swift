@@ -247,7 +247,7 @@ struct PipelinePhases {
             guard env.fanout?.isRunning == true else { throw PipelineError.setup("fanout is not running") }
             subscription = try env.subscriber.subscribe(Subjects.allInboxes) { message in
                 let now = pipelineNowNs()
-                for delivery in (try? Deliveries.decode(message.payload)) ?? [] {
+                for delivery in (try? Deliveries(decoding: message.payload).deliveries) ?? [] {
                     sink.received(at: now, sentNs: PipelineWorkload.sentNs(ofEvent: delivery.event))
                 }
             }

@@ -1,0 +1,51 @@
+import Foundation
+import NATSClient
+import SwitchboardContracts
+import SwitchboardHarness
+import SwitchboardProto
+import Testing
+@testable import FanoutService
+
+/// `prev` and the epoch on what the fan-out sends: the chain a client checks.
+@Suite(.serialized) struct ChannelChainTests {
+    @Test func eachChannelLinksToItsOwnPreviousEventOnce() {
+        var chain = ChannelChain()
+        #expect(chain.link(channel: "a", seq: 3) == 0)
+        #expect(chain.link(channel: "b", seq: 4) == 0)
+        #expect(chain.link(channel: "a", seq: 7) == 3)
+        #expect(chain.link(channel: "a", seq: 7) == 0)  // linked already: not linked again
+        #expect(chain.link(channel: "a", seq: 9) == 7)
+        #expect(chain.channelCount == 2)
+    }
+
+    @Test func deliveriesChainPerChannelSkipPoisonCarryTheEpochAndSurviveARestart() async throws {
+        let rig = try PipelineRig(channels: 2)
+        defer { rig.stop() }
+        let (a, b) = (rig.channels[0], rig.channels[1])
+        var seqs: [String: [UInt64]] = [:]
+        for round in 0..<3 {
+            for channel in [a, b] { seqs[channel, default: []].append(try rig.publish(channel: channel, text: "\(round)")) }
+        }
+        // Poison on a's subject: dead-lettered, not in the chain.
+        _ = try rig.jetStream.publish(Subjects.event(channel: a, partitionCount: PipelineRig.partitionCount), payload: [0xFF, 0xFF, 0xFF])
+        seqs[a]!.append(try rig.publish(channel: a, text: "after poison"))
+        try await running(try rig.pipeline(rig.output)) {
+            #expect(eventually(timeout: .seconds(30)) { rig.deliveries.count >= 7 && rig.consumerUnacked() == 0 })
+        }
+        // A new pipeline (a restart) relinks from the stream up to its ack floor.
+        seqs[b]!.append(try rig.publish(channel: b, text: "after restart"))
+        seqs[a]!.append(try rig.publish(channel: a, text: "after restart"))
+        try await running(try rig.pipeline(rig.output)) {
+            #expect(eventually(timeout: .seconds(30)) { rig.deliveries.count >= 9 && rig.consumerUnacked() == 0 })
+        }
+        for channel in [a, b] {
+            let delivered = rig.deliveries.filter { $0.channelID == channel }
+            #expect(delivered.map(\.streamSeq) == seqs[channel])
+            #expect(delivered.map(\.prevSeq) == [0] + seqs[channel]!.dropLast(), "\(channel)")
+        }
+        let epoch = StreamEpoch.of(createdNs: try rig.jetStream.streamState(StreamNames.events).createdNs)
+        #expect(StreamEpoch.isValid(epoch))
+        #expect(rig.inboxEpochs == [epoch])
+        #expect(try rig.jetStream.streamState(StreamNames.deadLetters).messages == 1)
+    }
+}

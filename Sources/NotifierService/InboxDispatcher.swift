@@ -32,7 +32,7 @@ struct InboxDispatcher: Sendable {
                 metrics.undecodable.increment()
                 return .undecodable("Typing")
             }
-            let frame = allocator.buffer(bytes: ServerFrame.typing(channel: typing.channelID, user: typing.userID))
+            let frame = TextFrame(payload: ServerFrame.typing(channel: typing.channelID, user: typing.userID), allocator: allocator)
             return .routed(missingSlots: registry.deliver(frame, channel: typing.channelID, seq: 0, toSlots: typing.slots))
         }
         guard let message = try? Deliveries(decoding: payload) else {
@@ -51,7 +51,7 @@ struct InboxDispatcher: Sendable {
                 metrics.undecodable.increment()
                 continue
             }
-            let frame = allocator.buffer(bytes: ServerFrame.event(channel: delivery.channelID, seq: delivery.streamSeq, prev: delivery.prevSeq, epoch: epoch, event: event))
+            let frame = TextFrame(payload: ServerFrame.event(channel: delivery.channelID, seq: delivery.streamSeq, prev: delivery.prevSeq, epoch: epoch, event: event), allocator: allocator)
             frames.append(SessionRegistry.SlotFrame(frame: frame, channel: delivery.channelID, seq: delivery.streamSeq, epoch: epoch, slots: delivery.slots))
         }
         let missing = registry.deliver(frames)

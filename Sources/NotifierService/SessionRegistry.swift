@@ -139,7 +139,7 @@ final class SessionRegistry: Sendable {
     /// One client frame for the sockets of some slots: an event of `channel` at `seq` of
     /// `epoch`, or a typing frame with seq 0.
     struct SlotFrame {
-        let frame: ByteBuffer
+        let frame: TextFrame
         let channel: String
         let seq: UInt64
         var epoch = ""
@@ -148,7 +148,7 @@ final class SessionRegistry: Sendable {
 
     /// Writes `frame` to every socket of every slot (see `deliver(_:)`).
     @discardableResult
-    func deliver(_ frame: ByteBuffer, channel: String, seq: UInt64, toSlots slots: [UInt32]) -> Int {
+    func deliver(_ frame: TextFrame, channel: String, seq: UInt64, toSlots slots: [UInt32]) -> Int {
         deliver([SlotFrame(frame: frame, channel: channel, seq: seq, slots: slots)])
     }
 

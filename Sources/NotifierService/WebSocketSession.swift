@@ -26,13 +26,15 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
     private var typingBucket: TokenBucket
     private var registered = false
     /// Channels being resumed → live frames held back until their replay is written.
-    private var resuming: [String: [(seq: UInt64, payload: ByteBuffer)]] = [:]
+    private var resuming: [String: [(seq: UInt64, frame: TextFrame)]] = [:]
     private var heldFrames = 0
     /// Resumed channels → the last seq their replay carried. The replay reads the stream, so
     /// the fan-out's live delivery of those same events can reach this socket after it: a live
     /// frame at or below this seq is dropped so the client never gets a seq twice. Cleared by
     /// the first newer live frame (live frames of a channel arrive in stream order).
     private var replayedThrough: [String: UInt64] = [:]
+    /// The WebSocket encoder's context: encoded frames are written from it (`write(_:context:)`).
+    private var encoder: ChannelHandlerContext?
     /// The epoch `replayedThrough`'s seqs belong to: a live frame of another epoch is
     /// numbered anew, so none of it was in a replay.
     private var replayedEpoch = ""
@@ -61,6 +63,7 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        encoder = try? context.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
         guard context.channel.isActive else { return }
         state = .open
         registered = true
@@ -96,6 +99,7 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
     func handlerRemoved(context: ChannelHandlerContext) {
         finish()
         self.context = nil
+        encoder = nil
     }
 
     private func finish() {
@@ -275,8 +279,8 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
             replayedThrough[channel] = last
             replayedEpoch = environment.epoch.current
         }
-        for (seq, payload) in held where seq > lastSeq {
-            context.write(wrapOutboundOut(.text(payload)), promise: nil)
+        for (seq, frame) in held where seq > lastSeq {
+            write(frame, context: context)
         }
         context.flush()
     }
@@ -289,7 +293,7 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
     /// waits for `flushDeliveries` (one flush per socket per inbox message), though never
     /// with more than a quarter of the outbound budget unflushed.
     @inline(__always)
-    func deliver(_ payload: ByteBuffer, channel: String, seq: UInt64, epoch: String = "", flush: Bool = true) -> Bool {
+    func deliver(_ frame: TextFrame, channel: String, seq: UInt64, epoch: String = "", flush: Bool = true) -> Bool {
         eventLoop.preconditionInEventLoop()
         guard state == .open, let context else { return false }
         if seq != 0, !replayedThrough.isEmpty, !epoch.isEmpty, epoch != replayedEpoch { replayedThrough.removeAll() }
@@ -298,7 +302,7 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
             replayedThrough[channel] = nil
         }
         if seq != 0 && !resuming.isEmpty && resuming[channel] != nil {
-            resuming[channel]!.append((seq, payload))
+            resuming[channel]!.append((seq, frame))
             heldFrames += 1
             if heldFrames > SessionEnvironment.maxHeldFrames {
                 environment.metrics.slowConsumerCloses.increment()
@@ -313,19 +317,32 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
             initiateClose(code: CloseCode.slowConsumer, reason: "slow consumer")
             return true
         }
-        let size = payload.readableBytes + Self.frameHeaderBytes
+        let size = frame.wire.readableBytes
         if size >= environment.outboundBufferBytes {
             flushDeliveries()
             writingPastBudget = (try? context.channel.syncOptions?.getOption(.bufferedWritableBytes)) == 0
-            context.writeAndFlush(wrapOutboundOut(.text(payload)), promise: nil)
+            write(frame, context: context)
+            context.flush()
             writingPastBudget = false
             return true
         }
         if unflushedBytes + size > environment.outboundBufferBytes / 4 { flushDeliveries() }
-        context.write(wrapOutboundOut(.text(payload)), promise: nil)
+        write(frame, context: context)
         unflushedBytes += size
         if flush { flushDeliveries() }
         return true
+    }
+
+    /// Writes an encoded frame's bytes straight below the WebSocket encoder (from its
+    /// context, so they reach the socket in order with every frame written through it);
+    /// through the encoder as a text frame when the pipeline has none (tests).
+    @inline(__always)
+    private func write(_ frame: TextFrame, context: ChannelHandlerContext) {
+        if let encoder {
+            encoder.write(NIOAny(frame.wire), promise: nil)
+        } else {
+            context.write(wrapOutboundOut(.text(frame.payload)), promise: nil)
+        }
     }
 
     /// Flushes frames `deliver` wrote without flushing. Must run on `eventLoop`.

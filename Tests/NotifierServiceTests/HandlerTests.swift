@@ -127,12 +127,50 @@ import Testing
         let h = try Self.session()
         _ = try Self.readFrames(h.channel)
         let payload = ByteBuffer(string: #"{"type":"event"}"#)
-        let missing = h.registry.deliver(payload, channel: "c", seq: 1, toSlots: [0, 5])
+        let missing = h.registry.deliver(TextFrame(payload: Array(payload.readableBytesView), allocator: ByteBufferAllocator()), channel: "c", seq: 1, toSlots: [0, 5])
         #expect(missing == 1)
         h.channel.embeddedEventLoop.run()
         let frame = try #require(try h.channel.readOutbound(as: WebSocketFrame.self))
         #expect(frame.opcode == .text && frame.data == payload)
         _ = try h.channel.finish()
+    }
+
+    @Test func encodedTextFramesHaveTheWireLayoutOfEveryLengthClass() {
+        let allocator = ByteBufferAllocator()
+        for (count, header) in [(0, [0x81, 0x00]), (125, [0x81, 125]), (126, [0x81, 126, 0x00, 126]), (65_535, [0x81, 126, 0xFF, 0xFF]), (65_536, [0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0])] as [(Int, [UInt8])] {
+            let frame = TextFrame(payload: Array(repeating: 0x61, count: count), allocator: allocator)
+            #expect(Array(frame.wire.readableBytesView.prefix(header.count)) == header, "\(count)")
+            #expect(frame.payloadBytes == count && frame.wire.readableBytes == header.count + count)
+            #expect(frame.payload == ByteBuffer(bytes: Array(repeating: 0x61, count: count)))
+        }
+    }
+
+    /// With the WebSocket encoder in the pipeline, a delivery's encoded bytes go out as they
+    /// are, in order with the frames the encoder writes (the hello before them).
+    @Test func encodedFramesGoOutUnderTheEncoderInOrderWithItsFrames() throws {
+        let channel = EmbeddedChannel()
+        let metrics = NotifierMetrics()
+        let registry = SessionRegistry(maxConnections: 10, slotReuseDelay: .zero, metrics: metrics)
+        let environment = SessionEnvironment(
+            instanceID: "n1", registry: registry, metrics: metrics, heartbeatInterval: .seconds(15),
+            closeHandshakeTimeout: .seconds(1), typingPerSecond: 1, publishTyping: { _, _ in }, replayer: nil, logger: Logger(label: "test")
+        )
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        try channel.pipeline.syncOperations.addHandler(WebSocketFrameEncoder())
+        try channel.pipeline.syncOperations.addHandler(WebSocketSession(userID: "alice", eventLoop: channel.eventLoop, environment: environment))
+        let frame = TextFrame(payload: Array(#"{"type":"event"}"#.utf8), allocator: ByteBufferAllocator())
+        registry.deliver(frame, channel: "c", seq: 1, toSlots: [0])
+        channel.embeddedEventLoop.run()
+        var wire = ByteBuffer()
+        while var part = try channel.readOutbound(as: ByteBuffer.self) { wire.writeBuffer(&part) }
+        let bytes = Array(wire.readableBytesView)
+        // The hello (through the encoder: 0x81, its length, its JSON), then the delivery's bytes.
+        let delivery = Array(frame.wire.readableBytesView)
+        #expect(bytes.first == 0x81 && bytes.count > delivery.count + 2)
+        let helloBytes = 2 + Int(bytes[1])
+        #expect(String(decoding: bytes[2..<helloBytes], as: UTF8.self).hasPrefix(#"{"type":"hello""#))
+        #expect(Array(bytes[helloBytes...]) == delivery)
+        _ = try channel.finish()
     }
 
     @Test func resumeHoldsLiveFramesBackUntilTheReplayAndDropsDuplicates() throws {
@@ -141,10 +179,10 @@ import Testing
         let request = try #require(replayer.pending.first)
         #expect(request.channel == "general" && request.after == 2)
         // Live frames during the replay: general is held, other channels and typing pass.
-        h.registry.deliver(ByteBuffer(string: "live-4"), channel: "general", seq: 4, toSlots: [0])
-        h.registry.deliver(ByteBuffer(string: "live-6"), channel: "general", seq: 6, toSlots: [0])
-        h.registry.deliver(ByteBuffer(string: "other-9"), channel: "random", seq: 9, toSlots: [0])
-        h.registry.deliver(ByteBuffer(string: "typing"), channel: "general", seq: 0, toSlots: [0])
+        h.registry.deliver(TextFrame(payload: Array("live-4".utf8), allocator: ByteBufferAllocator()), channel: "general", seq: 4, toSlots: [0])
+        h.registry.deliver(TextFrame(payload: Array("live-6".utf8), allocator: ByteBufferAllocator()), channel: "general", seq: 6, toSlots: [0])
+        h.registry.deliver(TextFrame(payload: Array("other-9".utf8), allocator: ByteBufferAllocator()), channel: "random", seq: 9, toSlots: [0])
+        h.registry.deliver(TextFrame(payload: Array("typing".utf8), allocator: ByteBufferAllocator()), channel: "general", seq: 0, toSlots: [0])
         h.channel.embeddedEventLoop.run()
         #expect(try Self.readFrames(h.channel).map { String(buffer: $0.data) } == ["other-9", "typing"])
         // The first pass carried 3..5 and is written at once; live frames stay held.
@@ -162,7 +200,7 @@ import Testing
         let texts = try Self.readFrames(h.channel).map { String(buffer: $0.data) }
         #expect(texts == ["r6", #"{"type":"resumed","channel":"general","seq":6,"replayed":4,"complete":true,"epoch":"ep7"}"#])
         // After the resume, live frames flow directly again.
-        h.registry.deliver(ByteBuffer(string: "live-7"), channel: "general", seq: 7, toSlots: [0])
+        h.registry.deliver(TextFrame(payload: Array("live-7".utf8), allocator: ByteBufferAllocator()), channel: "general", seq: 7, toSlots: [0])
         h.channel.embeddedEventLoop.run()
         #expect(try Self.readFrames(h.channel).map { String(buffer: $0.data) } == ["live-7"])
         _ = try h.channel.finish()
@@ -191,7 +229,7 @@ import Testing
         try h.channel.writeInbound(Self.textFrame(#"{"type":"resume","channel":"secret","after_seq":0}"#))
         try h.channel.writeInbound(Self.textFrame(#"{"type":"resume","channel":"secret","after_seq":0}"#))
         #expect(try Self.readFrames(h.channel).map { String(buffer: $0.data) }.first?.contains("already_resuming") == true)
-        h.registry.deliver(ByteBuffer(string: "live-1"), channel: "secret", seq: 1, toSlots: [0])
+        h.registry.deliver(TextFrame(payload: Array("live-1".utf8), allocator: ByteBufferAllocator()), channel: "secret", seq: 1, toSlots: [0])
         h.channel.embeddedEventLoop.run()
         try #require(replayer.pending.first).promise.succeed(.refused(code: "not_member", message: "no"))
         h.channel.embeddedEventLoop.run()
@@ -217,7 +255,7 @@ import Testing
         h.channel.pipeline.fireChannelWritabilityChanged()
         let close = try #require(try h.channel.readOutbound(as: WebSocketFrame.self))
         #expect(Self.closeCode(close) == 4008)
-        h.registry.deliver(ByteBuffer(string: "x"), channel: "c", seq: 2, toSlots: [0])
+        h.registry.deliver(TextFrame(payload: Array("x".utf8), allocator: ByteBufferAllocator()), channel: "c", seq: 2, toSlots: [0])
         h.channel.embeddedEventLoop.run()
         #expect(try h.channel.readOutbound(as: WebSocketFrame.self) == nil)
         // No close reply from the peer: the connection is closed after the handshake timeout.

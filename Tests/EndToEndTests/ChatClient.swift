@@ -4,8 +4,10 @@ import Synchronization
 
 /// A chat client as an application would write one against the client protocol: it reads
 /// frames on its own thread, answers pings, records every event frame as received (raw,
-/// duplicates included), and — when `reconnects` — connects to the next notifier after
-/// its socket ends and resumes (`?resume=` in the URL) every channel from the last `seq` it saw there.
+/// duplicates included), keeps each channel's last `seq` with the stream's epoch (starting
+/// afresh when the epoch changes), and — when `reconnects` — connects to the next notifier
+/// after its socket ends and resumes (`?resume=…&epoch=…` in the URL) every channel from the
+/// last `seq` it saw there.
 final class ChatClient: @unchecked Sendable {
     /// One event frame as it arrived.
     struct Received: Sendable, Equatable {
@@ -14,6 +16,8 @@ final class ChatClient: @unchecked Sendable {
         var eventID: String
         /// The notifier instance whose socket delivered it.
         var instance: String
+        var prev: UInt64 = 0
+        var epoch = ""
     }
 
     /// One `resumed` frame.
@@ -22,6 +26,8 @@ final class ChatClient: @unchecked Sendable {
         var seq: UInt64
         var replayed: Int
         var complete: Bool
+        var epoch = ""
+        var reason: String?
         /// Event frames received on this client before this one (where it fell in the stream).
         var position = 0
     }
@@ -35,6 +41,7 @@ final class ChatClient: @unchecked Sendable {
         var instance: String?
         var connections = 0
         var lastSeq: [String: UInt64] = [:]
+        var epoch = ""
     }
 
     let user: String
@@ -79,8 +86,9 @@ final class ChatClient: @unchecked Sendable {
     private func connect(port: Int, resume: Bool) throws -> WebSocketTestClient {
         // Resuming in the URL, one position per channel seen so far: the notifier starts the
         // replays before it can deliver a live frame to this socket.
-        let positions = state.withLock { $0.lastSeq }.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }
-        let path = resume && !positions.isEmpty ? "/ws?resume=\(positions.joined(separator: ","))" : "/ws"
+        let (lastSeq, epoch) = state.withLock { ($0.lastSeq, $0.epoch) }
+        let positions = lastSeq.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }
+        let path = resume && !positions.isEmpty ? "/ws?resume=\(positions.joined(separator: ","))\(epoch.isEmpty ? "" : "&epoch=\(epoch)")" : "/ws"
         let socket = try WebSocketTestClient(port: port, path: path, headers: ["Authorization": "Bearer \(token)"])
         guard let hello = try socket.receiveText(timeout: .seconds(5)),
               let object = Self.json(hello), object["type"] as? String == "hello" else {
@@ -147,15 +155,23 @@ final class ChatClient: @unchecked Sendable {
         case "event":
             guard let channel = object["channel"] as? String, let seq = (object["seq"] as? NSNumber)?.uint64Value else { return }
             let id = (object["event"] as? [String: Any])?["id"] as? String ?? ""
+            let prev = (object["prev"] as? NSNumber)?.uint64Value ?? 0
+            let epoch = object["epoch"] as? String ?? ""
             state.withLock { state in
-                state.events.append(Received(channel: channel, seq: seq, eventID: id, instance: state.instance ?? "?"))
+                if !epoch.isEmpty, epoch != state.epoch {
+                    // Numbered anew: the positions of the old stream mean nothing now.
+                    if !state.epoch.isEmpty { state.lastSeq = [:] }
+                    state.epoch = epoch
+                }
+                state.events.append(Received(channel: channel, seq: seq, eventID: id, instance: state.instance ?? "?", prev: prev, epoch: epoch))
                 state.lastSeq[channel] = max(state.lastSeq[channel] ?? 0, seq)
             }
         case "resumed":
             guard let channel = object["channel"] as? String else { return }
             var resumed = Resumed(
                 channel: channel, seq: (object["seq"] as? NSNumber)?.uint64Value ?? 0,
-                replayed: (object["replayed"] as? NSNumber)?.intValue ?? 0, complete: object["complete"] as? Bool ?? false
+                replayed: (object["replayed"] as? NSNumber)?.intValue ?? 0, complete: object["complete"] as? Bool ?? false,
+                epoch: object["epoch"] as? String ?? "", reason: object["reason"] as? String
             )
             state.withLock { state in
                 resumed.position = state.events.count
@@ -187,4 +203,17 @@ extension [ChatClient.Received] {
     var duplicates: Int { count - Set(map(\.seq)).count }
 
     var isStrictlyIncreasing: Bool { zip(seqs, seqs.dropFirst()).allSatisfy { $0 < $1 } }
+
+    /// First-seen events (of one channel) after the first whose `prev` is not the seq seen
+    /// before them: where a client checking the chain would have seen a gap.
+    var chainBreaks: [ChatClient.Received] {
+        var seen = Set<UInt64>()
+        var last: UInt64?
+        var breaks: [ChatClient.Received] = []
+        for event in self where seen.insert(event.seq).inserted {
+            if let last, event.prev != last { breaks.append(event) }
+            last = event.seq
+        }
+        return breaks
+    }
 }

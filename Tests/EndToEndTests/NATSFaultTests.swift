@@ -59,6 +59,7 @@ extension EndToEnd {
                 // (of the events it got: losses are checked above).
                 let delivered = flow.acknowledged(in: channel).filter { client.eventIDs.contains($0.eventID) }.map(\.seq)
                 #expect(received.firstSeen == delivered, "\(client.user) \(channel)")
+                #expect(received.chainBreaks.isEmpty, "\(client.user) \(channel): prev breaks \(received.chainBreaks.prefix(3))")
             }
         }
         let gaps = deployment.fanoutHTTPPort().map { Self.counters(port: $0, ["switchboard_fanout_delivery_gaps_total", "switchboard_fanout_events_read_after_gap_total", "switchboard_fanout_redeliveries_skipped_total"]) } ?? [:]

@@ -40,6 +40,10 @@ extension EndToEnd {
             // Every copy of an event, first or repeated, carries the seq JetStream gave it.
             let wrongSeq = client.events.filter { seqOf[$0.eventID] != $0.seq }
             #expect(wrongSeq.isEmpty, "\(client.user): \(wrongSeq.prefix(5))")
+            // prev chains each channel across the restart (relinked from the stream).
+            for channel in channels {
+                #expect(client.events(in: channel).chainBreaks.isEmpty, "\(client.user) \(channel): \(client.events(in: channel).chainBreaks.prefix(3))")
+            }
         }
         report("fan-out SIGKILL + restart: \(published.count) events, ready \(readyAfter) ms after restart, all delivered \(completeAfter) ms after restart; duplicate frames alice \(alice.events.duplicates) bob \(bob.events.duplicates)")
     }
@@ -147,5 +151,57 @@ extension EndToEnd {
         }
         #expect(eventually(timeout: .seconds(10)) { [alice, bob, carol].allSatisfy { $0.eventIDs == ids } }, "\(deployment.logsText())")
         report("Redis restart without data: presence rebuilt in Redis and the fan-out \(rebuiltAfter) ms after Redis came back; unroutable meanwhile: \(unroutable.sorted())")
+    }
+}
+
+extension EndToEnd {
+    /// `CHAT_EVENTS` created anew (its sequences start again at 1) while notifiers and their
+    /// clients stay up: the frames of the new stream carry a new epoch, so a client holding
+    /// old positions knows they mean nothing, and a resume naming the old epoch is told so
+    /// instead of replaying "nothing missed" and dropping every new, lower sequence.
+    @Test func streamCreatedAnewIsAnnouncedByANewEpochAndAnOldResumeIsToldSo() async throws {
+        let deployment = try await Deployment()
+        defer { deployment.stop() }
+        let (alice, bob, ready) = try await deployment.aliceOnN1AndBobOnN2(of: ["room-a"])
+        defer { alice.stop(); bob.stop() }
+        #expect(ready)
+        for index in 0..<3 { _ = try deployment.publishEvent(channel: "room-a", id: "old-\(index)") }
+        #expect(eventually(timeout: .seconds(10)) { alice.eventIDs.isSuperset(of: ["old-0", "old-1", "old-2"]) })
+        let oldEpoch = try #require(alice.events.last?.epoch)
+        let oldSeq = try #require(alice.events.last?.seq)
+        #expect(StreamEpoch.isValid(oldEpoch))
+
+        // The operator wipes the stream: the fan-out goes down with its consumers and comes
+        // back creating the stream anew.
+        deployment.fanout()?.stop(grace: .seconds(5))
+        _ = try deployment.connection.request("$JS.API.STREAM.DELETE.\(StreamNames.events)", payload: [], timeout: .seconds(5))
+        try deployment.restartFanout()
+        #expect(deployment.online(["alice", "bob"]))
+        let newSeq = try deployment.publishEvent(channel: "room-a", id: "new-0")
+        #expect(newSeq < oldSeq, "the new stream numbers from 1 again")
+        #expect(eventually(timeout: .seconds(10)) { alice.eventIDs.contains("new-0") && bob.eventIDs.contains("new-0") })
+        let newEpoch = try #require(alice.events.first { $0.eventID == "new-0" }?.epoch)
+        #expect(newEpoch != oldEpoch && StreamEpoch.isValid(newEpoch))
+        #expect(bob.events.first { $0.eventID == "new-0" }?.epoch == newEpoch, "every notifier names the same epoch")
+
+        // A client coming back with its old positions.
+        let socket = try WebSocketTestClient(port: deployment.port("n1"), path: "/ws?resume=room-a:\(oldSeq)&epoch=\(oldEpoch)",
+                                             headers: ["Authorization": "Bearer \(try await deployment.token("alice"))"])
+        defer { socket.closeSocket() }
+        let hello = try #require(try socket.receiveText())
+        #expect(hello.contains(#""epoch":"\#(newEpoch)""#), "\(hello)")
+        let resumedText = try #require(try socket.receiveText(timeout: .seconds(10)))
+        let resumed = try #require(ChatClient.json(resumedText))
+        #expect(resumed["type"] as? String == "resumed")
+        #expect(resumed["reason"] as? String == "epoch_changed")
+        #expect(resumed["complete"] as? Bool == false)
+        #expect(resumed["epoch"] as? String == newEpoch)
+        // Live events of the new stream follow on that socket.
+        _ = try deployment.publishEvent(channel: "room-a", id: "new-1")
+        let liveText = try #require(try socket.receiveText(timeout: .seconds(10)))
+        let live = try #require(ChatClient.json(liveText))
+        #expect((live["event"] as? [String: Any])?["id"] as? String == "new-1")
+        #expect(live["epoch"] as? String == newEpoch)
+        report("stream created anew: epoch \(oldEpoch) → \(newEpoch); old seq \(oldSeq), new stream's first \(newSeq); resume with the old epoch answered epoch_changed")
     }
 }

@@ -1176,7 +1176,7 @@ const ProtobufCMessageDescriptor switchboard__v1__presence_delta__descriptor =
   (ProtobufCMessageInit) switchboard__v1__presence_delta__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor switchboard__v1__delivery__field_descriptors[5] =
+static const ProtobufCFieldDescriptor switchboard__v1__delivery__field_descriptors[6] =
 {
   {
     "stream_seq",
@@ -1238,10 +1238,23 @@ static const ProtobufCFieldDescriptor switchboard__v1__delivery__field_descripto
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "position_slots",
+    6,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Switchboard__V1__Delivery, n_position_slots),
+    offsetof(Switchboard__V1__Delivery, position_slots),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned switchboard__v1__delivery__field_indices_by_name[] = {
   1,   /* field[1] = channel_id */
   2,   /* field[2] = event */
+  5,   /* field[5] = position_slots */
   4,   /* field[4] = prev_seq */
   3,   /* field[3] = slots */
   0,   /* field[0] = stream_seq */
@@ -1249,7 +1262,7 @@ static const unsigned switchboard__v1__delivery__field_indices_by_name[] = {
 static const ProtobufCIntRange switchboard__v1__delivery__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor switchboard__v1__delivery__descriptor =
 {
@@ -1259,7 +1272,7 @@ const ProtobufCMessageDescriptor switchboard__v1__delivery__descriptor =
   "Switchboard__V1__Delivery",
   "switchboard.v1",
   sizeof(Switchboard__V1__Delivery),
-  5,
+  6,
   switchboard__v1__delivery__field_descriptors,
   switchboard__v1__delivery__field_indices_by_name,
   1,  switchboard__v1__delivery__number_ranges,

@@ -342,7 +342,11 @@ final class EventPipeline: Service {
             try message.payload.withUnsafeBytes { eventBytes in
                 for index in 0..<plan.targets.count {
                     let bytes = plan.slots[index].withUnsafeBufferPointer { slots in
-                        Delivery.encode(streamSeq: sequence, prevSeq: prev, channelID: event.channelID, event: eventBytes, slots: slots)
+                        plan.positionSlots[index].withUnsafeBufferPointer { positionSlots in
+                            // Positions alone need no content: the event's bytes stay home.
+                            Delivery.encode(streamSeq: sequence, prevSeq: prev, channelID: event.channelID, event: slots.isEmpty ? UnsafeRawBufferPointer(start: nil, count: 0) : eventBytes,
+                                            slots: slots, positionSlots: positionSlots)
+                        }
                     }
                     try inboxes.add(bytes, to: plan.targets[index].inboxSubject, publish: publishInboxMessage)
                 }

@@ -83,7 +83,8 @@ final class TypingRelay: Service {
         state.plan(partition: partition, channel: typing.channelID, skipUser: typing.userID, into: &plan)
         var headers = NATSHeaders()
         headers[InboxKind.header] = InboxKind.typing
-        for index in 0..<plan.targets.count {
+        // The typer's own sockets are position-only targets: nothing to type to them.
+        for index in 0..<plan.targets.count where !plan.slots[index].isEmpty {
             let out = Typing(channelID: typing.channelID, userID: typing.userID, slots: plan.slots[index])
             do {
                 try connection.publish(plan.targets[index].inboxSubject, payload: out.encoded(), headers: headers)

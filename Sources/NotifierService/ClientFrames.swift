@@ -7,6 +7,7 @@ import SwitchboardProto
 // server → client
 //   {"type":"hello","instance":"n1","user":"u1","heartbeat_s":15,"epoch":"1pk3v0i9x2s4"}
 //   {"type":"event","channel":"c","seq":42,"prev":40,"epoch":"1pk3v0i9x2s4","event":{"id":…,"sender":…,"created_at_ms":…,"kind":…,…}}
+//   {"type":"position","channel":"c","seq":43,"prev":42,"epoch":"1pk3v0i9x2s4"}   (own event, echo skipped)
 //   {"type":"typing","channel":"c","user":"u2"}
 //   {"type":"pong"}
 //   {"type":"resumed","channel":"c","seq":57,"replayed":15,"complete":true,"epoch":"1pk3v0i9x2s4"}
@@ -122,6 +123,17 @@ public enum ServerFrame {
                 json.field("kind", "unknown")
             }
             json.close()
+        }
+    }
+
+    /// The position of an event a socket does not get (its own, sent without echo), so that
+    /// the socket's chain of the channel stays whole.
+    public static func position(channel: String, seq: UInt64, prev: UInt64, epoch: String) -> [UInt8] {
+        frame(FrameType.position, capacity: 96) { json in
+            json.field("channel", channel)
+            json.field("seq", seq)
+            json.field("prev", prev)
+            json.field("epoch", epoch)
         }
     }
 

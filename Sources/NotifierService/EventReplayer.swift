@@ -126,7 +126,9 @@ final class EventReplayer: EventReplaying {
             let seq = message.metadata.streamSequence
             lastSeq = seq
             if case .event(let event) = StoredEvent.examine(subject: message.subject, payload: message.payload, partitionCount: partitionCount) {
-                if !(event.skipSenderEcho && event.senderID == user) {
+                if event.skipSenderEcho && event.senderID == user {
+                    frames.append((seq, ServerFrame.position(channel: channel, seq: seq, prev: prev, epoch: epoch)))
+                } else {
                     frames.append((seq, ServerFrame.event(channel: channel, seq: seq, prev: prev, epoch: epoch, event: event)))
                 }
                 prev = seq

@@ -45,16 +45,24 @@ struct InboxDispatcher: Sendable {
         metrics.deliveriesIn.increment(by: deliveries.count)
         var frames: [SessionRegistry.SlotFrame] = []
         frames.reserveCapacity(deliveries.count)
+        var undecodable = 0
         for delivery in deliveries {
-            guard let event = try? ChatEvent(decoding: delivery.event) else {
-                // One bad event does not cost the others of the message.
-                metrics.undecodable.increment()
-                continue
+            if !delivery.slots.isEmpty {
+                guard let event = try? ChatEvent(decoding: delivery.event) else {
+                    // One bad event does not cost the others of the message.
+                    metrics.undecodable.increment()
+                    undecodable += 1
+                    continue
+                }
+                let frame = TextFrame(payload: ServerFrame.event(channel: delivery.channelID, seq: delivery.streamSeq, prev: delivery.prevSeq, epoch: epoch, event: event), allocator: allocator)
+                frames.append(SessionRegistry.SlotFrame(frame: frame, channel: delivery.channelID, seq: delivery.streamSeq, epoch: epoch, slots: delivery.slots))
             }
-            let frame = TextFrame(payload: ServerFrame.event(channel: delivery.channelID, seq: delivery.streamSeq, prev: delivery.prevSeq, epoch: epoch, event: event), allocator: allocator)
-            frames.append(SessionRegistry.SlotFrame(frame: frame, channel: delivery.channelID, seq: delivery.streamSeq, epoch: epoch, slots: delivery.slots))
+            if !delivery.positionSlots.isEmpty {
+                let frame = TextFrame(payload: ServerFrame.position(channel: delivery.channelID, seq: delivery.streamSeq, prev: delivery.prevSeq, epoch: epoch), allocator: allocator)
+                frames.append(SessionRegistry.SlotFrame(frame: frame, channel: delivery.channelID, seq: delivery.streamSeq, epoch: epoch, slots: delivery.positionSlots))
+            }
         }
         let missing = registry.deliver(frames)
-        return frames.count == deliveries.count ? .routed(missingSlots: missing) : .undecodable("ChatEvent")
+        return undecodable == 0 ? .routed(missingSlots: missing) : .undecodable("ChatEvent")
     }
 }

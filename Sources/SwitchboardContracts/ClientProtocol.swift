@@ -11,6 +11,8 @@ public enum FrameType {
     // server → client
     public static let hello = "hello"
     public static let event = "event"
+    /// An event's position without its content (its sender, whose echo is skipped).
+    public static let position = "position"
     public static let typing = "typing"
     public static let pong = "pong"
     public static let resumed = "resumed"

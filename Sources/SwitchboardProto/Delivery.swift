@@ -11,13 +11,16 @@ public struct Delivery: Sendable, Equatable {
     public var slots: [UInt32]
     /// `stream_seq` of the previous event of the channel the fan-out delivered; 0 for none.
     public var prevSeq: UInt64
+    /// Slots that get only the event's position (the sender, when its echo is skipped).
+    public var positionSlots: [UInt32]
 
-    public init(streamSeq: UInt64, channelID: String, event: [UInt8], slots: [UInt32], prevSeq: UInt64 = 0) {
+    public init(streamSeq: UInt64, channelID: String, event: [UInt8], slots: [UInt32], prevSeq: UInt64 = 0, positionSlots: [UInt32] = []) {
         self.streamSeq = streamSeq
         self.channelID = channelID
         self.event = event
         self.slots = slots
         self.prevSeq = prevSeq
+        self.positionSlots = positionSlots
     }
 
     public init(decoding bytes: some Collection<UInt8>) throws(ProtoError) {
@@ -32,19 +35,23 @@ public struct Delivery: Sendable, Equatable {
         event = swiftArray(m.event.data, count: m.event.len)
         slots = swiftArray(m.slots, count: m.n_slots)
         prevSeq = m.prev_seq
+        positionSlots = swiftArray(m.position_slots, count: m.n_position_slots)
     }
 
     public func encoded() -> [UInt8] {
         event.withUnsafeBufferPointer { event in
             slots.withUnsafeBufferPointer { slots in
-                Delivery.encode(streamSeq: streamSeq, prevSeq: prevSeq, channelID: channelID, event: UnsafeRawBufferPointer(event), slots: slots)
+                positionSlots.withUnsafeBufferPointer { positionSlots in
+                    Delivery.encode(streamSeq: streamSeq, prevSeq: prevSeq, channelID: channelID, event: UnsafeRawBufferPointer(event), slots: slots, positionSlots: positionSlots)
+                }
             }
         }
     }
 
     /// The fan-out's hot path: packs straight from borrowed buffers (the event bytes as they
     /// came from JetStream, the planner's slot buffer) with one allocation, for the output.
-    public static func encode(streamSeq: UInt64, prevSeq: UInt64 = 0, channelID: String, event: UnsafeRawBufferPointer, slots: UnsafeBufferPointer<UInt32>) -> [UInt8] {
+    public static func encode(streamSeq: UInt64, prevSeq: UInt64 = 0, channelID: String, event: UnsafeRawBufferPointer, slots: UnsafeBufferPointer<UInt32>,
+                              positionSlots: UnsafeBufferPointer<UInt32> = UnsafeBufferPointer(start: nil, count: 0)) -> [UInt8] {
         channelID.withCString { channelPointer in
                 var m = Switchboard__V1__Delivery()
                 switchboard__v1__delivery__init(&m)
@@ -55,6 +62,8 @@ public struct Delivery: Sendable, Equatable {
                 m.event.data = UnsafeMutablePointer(mutating: event.baseAddress?.assumingMemoryBound(to: UInt8.self))
                 m.n_slots = slots.count
                 m.slots = UnsafeMutablePointer(mutating: slots.baseAddress)
+                m.n_position_slots = positionSlots.count
+                m.position_slots = UnsafeMutablePointer(mutating: positionSlots.baseAddress)
                 return withUnsafePointer(to: &m) { p in
                     packed(size: switchboard__v1__delivery__get_packed_size(p)) { switchboard__v1__delivery__pack(p, $0) }
                 }

@@ -48,4 +48,25 @@ import Testing
         #expect(rig.inboxEpochs == [epoch])
         #expect(try rig.jetStream.streamState(StreamNames.deadLetters).messages == 1)
     }
+
+    /// An event that skips its sender's echo still gives the sender's sockets its position
+    /// (without the content), so the sender's chain of the channel stays whole.
+    @Test func theSenderWhoseEchoIsSkippedGetsThePositionOnly() async throws {
+        let rig = try PipelineRig(channels: 1)
+        defer { rig.stop() }
+        let channel = rig.channels[0]
+        let first = try rig.publish(channel: channel, text: "from someone else")
+        let own = ChatEvent(eventID: "own", channelID: channel, senderID: "alice", createdAtMs: 1, skipSenderEcho: true, body: .messageCreated(messageID: "own", text: "mine"))
+        let ownSeq = try rig.jetStream.publish(Subjects.event(channel: channel, partitionCount: PipelineRig.partitionCount), payload: own.encoded(), msgID: "own").sequence
+        try await running(try rig.pipeline(rig.output)) {
+            #expect(eventually(timeout: .seconds(30)) { rig.deliveries.count >= 2 && rig.consumerUnacked() == 0 })
+        }
+        let deliveries = rig.deliveries
+        #expect(deliveries.map(\.streamSeq) == [first, ownSeq])
+        #expect(deliveries.first?.slots == [0] && deliveries.first?.positionSlots == [])
+        let position = try #require(deliveries.last)
+        #expect(position.slots == [] && position.positionSlots == [0])
+        #expect(position.event.isEmpty, "a position carries no content")
+        #expect(position.prevSeq == first)
+    }
 }

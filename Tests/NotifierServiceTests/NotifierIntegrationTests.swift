@@ -497,6 +497,11 @@ import Testing
         #expect(live["epoch"] as? String == "a-new-stream")
         let hello = try fixture.connectReadingHello(try await fixture.token("carol")).hello
         #expect(hello.contains(#""epoch":"a-new-stream""#), "\(hello)")
+
+        // Its own event sent without echo: the position only.
+        let own = Deliveries(epoch: "a-new-stream", deliveries: [Delivery(streamSeq: 4, channelID: "general", event: [], slots: [], prevSeq: 3, positionSlots: [slot])])
+        try nats.publish(Subjects.inbox(instance: fixture.instanceID), payload: own.encoded())
+        #expect(try client.receiveText() == #"{"type":"position","channel":"general","seq":4,"prev":3,"epoch":"a-new-stream"}"#)
     }
 
     @Test func pythonWebsocketsClientReceivesEventsAndIsRefusedWithoutAToken() async throws {

@@ -17,14 +17,30 @@ struct NaiveRouting {
         }
         return result.mapValues { $0.sorted() }
     }
+
+    /// Where the skipped sender gets the event's position only: its placements, when it is a member.
+    func positions(channel: String, skip: String) -> [String: [UInt32]] {
+        guard members[channel]?.contains(skip) == true else { return [:] }
+        return (placements[skip] ?? [:]).reduce(into: [:]) { $0[$1.key, default: []].append($1.value) }
+    }
 }
 
+/// The plan's content slots per instance (instances with positions only are left out).
 func planned(_ buffer: PlanBuffer) -> [String: [UInt32]] {
     var result: [String: [UInt32]] = [:]
     for (index, target) in buffer.targets.enumerated() {
         #expect(target.inboxSubject == Subjects.inbox(instance: target.instanceID))
         #expect(result[target.instanceID] == nil, "one delivery per instance")
-        result[target.instanceID] = buffer.slots[index].sorted()
+        if !buffer.slots[index].isEmpty { result[target.instanceID] = buffer.slots[index].sorted() }
+    }
+    return result
+}
+
+/// The plan's position-only slots per instance.
+func plannedPositions(_ buffer: PlanBuffer) -> [String: [UInt32]] {
+    var result: [String: [UInt32]] = [:]
+    for (index, target) in buffer.targets.enumerated() where !buffer.positionSlots[index].isEmpty {
+        result[target.instanceID] = buffer.positionSlots[index].sorted()
     }
     return result
 }
@@ -239,6 +255,7 @@ let instanceNames = ["n0", "n1", "n2"]
                 let partition = Partitioner.partition(of: channel, count: partitionCount)
                 table.plan(partition: partition, channel: channel, skipUser: "u1", into: &plan)
                 #expect(planned(plan) == model.plan(channel: channel, skip: "u1"), "channel \(channel)")
+                #expect(plannedPositions(plan) == model.positions(channel: channel, skip: "u1"), "positions of channel \(channel)")
                 for user in userNames {
                     let member = model.members[channel]?.contains(user) ?? false
                     #expect(table.isMember(partition: partition, channel: channel, user: user) == member)

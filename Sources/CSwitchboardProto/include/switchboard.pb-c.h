@@ -213,10 +213,16 @@ struct  Switchboard__V1__Delivery
    * events are not in the chain); 0 when there is none.
    */
   uint64_t prev_seq;
+  /*
+   * Slots that get only the event's position (seq, prev, epoch), not its content: the
+   * sender's own sockets when the event skips the sender's echo.
+   */
+  size_t n_position_slots;
+  uint32_t *position_slots;
 };
 #define SWITCHBOARD__V1__DELIVERY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&switchboard__v1__delivery__descriptor) \
-    , 0, (char *)protobuf_c_empty_string, {0,NULL}, 0,NULL, 0 }
+    , 0, (char *)protobuf_c_empty_string, {0,NULL}, 0,NULL, 0, 0,NULL }
 
 
 /*

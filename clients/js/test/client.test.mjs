@@ -1,0 +1,122 @@
+// The library's own logic against a scripted WebSocket (no server): duplicates, gaps,
+// epoch changes, resumes in the URL and moving to the next URL. The end-to-end tests run it
+// against real notifiers (Tests/EndToEndTests/JSClientTests.swift).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { SwitchboardClient } from "../switchboard.js";
+
+/** A WebSocket double: records what the client opens and sends; the test plays the server. */
+class ScriptedSocket {
+  static opened = [];
+  constructor(url) {
+    this.url = url;
+    this.sent = [];
+    this.readyState = 0;
+    ScriptedSocket.opened.push(this);
+  }
+  send(text) { this.sent.push(JSON.parse(text)); }
+  close() { this.readyState = 3; }
+  open() { this.readyState = 1; this.onopen?.(); }
+  frame(object) { this.onmessage?.({ data: JSON.stringify(object) }); }
+  closeWith(code) { this.readyState = 3; this.onclose?.({ code }); }
+}
+
+function client(extra = {}) {
+  ScriptedSocket.opened = [];
+  const seen = { events: [], positions: [], resyncs: [], states: [] };
+  const c = new SwitchboardClient({
+    urls: ["ws://a/ws", "ws://b/ws"], token: "t", WebSocket: ScriptedSocket,
+    initialBackoffMs: 1, maxBackoffMs: 2, random: () => 0,
+    onEvent: (channel, event, p) => seen.events.push(`${channel}@${p.seq}/${p.prev}/${p.epoch}:${event.id}`),
+    onPosition: (channel, p) => seen.positions.push(`${channel}@${p.seq}`),
+    onResync: (channel, reason) => seen.resyncs.push(`${channel}:${reason}`),
+    onState: state => seen.states.push(state),
+    ...extra,
+  });
+  return { c, seen };
+}
+
+const event = (channel, seq, prev, epoch = "e1") => ({ type: "event", channel, seq, prev, epoch, event: { id: `id${seq}` } });
+const settle = (ms = 20) => new Promise(resolve => setTimeout(resolve, ms));
+
+test("events chain per channel; duplicates are dropped", async () => {
+  const { c, seen } = client();
+  c.connect();
+  await settle();
+  const ws = ScriptedSocket.opened[0];
+  assert.equal(ws.url, "ws://a/ws?token=t");
+  ws.open();
+  ws.frame({ type: "hello", epoch: "e1" });
+  for (const f of [event("g", 3, 0), event("r", 4, 0), event("g", 5, 3), event("g", 5, 3), event("g", 3, 0), { type: "position", channel: "g", seq: 6, prev: 5, epoch: "e1" }, event("g", 7, 6)]) ws.frame(f);
+  assert.deepEqual(seen.events, ["g@3/0/e1:id3", "r@4/0/e1:id4", "g@5/3/e1:id5", "g@7/6/e1:id7"]);
+  assert.deepEqual(seen.positions, ["g@6"]);
+  assert.deepEqual(c.position("g"), { seq: 7, epoch: "e1" });
+  c.close();
+});
+
+test("a gap resumes the channel and hands over only what chains again", async () => {
+  const { c, seen } = client();
+  c.connect();
+  await settle();
+  const ws = ScriptedSocket.opened[0];
+  ws.open();
+  ws.frame(event("g", 3, 0));
+  ws.frame(event("g", 9, 7));  // 7 (and what came before it) never arrived
+  assert.deepEqual(ws.sent, [{ type: "resume", channel: "g", after_seq: 3, epoch: "e1" }]);
+  ws.frame(event("g", 10, 9));  // a live frame racing the resume: does not chain, dropped
+  ws.frame(event("g", 7, 3));   // the replay
+  ws.frame(event("g", 9, 7));
+  ws.frame({ type: "resumed", channel: "g", seq: 9, replayed: 2, complete: true, epoch: "e1" });
+  ws.frame(event("g", 10, 9));  // held back by the server until after resumed
+  assert.deepEqual(seen.events.map(e => e.split("/")[0]), ["g@3", "g@7", "g@9", "g@10"]);
+  assert.equal(ws.sent.length, 1, "one resume per gap");
+  c.close();
+});
+
+test("reconnects resume every channel in the URL with the epoch, and 4000 moves to the next URL", async () => {
+  const { c, seen } = client();
+  c.connect();
+  await settle();
+  const first = ScriptedSocket.opened[0];
+  first.open();
+  first.frame({ type: "hello", epoch: "e1" });
+  first.frame(event("g", 3, 0));
+  first.frame(event("r", 4, 0));
+  first.closeWith(4000);
+  await settle(150);  // a drained instance is left at once (within 100 ms, jittered)
+  const second = ScriptedSocket.opened[1];
+  assert.equal(second.url, "ws://b/ws?token=t&resume=" + encodeURIComponent("g:3,r:4") + "&epoch=e1");
+  second.open();
+  second.frame(event("g", 5, 3));
+  assert.deepEqual(seen.states, ["connecting", "open", "reconnecting", "open"]);
+  // A plain network close retries the same URL.
+  second.closeWith(1006);
+  await settle();
+  assert.ok(ScriptedSocket.opened[2].url.startsWith("ws://b/ws?"));
+  c.close();
+  assert.equal(seen.states.at(-1), "closed");
+});
+
+test("a new epoch drops the old positions and says so; epoch_changed on resume too", async () => {
+  const { c, seen } = client();
+  c.connect();
+  await settle();
+  const ws = ScriptedSocket.opened[0];
+  ws.open();
+  ws.frame(event("g", 30, 0));
+  ws.frame(event("r", 31, 0));
+  ws.frame(event("g", 1, 0, "e2"));  // the stream was created anew
+  assert.deepEqual(seen.resyncs, ["g:epoch_changed", "r:epoch_changed"]);
+  assert.deepEqual(seen.events.at(-1), "g@1/0/e2:id1");
+  ws.frame({ type: "resumed", channel: "r", seq: 0, replayed: 0, complete: false, epoch: "e3", reason: "epoch_changed" });
+  assert.equal(c.epoch, "e3");
+  assert.equal(c.position("r"), undefined);
+  ws.frame({ type: "resumed", channel: "g", seq: 1, replayed: 0, complete: false, epoch: "e3" });
+  assert.deepEqual(seen.resyncs.slice(2), ["r:epoch_changed", "g:incomplete"]);
+  c.close();
+});
+
+test("bad options are refused with a clear error", () => {
+  assert.throws(() => new SwitchboardClient({ urls: [], token: "t", WebSocket: ScriptedSocket }), /urls/);
+  assert.throws(() => new SwitchboardClient({ urls: ["ws://a"], WebSocket: ScriptedSocket }), /token/);
+});

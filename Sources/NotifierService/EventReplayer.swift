@@ -19,7 +19,9 @@ protocol EventReplaying: Sendable {
 enum ReplayOutcome: Sendable {
     /// Event frames in stream order with their seqs; `lastSeq` is the last seq replayed
     /// (or the requested one when nothing was newer).
-    case replayed(frames: [(seq: UInt64, frame: [UInt8])], lastSeq: UInt64, complete: Bool)
+    /// `reason` says why a replay is not complete when the client must know more than that
+    /// (`membership`: events from before the user's current join were left out).
+    case replayed(frames: [(seq: UInt64, frame: [UInt8])], lastSeq: UInt64, complete: Bool, reason: String? = nil)
     /// The client's seqs belong to another epoch than the stream's: nothing was replayed.
     case otherEpoch
     case refused(code: String, message: String)
@@ -99,7 +101,7 @@ final class EventReplayer: EventReplaying {
     }
 
     private func attempt(channel: String, user: String, after: UInt64, epoch clientEpoch: String?) throws -> ReplayOutcome {
-        guard try ChannelMembership.isMember(channel: channel, user: user, partitionCount: partitionCount, in: jetStream) else {
+        guard let joinedNs = try ChannelMembership.memberSince(channel: channel, user: user, partitionCount: partitionCount, in: jetStream) else {
             return .refused(code: FrameErrorCode.notMember, message: "not a member of channel '\(channel)'")
         }
         let state = try jetStream.streamState(Self.eventsStream)
@@ -122,11 +124,15 @@ final class EventReplayer: EventReplaying {
         /// The chain as the fan-out links it (poison left out); the first replayed event's
         /// `prev` is the seq the client resumed after.
         var prev = after
+        /// Events stored before the user's current join are not the user's to see.
+        var beforeJoin = false
         while let message = try consumer.next(timeout: idleTimeout) {
             let seq = message.metadata.streamSequence
             lastSeq = seq
             if case .event(let event) = StoredEvent.examine(subject: message.subject, payload: message.payload, partitionCount: partitionCount) {
-                if event.skipSenderEcho && event.senderID == user {
+                if message.metadata.timestampNs < joinedNs {
+                    beforeJoin = true
+                } else if event.skipSenderEcho && event.senderID == user {
                     frames.append((seq, ServerFrame.position(channel: channel, seq: seq, prev: prev, epoch: epoch)))
                 } else {
                     frames.append((seq, ServerFrame.event(channel: channel, seq: seq, prev: prev, epoch: epoch, event: event)))
@@ -143,6 +149,6 @@ final class EventReplayer: EventReplaying {
             }
         }
         guard reachedNewest || frames.count >= maxEvents else { throw Stalled() }
-        return .replayed(frames: frames, lastSeq: lastSeq, complete: complete)
+        return .replayed(frames: frames, lastSeq: lastSeq, complete: complete && !beforeJoin, reason: beforeJoin ? ResumeReason.membership : nil)
     }
 }

@@ -225,7 +225,7 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
     /// or after `resumeSettle` — and only then does the socket switch to live frames.
     private func replay(channel: String, after: UInt64, epoch: String? = nil, with replayer: any EventReplaying, replayedBefore: Int?) {
         replayer.replay(channel: channel, user: userID, after: after, epoch: epoch, on: eventLoop).whenSuccess { [self] outcome in
-            guard replayedBefore == nil, case .replayed(let frames, let last, complete: true) = outcome else {
+            guard replayedBefore == nil, case .replayed(let frames, let last, complete: true, _) = outcome else {
                 finishResume(channel: channel, outcome: outcome, replayedBefore: replayedBefore ?? 0)
                 return
             }
@@ -267,13 +267,13 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
             environment.metrics.resumesOfAnotherEpoch.increment()
             let resumed = ServerFrame.resumed(channel: channel, seq: 0, replayed: 0, complete: false, epoch: environment.epoch.current, reason: ResumeReason.epochChanged)
             context.write(wrapOutboundOut(.text(allocator.buffer(bytes: resumed))), promise: nil)
-        case .replayed(let frames, let last, let complete):
+        case .replayed(let frames, let last, let complete, let reason):
             writingPastBudget = true
             for (_, frame) in frames {
                 context.write(wrapOutboundOut(.text(allocator.buffer(bytes: frame))), promise: nil)
             }
             writingPastBudget = false
-            let resumed = ServerFrame.resumed(channel: channel, seq: last, replayed: replayedBefore + frames.count, complete: complete, epoch: environment.epoch.current)
+            let resumed = ServerFrame.resumed(channel: channel, seq: last, replayed: replayedBefore + frames.count, complete: complete, epoch: environment.epoch.current, reason: reason)
             context.write(wrapOutboundOut(.text(allocator.buffer(bytes: resumed))), promise: nil)
             lastSeq = last
             replayedThrough[channel] = last

@@ -28,6 +28,9 @@ public enum ResumeReason {
     /// The resume named another epoch than `CHAT_EVENTS`' current one: its sequences mean
     /// nothing in the new numbering, so nothing was replayed.
     public static let epochChanged = "epoch_changed"
+    /// The resume asked for events from before the user's current join: those are not
+    /// replayed (the user's view of a channel starts at its first event after the join).
+    public static let membership = "membership"
 }
 
 /// The `"code"` of an `error` frame (and of a refused `?resume=`).

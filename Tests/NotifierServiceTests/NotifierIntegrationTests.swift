@@ -504,6 +504,38 @@ import Testing
         #expect(try client.receiveText() == #"{"type":"position","channel":"general","seq":4,"prev":3,"epoch":"a-new-stream"}"#)
     }
 
+    /// A user's view of a channel starts at its first event after the user's current join:
+    /// a resume from before it replays only what came after, and says so.
+    @Test func resumeLeavesOutEventsFromBeforeTheUsersJoinAndSaysSo() async throws {
+        let fixture = try await NotifierFixture()
+        defer { fixture.stop() }
+        let nats = try fixture.natsConnection()
+        defer { nats.close() }
+        let jetStream = try fixture.chatStreams(over: nats)
+        let p = fnv1a("general") % 16
+        func publish(_ id: String) throws -> UInt64 {
+            let event = ChatEvent(eventID: id, channelID: "general", senderID: "bob", createdAtMs: 1, body: .messageCreated(messageID: id, text: id))
+            return try jetStream.publish("chat.events.\(p).general", payload: event.encoded(), msgID: id).sequence
+        }
+        _ = try publish("before-1")
+        _ = try publish("before-2")
+        try fixture.publishMembership("general", "alice", over: jetStream)
+        let after = [try publish("after-1"), try publish("after-2")]
+        let client = try fixture.connect(try await fixture.token("alice"))
+        try client.send(text: #"{"type":"resume","channel":"general","after_seq":0}"#)
+        var seqs: [UInt64] = []
+        var resumed: [String: Any] = [:]
+        while let text = try client.receiveText() {
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+            if json["type"] as? String == "event" { seqs.append((json["seq"] as? NSNumber)?.uint64Value ?? 0) }
+            if json["type"] as? String == "resumed" { resumed = json; break }
+        }
+        #expect(seqs == after)
+        #expect(resumed["complete"] as? Bool == false)
+        #expect(resumed["reason"] as? String == "membership")
+        #expect((resumed["seq"] as? NSNumber)?.uint64Value == after.last)
+    }
+
     @Test func pythonWebsocketsClientReceivesEventsAndIsRefusedWithoutAToken() async throws {
         let fixture = try await NotifierFixture()
         defer { fixture.stop() }

@@ -26,7 +26,8 @@ export type ConnectionState = "connecting" | "open" | "reconnecting" | "closed";
  * Why the application must refetch a channel's history from its own API:
  * `epoch_changed` — the event stream was created anew, earlier positions mean nothing;
  * `incomplete` — a resume could not replay everything missed (too many, or aged out);
- * `membership` — reserved: the notifier does not report membership edges yet.
+ * `membership` — a resume reached back before the user's current join: those events are not
+ *   the user's to see, and were left out.
  */
 export type ResyncReason = "epoch_changed" | "incomplete" | "membership";
 

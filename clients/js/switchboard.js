@@ -250,7 +250,7 @@ export class SwitchboardClient {
       // The replay may end on events this socket does not get (poison, others' skipped
       // echoes are positions): its last seq is where the channel now stands.
       if (frame.seq > 0 && (last === undefined || frame.seq > last)) this.positions.set(channel, frame.seq);
-      if (frame.complete === false) this.onResync(channel, "incomplete");
+      if (frame.complete === false) this.onResync(channel, frame.reason === "membership" ? "membership" : "incomplete");
     }
     this._sendQueuedResumes();
   }

@@ -59,6 +59,11 @@ public struct PartitionSet: Sendable, Equatable, CustomStringConvertible {
 /// Everything the fan-out needs to run; the `fanout` executable fills it from flags and env.
 public struct FanoutConfig: Sendable {
     public var natsURL = "nats://127.0.0.1:4222"
+    /// TLS towards NATS: CA certificates to verify the servers, and a client certificate and
+    /// key for servers that verify clients (PEM files; nil: plain TCP unless a URL says tls://).
+    public var natsTLSCAFile: String?
+    public var natsTLSCertFile: String?
+    public var natsTLSKeyFile: String?
     public var redisURL = "redis://127.0.0.1:6379"
     public var partitions: PartitionSet
     public var replicaID = "fanout-0"

@@ -50,7 +50,10 @@ public final class FanoutService: Service {
         let services: [any Service]
         do {
             connection = try await blocking { [config] in
-                try NATSConnection(options: .init(url: config.natsURL, name: "fanout-\(config.replicaID)", connectTimeout: .seconds(5)))
+                try NATSConnection(options: .init(
+                    url: config.natsURL, name: "fanout-\(config.replicaID)", connectTimeout: .seconds(5),
+                    tls: .files(ca: config.natsTLSCAFile, cert: config.natsTLSCertFile, key: config.natsTLSKeyFile)
+                ))
             }
         } catch {
             logger.critical("fan-out start-up failed", metadata: ["error": "\(error)"])

@@ -1,5 +1,6 @@
 import CNATS
 import Dispatch
+import Foundation
 
 #if canImport(Glibc)
 import Glibc
@@ -41,6 +42,9 @@ public final class NATSConnection: Sendable {
         /// thread: keep it short). Core-NATS messages sent to this client in between are lost,
         /// which is what a subscriber may need to react to.
         public var onConnectionEvent: (@Sendable (ConnectionEvent) -> Void)?
+        /// TLS towards the servers; nil: plain TCP unless a URL says `tls://`. User and
+        /// password (or a token) go in the URL, `nats://user:password@host:4222`.
+        public var tls: TLS?
 
         public init(
             url: String,
@@ -52,8 +56,10 @@ public final class NATSConnection: Sendable {
             maxPendingBytes: Int = 64 * 1024 * 1024,
             maxPendingMessages: Int = 65_536,
             reconnectBufferBytes: Int = 8 * 1024 * 1024,
-            onConnectionEvent: (@Sendable (ConnectionEvent) -> Void)? = nil
+            onConnectionEvent: (@Sendable (ConnectionEvent) -> Void)? = nil,
+            tls: TLS? = nil
         ) {
+            self.tls = tls
             self.url = url
             self.name = name
             self.connectTimeout = connectTimeout
@@ -66,6 +72,27 @@ public final class NATSConnection: Sendable {
             self.onConnectionEvent = onConnectionEvent
         }
 
+        /// TLS settings (nats.c over OpenSSL). The server's certificate is verified against
+        /// `caFile` (PEM), else the system's trust store, and its name against the URL's host;
+        /// `certFile` and `keyFile` (PEM) present a client certificate, for servers that verify
+        /// clients (mutual TLS).
+        public struct TLS: Sendable, Equatable {
+            public var caFile: String?
+            public var certFile: String?
+            public var keyFile: String?
+
+            public init(caFile: String? = nil, certFile: String? = nil, keyFile: String? = nil) {
+                self.caFile = caFile
+                self.certFile = certFile
+                self.keyFile = keyFile
+            }
+
+            /// TLS when any file is given (the `--nats-tls-*` flags), else nil.
+            public static func files(ca: String?, cert: String?, key: String?) -> TLS? {
+                ca == nil && cert == nil && key == nil ? nil : TLS(caFile: ca, certFile: cert, keyFile: key)
+            }
+        }
+
         /// The URLs of `url`, trimmed, empty entries dropped.
         var servers: [String] {
             url.split(separator: ",").map { String($0.filter { !$0.isWhitespace }) }.filter { !$0.isEmpty }
@@ -73,6 +100,17 @@ public final class NATSConnection: Sendable {
     }
 
     public let options: Options
+
+    /// `urls` with the password (or token) of every `user:password@` left out, for logs and
+    /// error messages.
+    public static func redacted(_ urls: String) -> String {
+        urls.split(separator: ",", omittingEmptySubsequences: false).map { url -> String in
+            guard let scheme = url.range(of: "://"), let at = url[scheme.upperBound...].firstIndex(of: "@") else { return String(url) }
+            let credentials = url[scheme.upperBound..<at]
+            let user = credentials.split(separator: ":", maxSplits: 1).first.map(String.init) ?? ""
+            return url[..<scheme.upperBound] + (credentials.contains(":") ? "\(user):***" : "***") + url[at...]
+        }.joined(separator: ",")
+    }
     private let cHandle: CHandle
     /// Signalled by nats.c's closed callback, so that `drain` waits for the close without polling.
     private let closed: ClosedSignal
@@ -97,7 +135,7 @@ public final class NATSConnection: Sendable {
         guard let opts else { throw NATSError.failed(operation: "creating connection options", status: "no options") }
         defer { natsOptions_Destroy(opts) }
 
-        let describe = options.url
+        let describe = Self.redacted(options.url)
         func set(_ status: natsStatus, _ what: String) throws {
             if status != NATS_OK { throw NATSError.invalidArgument("\(what) for \(describe): \(statusText(status))") }
         }
@@ -113,6 +151,19 @@ public final class NATSConnection: Sendable {
         try set(natsOptions_SetMaxPendingMsgs(opts, Int32(clamping: options.maxPendingMessages)), "max pending messages")
         try set(natsOptions_SetReconnectBufSize(opts, Int32(clamping: options.reconnectBufferBytes)), "reconnect buffer")
         try set(natsOptions_SetRetryOnFailedConnect(opts, false, nil, nil), "retry on failed connect")
+        if let tls = options.tls {
+            guard (tls.certFile == nil) == (tls.keyFile == nil) else {
+                throw NATSError.invalidArgument("a TLS client certificate needs both its certificate and its key file")
+            }
+            for file in [tls.caFile, tls.certFile, tls.keyFile].compactMap({ $0 }) where !FileManager.default.isReadableFile(atPath: file) {
+                throw NATSError.invalidArgument("TLS file '\(file)' cannot be read")
+            }
+            try set(natsOptions_SetSecure(opts, true), "TLS")
+            if let ca = tls.caFile { try set(natsOptions_LoadCATrustedCertificates(opts, ca), "TLS CA certificates from \(ca)") }
+            if let cert = tls.certFile, let key = tls.keyFile {
+                try set(natsOptions_LoadCertificatesChain(opts, cert, key), "TLS client certificate \(cert)")
+            }
+        }
         // Deliberately never released, like the event box below: nats.c may call it after destroy.
         let closed = ClosedSignal()
         let closedBox = Unmanaged.passRetained(closed).toOpaque()

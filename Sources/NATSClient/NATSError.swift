@@ -29,7 +29,7 @@ public enum NATSError: Error, CustomStringConvertible, Sendable, Equatable {
     public var description: String {
         switch self {
         case .connect(let url, let status):
-            "cannot connect to NATS at \(url): \(status)"
+            "cannot connect to NATS at \(NATSConnection.redacted(url)): \(status)"
         case .timeout(let operation):
             "timed out: \(operation)"
         case .noResponders(let subject):

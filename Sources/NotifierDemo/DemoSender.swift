@@ -22,6 +22,7 @@ public final class DemoSender: Sendable {
     static let maxTextCharacters = 2000
 
     private let natsURL: String
+    private let natsTLS: NATSConnection.Options.TLS?
     private let authenticator: TokenAuthenticator
     private let partitionCount: Int
     private let connection = Mutex<(NATSConnection, JetStream)?>(nil)
@@ -29,8 +30,10 @@ public final class DemoSender: Sendable {
 
     /// The NATS connection is opened on the first send, so a notifier with the flag starts
     /// as fast as one without it.
-    public init(natsURL: String, jwtSecret: [UInt8], partitionCount: Int) async {
+    /// `natsTLS*`: the notifier's `--nats-tls-*` files, so the sender connects the same way.
+    public init(natsURL: String, natsTLSCAFile: String? = nil, natsTLSCertFile: String? = nil, natsTLSKeyFile: String? = nil, jwtSecret: [UInt8], partitionCount: Int) async {
         self.natsURL = natsURL
+        natsTLS = .files(ca: natsTLSCAFile, cert: natsTLSCertFile, key: natsTLSKeyFile)
         authenticator = await TokenAuthenticator(secret: jwtSecret)
         self.partitionCount = partitionCount
     }
@@ -90,7 +93,7 @@ public final class DemoSender: Sendable {
     private func jetStream() throws -> JetStream {
         try connection.withLock { connection in
             if let existing = connection { return existing.1 }
-            let nats = try NATSConnection(options: .init(url: natsURL, name: "notifier-demo-send"))
+            let nats = try NATSConnection(options: .init(url: natsURL, name: "notifier-demo-send", tls: natsTLS))
             do {
                 let jetStream = try nats.jetStream()
                 connection = (nats, jetStream)

@@ -7,6 +7,10 @@ public struct NotifierConfiguration: Sendable {
     /// This instance's id: names its inbox subject and its presence hash. A valid `Identifier`.
     public var instanceID: String
     public var natsURL: String = "nats://127.0.0.1:4222"
+    /// TLS towards NATS (PEM files; see the fan-out's `natsTLSCAFile`).
+    public var natsTLSCAFile: String?
+    public var natsTLSCertFile: String?
+    public var natsTLSKeyFile: String?
     public var redisURL: String = "redis://127.0.0.1:6379"
     /// Where HTTP and WebSocket clients connect (`/ws`, `/healthz`, `/readyz`, `/metrics`).
     public var host: String = "127.0.0.1"

@@ -60,11 +60,12 @@ public struct NotifierService: Service {
                     url: config.natsURL, name: "notifier-\(config.instanceID)",
                     onConnectionEvent: { event in
                         Self.connectionChanged(event, registry: registry, metrics: metrics, window: config.drainWindow, instanceID: config.instanceID, logger: logger)
-                    }
+                    },
+                    tls: .files(ca: config.natsTLSCAFile, cert: config.natsTLSCertFile, key: config.natsTLSKeyFile)
                 ))
             }
         } catch {
-            throw Error.nats(url: config.natsURL, underlying: "\(error)")
+            throw Error.nats(url: NATSConnection.redacted(config.natsURL), underlying: "\(error)")
         }
         // Unknown until the stream exists (the fan-out creates it); then the first delivery says.
         let epoch = CurrentEpoch((try? await NIOThreadPool.singleton.runIfActive {
@@ -76,7 +77,7 @@ public struct NotifierService: Service {
             do {
                 inbox = try await InboxSubscription.subscribe(nats, instanceID: config.instanceID, dispatcher: InboxDispatcher(registry: registry, metrics: metrics, epoch: epoch, logger: logger))
             } catch {
-                throw Error.nats(url: config.natsURL, underlying: "\(error)")
+                throw Error.nats(url: NATSConnection.redacted(config.natsURL), underlying: "\(error)")
             }
             let presence = PresenceRegistrar(
                 instanceID: config.instanceID, redisURL: config.redisURL, heartbeat: config.presenceHeartbeat,

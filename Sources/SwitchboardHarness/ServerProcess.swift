@@ -11,6 +11,7 @@ public enum FixtureError: Error, CustomStringConvertible {
     case exitedEarly(name: String, status: Int32, log: String)
     case notReady(name: String, port: UInt16, path: String, log: String)
     case socket(String)
+    case setup(String)
 
     public var description: String {
         switch self {
@@ -19,6 +20,7 @@ public enum FixtureError: Error, CustomStringConvertible {
         case .exitedEarly(let name, let status, let log): "\(name) exited with status \(status) during start-up; log:\n\(log)"
         case .notReady(let name, let port, let path, let log): "\(name) did not answer 200 on 127.0.0.1:\(port)\(path) in time; log:\n\(log)"
         case .socket(let what): "socket error: \(what)"
+        case .setup(let what): what
         }
     }
 }

@@ -16,12 +16,15 @@ struct Notifier: AsyncParsableCommand {
 
     /// The long names of every option, for the environment fallback.
     static let optionNames = [
-        "nats-url", "redis-url", "instance-id", "listen", "jwt-secret", "jwt-secret-file", "max-connections",
+        "nats-url", "nats-tls-ca", "nats-tls-cert", "nats-tls-key", "redis-url", "instance-id", "listen", "jwt-secret", "jwt-secret-file", "max-connections",
         "outbound-buffer-bytes", "heartbeat-seconds", "drain-seconds", "partition-count", "max-frame-bytes",
         "max-inbound-per-second", "event-loop-threads", "log-level",
     ]
 
-    @Option(help: "NATS server URL(s), comma-separated.") var natsUrl = "nats://127.0.0.1:4222"
+    @Option(help: "NATS server URL(s), comma-separated; user:password@ (or a token@) in a URL authenticates.") var natsUrl = "nats://127.0.0.1:4222"
+    @Option(help: "PEM file of the CA certificates that sign the NATS servers' (turns TLS on).") var natsTlsCa: String?
+    @Option(help: "PEM file of this client's certificate, for NATS servers that verify clients (with --nats-tls-key).") var natsTlsCert: String?
+    @Option(help: "PEM file of this client's private key (with --nats-tls-cert).") var natsTlsKey: String?
     @Option(help: "Redis URL for presence.") var redisUrl = "redis://127.0.0.1:6379"
     @Option(help: "This instance's id (1-64 of A-Z a-z 0-9 _ -); names its inbox and presence hash.") var instanceId: String?
     @Option(help: "HOST:PORT for WebSocket (/ws) and HTTP (/healthz /readyz /metrics).") var listen = "127.0.0.1:8080"
@@ -74,6 +77,9 @@ struct Notifier: AsyncParsableCommand {
         }
         var config = NotifierConfiguration(instanceID: instanceId, jwtSecret: secret)
         config.natsURL = natsUrl
+        config.natsTLSCAFile = natsTlsCa
+        config.natsTLSCertFile = natsTlsCert
+        config.natsTLSKeyFile = natsTlsKey
         config.redisURL = redisUrl
         config.host = host
         config.port = port
@@ -102,7 +108,8 @@ struct Notifier: AsyncParsableCommand {
         var sender: DemoSender?
         if demoSend {
             logger.warning("POST /demo/send is enabled: clients can publish messages (development only)")
-            sender = await DemoSender(natsURL: config.natsURL, jwtSecret: config.jwtSecret, partitionCount: config.partitionCount)
+            sender = await DemoSender(natsURL: config.natsURL, natsTLSCAFile: config.natsTLSCAFile, natsTLSCertFile: config.natsTLSCertFile,
+                                      natsTLSKeyFile: config.natsTLSKeyFile, jwtSecret: config.jwtSecret, partitionCount: config.partitionCount)
         }
         config.routes = DemoRoutes(sender: sender)
         let service = NotifierService(configuration: config, logger: logger, metricsText: { MetricsSetup.render(registry) })

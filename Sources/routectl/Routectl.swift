@@ -18,7 +18,7 @@ struct Routectl: ParsableCommand {
     static func main() {
         let arguments = EnvironmentFallback.apply(
             to: Array(CommandLine.arguments.dropFirst()),
-            options: ["nats-url", "timeout", "partition-count"],
+            options: ["nats-url", "nats-tls-ca", "nats-tls-cert", "nats-tls-key", "timeout", "partition-count"],
             environment: ProcessInfo.processInfo.environment
         )
         do {
@@ -46,8 +46,17 @@ extension Routectl {
 
 /// Options every subcommand takes.
 struct ConnectionOptions: ParsableArguments {
-    @Option(help: "NATS server URL (env SWITCHBOARD_NATS_URL).")
+    @Option(help: "NATS server URL (env SWITCHBOARD_NATS_URL); user:password@ (or a token@) in it authenticates.")
     var natsURL = "nats://127.0.0.1:4222"
+
+    @Option(help: "PEM file of the CA certificates that sign the NATS servers' (turns TLS on; env SWITCHBOARD_NATS_TLS_CA).")
+    var natsTlsCa: String?
+
+    @Option(help: "PEM file of this client's certificate (with --nats-tls-key; env SWITCHBOARD_NATS_TLS_CERT).")
+    var natsTlsCert: String?
+
+    @Option(help: "PEM file of this client's private key (env SWITCHBOARD_NATS_TLS_KEY).")
+    var natsTlsKey: String?
 
     @Option(help: "Seconds to wait for the fan-out replicas to answer (env SWITCHBOARD_TIMEOUT).")
     var timeout: Double = 2
@@ -57,9 +66,10 @@ struct ConnectionOptions: ParsableArguments {
 
     func connect() throws -> NATSConnection {
         do {
-            return try NATSConnection(options: .init(url: natsURL, name: "routectl", connectTimeout: .seconds(2), maxReconnects: 0))
+            return try NATSConnection(options: .init(url: natsURL, name: "routectl", connectTimeout: .seconds(2), maxReconnects: 0,
+                                                     tls: .files(ca: natsTlsCa, cert: natsTlsCert, key: natsTlsKey)))
         } catch {
-            throw RoutectlFailure(code: 3, message: "cannot reach NATS at \(natsURL): \(error)")
+            throw RoutectlFailure(code: 3, message: "cannot reach NATS at \(NATSConnection.redacted(natsURL)): \(error)")
         }
     }
 }

@@ -3,11 +3,12 @@ import SwitchboardHarness
 import Synchronization
 
 /// A chat client as an application would write one against the client protocol: it reads
-/// frames on its own thread, answers pings, records every event frame as received (raw,
-/// duplicates included), keeps each channel's last `seq` with the stream's epoch (starting
-/// afresh when the epoch changes), and — when `reconnects` — connects to the next notifier
-/// after its socket ends and resumes (`?resume=…&epoch=…` in the URL) every channel from the
-/// last `seq` it saw there.
+/// frames on its own thread, answers pings, keeps each channel's position (the seq of the last
+/// event that chained, with the stream's epoch; afresh when the epoch changes), records every
+/// event frame that chains or repeats one (duplicates included, raw), and on a frame whose
+/// `prev` is not the channel's position drops it and resumes the channel from there (the
+/// replay brings what was missed, then that frame). When `reconnects`, it connects to the next
+/// notifier after its socket ends and resumes (`?resume=…&epoch=…`) every channel it holds.
 final class ChatClient: @unchecked Sendable {
     /// One event frame as it arrived.
     struct Received: Sendable, Equatable {
@@ -42,6 +43,10 @@ final class ChatClient: @unchecked Sendable {
         var connections = 0
         var lastSeq: [String: UInt64] = [:]
         var epoch = ""
+        /// Channels resumed over the open socket after a gap, until their `resumed`.
+        var healing: Set<String> = []
+        /// Frames that did not chain (dropped, then healed by a resume).
+        var gaps = 0
     }
 
     let user: String
@@ -70,6 +75,8 @@ final class ChatClient: @unchecked Sendable {
     var closes: [UInt16?] { state.withLock { $0.closes } }
     var instance: String? { state.withLock { $0.instance } }
     var connections: Int { state.withLock { $0.connections } }
+    /// Event frames that did not chain and were healed by resuming the channel.
+    var gaps: Int { state.withLock { $0.gaps } }
 
     /// Distinct event ids received.
     var eventIDs: Set<String> { Set(events.map(\.eventID)) }
@@ -98,6 +105,7 @@ final class ChatClient: @unchecked Sendable {
         state.withLock { state in
             state.instance = object["instance"] as? String
             state.connections += 1
+            state.healing = []
         }
         return socket
     }
@@ -125,7 +133,8 @@ final class ChatClient: @unchecked Sendable {
                 continue
             }
             switch frame.opcode {
-            case 0x1: handle(frame.text)
+            case 0x1:
+                if let resume = handle(frame.text) { try? current.send(text: resume) }
             case 0x8:
                 try? current.sendClose(code: frame.closeCode ?? 1000)
                 ended(current, code: frame.closeCode, socket: &socket)
@@ -149,25 +158,43 @@ final class ChatClient: @unchecked Sendable {
         }
     }
 
-    private func handle(_ text: String) {
-        guard let object = Self.json(text) else { return }
+    /// Handles one text frame; returns a frame to send back (a `resume` after a gap).
+    private func handle(_ text: String) -> String? {
+        guard let object = Self.json(text) else { return nil }
         switch object["type"] as? String {
         case "event":
-            guard let channel = object["channel"] as? String, let seq = (object["seq"] as? NSNumber)?.uint64Value else { return }
+            guard let channel = object["channel"] as? String, let seq = (object["seq"] as? NSNumber)?.uint64Value else { return nil }
             let id = (object["event"] as? [String: Any])?["id"] as? String ?? ""
             let prev = (object["prev"] as? NSNumber)?.uint64Value ?? 0
             let epoch = object["epoch"] as? String ?? ""
-            state.withLock { state in
+            return state.withLock { state -> String? in
                 if !epoch.isEmpty, epoch != state.epoch {
                     // Numbered anew: the positions of the old stream mean nothing now.
                     if !state.epoch.isEmpty { state.lastSeq = [:] }
                     state.epoch = epoch
                 }
-                state.events.append(Received(channel: channel, seq: seq, eventID: id, instance: state.instance ?? "?", prev: prev, epoch: epoch))
-                state.lastSeq[channel] = max(state.lastSeq[channel] ?? 0, seq)
+                let received = Received(channel: channel, seq: seq, eventID: id, instance: state.instance ?? "?", prev: prev, epoch: epoch)
+                guard let last = state.lastSeq[channel] else {
+                    state.events.append(received)
+                    state.lastSeq[channel] = seq
+                    return nil
+                }
+                if seq <= last {
+                    state.events.append(received)  // a duplicate, recorded raw
+                    return nil
+                }
+                guard prev == last else {
+                    // Missed something: drop this one and resume from the position.
+                    state.gaps += 1
+                    guard state.healing.insert(channel).inserted else { return nil }
+                    return #"{"type":"resume","channel":"\#(channel)","after_seq":\#(last)\#(state.epoch.isEmpty ? "" : #","epoch":"\#(state.epoch)""#)}"#
+                }
+                state.events.append(received)
+                state.lastSeq[channel] = seq
+                return nil
             }
         case "resumed":
-            guard let channel = object["channel"] as? String else { return }
+            guard let channel = object["channel"] as? String else { return nil }
             var resumed = Resumed(
                 channel: channel, seq: (object["seq"] as? NSNumber)?.uint64Value ?? 0,
                 replayed: (object["replayed"] as? NSNumber)?.intValue ?? 0, complete: object["complete"] as? Bool ?? false,
@@ -176,12 +203,19 @@ final class ChatClient: @unchecked Sendable {
             state.withLock { state in
                 resumed.position = state.events.count
                 state.resumed.append(resumed)
+                state.healing.remove(channel)
+                if resumed.reason == "epoch_changed" {
+                    state.lastSeq[channel] = nil
+                } else if resumed.seq > (state.lastSeq[channel] ?? 0) {
+                    state.lastSeq[channel] = resumed.seq  // where the replay left the channel
+                }
             }
         case "error":
             state.withLock { $0.errors.append(text) }
         default:
             break
         }
+        return nil
     }
 
     static func json(_ text: String) -> [String: Any]? {

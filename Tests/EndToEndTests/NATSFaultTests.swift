@@ -63,7 +63,7 @@ extension EndToEnd {
             }
         }
         let gaps = deployment.fanoutHTTPPort().map { Self.counters(port: $0, ["switchboard_fanout_delivery_gaps_total", "switchboard_fanout_events_read_after_gap_total", "switchboard_fanout_redeliveries_skipped_total"]) } ?? [:]
-        report("NATS node kill (\(cluster.nodes[victim].name); stream leader was \(leaderName); connections on it: \(victimConnections)): \(published.count) events acknowledged, publish resumed \(publishGapMs) ms after the kill (first ack after), lost alice \(missingAlice) bob \(missingBob), duplicate frames alice \(alice.events.duplicates) bob \(bob.events.duplicates); fan-out \(gaps.sorted { $0.key < $1.key }.map { "\($0.key.replacingOccurrences(of: "switchboard_fanout_", with: "")) \($0.value)" }.joined(separator: ", "))")
+        report("NATS node kill (\(cluster.nodes[victim].name); stream leader was \(leaderName); connections on it: \(victimConnections)): \(published.count) events acknowledged, publish resumed \(publishGapMs) ms after the kill (first ack after), lost alice \(missingAlice) bob \(missingBob), duplicate frames alice \(alice.events.duplicates) bob \(bob.events.duplicates), gaps healed by prev alice \(alice.gaps) bob \(bob.gaps); fan-out \(gaps.sorted { $0.key < $1.key }.map { "\($0.key.replacingOccurrences(of: "switchboard_fanout_", with: "")) \($0.value)" }.joined(separator: ", "))")
     }
 
     /// SIGSTOP of the only nats-server for 5 s, then SIGCONT: the services recover without a

@@ -141,6 +141,9 @@ public final class FanoutService: Service {
             logger: logger
         )
         try inspection.subscribe()
+        // The server has the typing and inspection subscriptions before the replica says it
+        // is ready: a request right after /readyz answers 200 finds a responder.
+        try await blocking { try connection.flush(timeout: .seconds(5)) }
         let snapshots = SnapshotWriter(store: store, state: state, metrics: metrics, config: config, logger: logger)
 
         state.compact()

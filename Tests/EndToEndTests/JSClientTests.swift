@@ -11,23 +11,24 @@ import Glibc
 
 extension EndToEnd {
     /// The JavaScript client library (`clients/js/switchboard.js`) in Node against a real
-    /// deployment: it drops duplicates, heals a gap by resuming the channel, and moves to the
-    /// second notifier when the first drains (4000) without losing or repeating what was
-    /// published meanwhile. The application is `clients/js/test/peer.mjs`, which prints what
-    /// the library hands over.
-    @Test func javaScriptClientDropsDuplicatesHealsAGapAndFailsOverOnDrain() async throws {
+    /// deployment: it drops duplicates, heals a gap by resuming the channel, moves to the next
+    /// notifier when one drains (4000) and when one is killed, without losing or repeating
+    /// what was published meanwhile, and reports a stream created anew. The application is
+    /// `clients/js/test/peer.mjs`, which prints what the library hands over.
+    @Test func javaScriptClientDropsDuplicatesHealsAGapFailsOverAndNoticesANewEpoch() async throws {
         let deployment = try await Deployment()
         defer { deployment.stop() }
         let channel = "room-a"
         #expect(try deployment.startFanout(members: ["alice"], of: [channel]))
         let n1 = try deployment.startNotifier("n1")
         let n2 = try deployment.startNotifier("n2")
+        let n3 = try deployment.startNotifier("n3")
         let logs = try TemporaryDirectory(prefix: "switchboard-test-js")
         defer { logs.remove() }
         let script = RepositoryPaths.root.appendingPathComponent("clients/js/test/peer.mjs").path
         let peer = try ServerProcess(
             name: "peer.mjs", executable: ServerProcess.resolve("node"),
-            arguments: ["--experimental-websocket", "--no-warnings", script, "ws://127.0.0.1:\(n1)/ws,ws://127.0.0.1:\(n2)/ws"],
+            arguments: ["--experimental-websocket", "--no-warnings", script, "ws://127.0.0.1:\(n1)/ws,ws://127.0.0.1:\(n2)/ws,ws://127.0.0.1:\(n3)/ws"],
             environment: ["SWITCHBOARD_TOKEN": try await deployment.token("alice")], logURL: logs.url.appendingPathComponent("peer.log")
         )
         defer { peer.stop() }
@@ -78,9 +79,28 @@ extension EndToEnd {
         }
         #expect(eventually(timeout: .seconds(20)) { events().map(\.id) == published }, "\(peer.log())")
         #expect(lines("state").contains { $0["state"] as? String == "open" && ($0["url"] as? String)?.contains(":\(n2)/") == true }, "\(peer.log())")
+        // n2 is killed: the client moves to n3 and resumes what n2 never delivered.
+        let notifier2 = try #require(deployment.notifier("n2"))
+        notifier2.send(SIGKILL)
+        for index in 0..<5 {
+            _ = try publish("after-kill-\(index)")
+            usleep(100_000)
+        }
+        #expect(eventually(timeout: .seconds(20)) { events().map(\.id) == published }, "\(peer.log())")
+        #expect(lines("state").contains { $0["state"] as? String == "open" && ($0["url"] as? String)?.contains(":\(n3)/") == true }, "\(peer.log())")
         let received = events()
         #expect(zip(received, received.dropFirst()).allSatisfy { $0.seq == $1.prev }, "every event chains to the one before it")
         #expect(lines("resync").isEmpty, "\(lines("resync"))")
-        report("JS client: \(received.count) events, each once and chained; gap at seq \(missedSeq) healed; moved to n2 on drain")
+
+        // The stream is created anew: the client says so and takes the new numbering.
+        deployment.fanout()?.stop(grace: .seconds(5))
+        _ = try deployment.connection.request("$JS.API.STREAM.DELETE.\(StreamNames.events)", payload: [], timeout: .seconds(5))
+        try deployment.restartFanout()
+        _ = try publish("new-stream")
+        #expect(eventually(timeout: .seconds(15)) { events().map(\.id) == published }, "\(peer.log())")
+        #expect(lines("resync").contains { $0["reason"] as? String == "epoch_changed" && $0["channel"] as? String == channel }, "\(peer.log())")
+        let newEpoch = try #require(lines("event").last?["epoch"] as? String)
+        #expect(newEpoch != epoch)
+        report("JS client: \(received.count + 1) events, each once and chained; gap at seq \(missedSeq) healed; moved to n2 on drain and to n3 when n2 was killed; epoch \(epoch) → \(newEpoch) reported")
     }
 }

@@ -98,6 +98,26 @@ final class NotifierFixture: @unchecked Sendable {
         _ = try jetStream.publish(Subjects.membership(channel: channel, user: subjectUser, partitionCount: 16), payload: change.encoded())
     }
 
+    /// Stores a message-created event by bob in `channel` (`id` names the event and its
+    /// message) and returns its stream sequence.
+    @discardableResult
+    func publishEvent(_ id: String, channel: String = "general", over jetStream: JetStream) throws -> UInt64 {
+        let event = ChatEvent(eventID: id, channelID: channel, senderID: "bob", createdAtMs: 1, body: .messageCreated(messageID: "m-\(id)", text: "t-\(id)"))
+        return try jetStream.publish(Subjects.event(channel: channel, partitionCount: 16), payload: event.encoded(), msgID: id).sequence
+    }
+
+    /// The JSON frames `client` receives up to and including the first of `type` (all of
+    /// them when none comes within the receive timeout).
+    func frames(_ client: WebSocketTestClient, until type: String) throws -> [[String: Any]] {
+        var frames: [[String: Any]] = []
+        while let text = try client.receiveText() {
+            guard let json = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else { continue }
+            frames.append(json)
+            if json["type"] as? String == type { break }
+        }
+        return frames
+    }
+
     func redisConnection() throws -> RedisConnection {
         try RedisConnection(url: redis.url, timeout: .seconds(2))
     }

@@ -408,21 +408,13 @@ import Testing
         let nats = try fixture.natsConnection()
         defer { nats.close() }
         let jetStream = try fixture.chatStreams(over: nats)
-        let p = fnv1a("general") % 16
         try fixture.publishMembership("general", "alice", over: jetStream)
-        for i in 1...5 {
-            let event = ChatEvent(eventID: "e\(i)", channelID: "general", senderID: "bob", createdAtMs: Int64(i), body: .messageCreated(messageID: "m\(i)", text: "t\(i)"))
-            _ = try jetStream.publish("chat.events.\(p).general", payload: event.encoded(), msgID: "e\(i)")
-        }
+        for i in 1...5 { try fixture.publishEvent("e\(i)", over: jetStream) }
         let client = try fixture.connect(try await fixture.token("alice"))
         try client.send(text: #"{"type":"resume","channel":"general","after_seq":2}"#)
-        var seqs: [Int] = []
-        var resumed: [String: Any] = [:]
-        while let text = try client.receiveText() {
-            let json = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
-            if json["type"] as? String == "event" { seqs.append(json["seq"] as? Int ?? -1) }
-            if json["type"] as? String == "resumed" { resumed = json; break }
-        }
+        let replay = try fixture.frames(client, until: "resumed")
+        let seqs = replay.filter { $0["type"] as? String == "event" }.map { $0["seq"] as? Int ?? -1 }
+        let resumed = try #require(replay.last)
         #expect(seqs == [3, 4, 5])
         #expect(resumed["seq"] as? Int == 5)
         #expect(resumed["replayed"] as? Int == 3)
@@ -446,25 +438,11 @@ import Testing
         defer { nats.close() }
         let jetStream = try fixture.chatStreams(over: nats)
         let epoch = StreamEpoch.of(createdNs: try jetStream.streamState(StreamNames.events).createdNs)
-        let p = fnv1a("general") % 16
         try fixture.publishMembership("general", "alice", over: jetStream)
-        var seqs: [UInt64] = []
-        for i in 1...4 {
-            let event = ChatEvent(eventID: "e\(i)", channelID: "general", senderID: "bob", createdAtMs: Int64(i), body: .messageCreated(messageID: "m\(i)", text: "t\(i)"))
-            seqs.append(try jetStream.publish("chat.events.\(p).general", payload: event.encoded(), msgID: "e\(i)").sequence)
-        }
-        func frames(_ client: WebSocketTestClient, until type: String) throws -> [[String: Any]] {
-            var frames: [[String: Any]] = []
-            while let text = try client.receiveText() {
-                let json = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
-                frames.append(json)
-                if json["type"] as? String == type { break }
-            }
-            return frames
-        }
+        let seqs = try (1...4).map { try fixture.publishEvent("e\($0)", over: jetStream) }
         let client = try fixture.connect(try await fixture.token("alice"))
         try client.send(text: #"{"type":"resume","channel":"general","after_seq":\#(seqs[0]),"epoch":"\#(epoch)"}"#)
-        let replay = try frames(client, until: "resumed")
+        let replay = try fixture.frames(client, until: "resumed")
         let events = replay.filter { $0["type"] as? String == "event" }
         #expect(events.compactMap { ($0["seq"] as? NSNumber)?.uint64Value } == Array(seqs.dropFirst()))
         #expect(events.compactMap { ($0["prev"] as? NSNumber)?.uint64Value } == Array(seqs.dropLast()))
@@ -473,7 +451,7 @@ import Testing
         #expect(replay.last?["complete"] as? Bool == true)
 
         try client.send(text: #"{"type":"resume","channel":"general","after_seq":1,"epoch":"an-older-stream"}"#)
-        let other = try #require(try frames(client, until: "resumed").last)
+        let other = try #require(try fixture.frames(client, until: "resumed").last)
         #expect(other["complete"] as? Bool == false)
         #expect(other["reason"] as? String == "epoch_changed")
         #expect(other["epoch"] as? String == epoch)
@@ -482,16 +460,16 @@ import Testing
 
         // A malformed epoch is refused in the URL and in the frame.
         let bad = try fixture.connectReadingHello(try await fixture.token("alice"), query: "resume=general:1&epoch=not.valid").client
-        #expect(try frames(bad, until: "error").last?["code"] as? String == "bad_resume")
+        #expect(try fixture.frames(bad, until: "error").last?["code"] as? String == "bad_resume")
         try client.send(text: #"{"type":"resume","channel":"general","after_seq":1,"epoch":""}"#)
-        #expect(try frames(client, until: "error").last?["code"] as? String == "bad_resume")
+        #expect(try fixture.frames(client, until: "error").last?["code"] as? String == "bad_resume")
 
         // Live: what the inbox message says, and a new socket's hello names the newest epoch.
         let slot = try #require(try fixture.slot(of: "alice"))
         let event = ChatEvent(eventID: "live", channelID: "general", senderID: "bob", createdAtMs: 9, body: .messageCreated(messageID: "m", text: "t"))
         let message = Deliveries(epoch: "a-new-stream", deliveries: [Delivery(streamSeq: 3, channelID: "general", event: event.encoded(), slots: [slot], prevSeq: 1)])
         try nats.publish(Subjects.inbox(instance: fixture.instanceID), payload: message.encoded())
-        let live = try #require(try frames(client, until: "event").last)
+        let live = try #require(try fixture.frames(client, until: "event").last)
         #expect((live["seq"] as? NSNumber)?.uint64Value == 3)
         #expect((live["prev"] as? NSNumber)?.uint64Value == 1)
         #expect(live["epoch"] as? String == "a-new-stream")
@@ -512,24 +490,15 @@ import Testing
         let nats = try fixture.natsConnection()
         defer { nats.close() }
         let jetStream = try fixture.chatStreams(over: nats)
-        let p = fnv1a("general") % 16
-        func publish(_ id: String) throws -> UInt64 {
-            let event = ChatEvent(eventID: id, channelID: "general", senderID: "bob", createdAtMs: 1, body: .messageCreated(messageID: id, text: id))
-            return try jetStream.publish("chat.events.\(p).general", payload: event.encoded(), msgID: id).sequence
-        }
-        _ = try publish("before-1")
-        _ = try publish("before-2")
+        try fixture.publishEvent("before-1", over: jetStream)
+        try fixture.publishEvent("before-2", over: jetStream)
         try fixture.publishMembership("general", "alice", over: jetStream)
-        let after = [try publish("after-1"), try publish("after-2")]
+        let after = [try fixture.publishEvent("after-1", over: jetStream), try fixture.publishEvent("after-2", over: jetStream)]
         let client = try fixture.connect(try await fixture.token("alice"))
         try client.send(text: #"{"type":"resume","channel":"general","after_seq":0}"#)
-        var seqs: [UInt64] = []
-        var resumed: [String: Any] = [:]
-        while let text = try client.receiveText() {
-            let json = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
-            if json["type"] as? String == "event" { seqs.append((json["seq"] as? NSNumber)?.uint64Value ?? 0) }
-            if json["type"] as? String == "resumed" { resumed = json; break }
-        }
+        let replay = try fixture.frames(client, until: "resumed")
+        let seqs = replay.filter { $0["type"] as? String == "event" }.compactMap { ($0["seq"] as? NSNumber)?.uint64Value }
+        let resumed = try #require(replay.last)
         #expect(seqs == after)
         #expect(resumed["complete"] as? Bool == false)
         #expect(resumed["reason"] as? String == "membership")

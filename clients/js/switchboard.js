@@ -137,15 +137,20 @@ export class SwitchboardClient {
       try { frame = JSON.parse(message.data); } catch { return; }
       this._handle(frame);
     };
-    ws.onerror = () => { /* onclose follows */ };
-    ws.onclose = event => {
-      if (this.ws !== ws) return;
+    const ended = code => {
+      if (this.ws !== ws) return;  // handled already (an error and its close)
       this.ws = null;
       this.healing.clear();
       // 4000: this instance is draining; a socket that never opened: this URL is down.
       // Either way, the next URL.
-      this._scheduleReconnect(event.code === RECONNECT_CLOSE || !opened, event.code === RECONNECT_CLOSE);
+      this._scheduleReconnect(code === RECONNECT_CLOSE || !opened, code === RECONNECT_CLOSE);
     };
+    // Some implementations (Node 20's) fire only `error` when a connect fails, no `close`.
+    ws.onerror = () => {
+      ended(1006);
+      try { ws.close(); } catch { /* not open */ }
+    };
+    ws.onclose = event => ended(event.code);
   }
 
   _scheduleReconnect(nextUrl, soon = false) {

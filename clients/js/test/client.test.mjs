@@ -19,6 +19,8 @@ class ScriptedSocket {
   open() { this.readyState = 1; this.onopen?.(); }
   frame(object) { this.onmessage?.({ data: JSON.stringify(object) }); }
   closeWith(code) { this.readyState = 3; this.onclose?.({ code }); }
+  /** A connect that fails the way Node 20's WebSocket reports it: an error, no close. */
+  failToConnect() { this.readyState = 3; this.onerror?.({ type: "error" }); }
 }
 
 function client(extra = {}) {
@@ -95,6 +97,17 @@ test("reconnects resume every channel in the URL with the epoch, and 4000 moves 
   assert.ok(ScriptedSocket.opened[2].url.startsWith("ws://b/ws?"));
   c.close();
   assert.equal(seen.states.at(-1), "closed");
+});
+
+test("a connect that fails with an error alone moves to the next URL", async () => {
+  const { c } = client();
+  c.connect();
+  await settle();
+  ScriptedSocket.opened[0].failToConnect();
+  await settle(50);
+  assert.equal(ScriptedSocket.opened.length, 2);
+  assert.ok(ScriptedSocket.opened[1].url.startsWith("ws://b/ws?"), ScriptedSocket.opened[1].url);
+  c.close();
 });
 
 test("a new epoch drops the old positions and says so; epoch_changed on resume too", async () => {

@@ -50,10 +50,11 @@ extension EndToEnd {
                 let received = client.events(in: channel).seqs
                 let detail = "\(client.user) \(channel): \(Self.difference(received, published)); resumed \(client.resumed)"
                 #expect(received == published, "\(detail)")  // raw frames: every event once, in order
+                #expect(client.events(in: channel).chainBreaks.isEmpty, "\(client.user) \(channel): prev breaks")
             }
         }
         let replayed = clients.flatMap(\.resumed).map(\.replayed).reduce(0, +)
-        report("rolling restart: n1 drained and exited in \(exitedAfter) ms; \(flow.acknowledged.count) events; \(replayed) replayed by resume; duplicates \(clients.map { $0.events.duplicates })")
+        report("rolling restart: n1 drained and exited in \(exitedAfter) ms; \(flow.acknowledged.count) events; \(replayed) replayed by resume; duplicates \(clients.map { $0.events.duplicates }); gaps healed by prev \(clients.map(\.gaps))")
     }
 
     /// A short description of how two seq lists differ, for failure messages.

@@ -45,7 +45,7 @@ extension EndToEnd {
                 #expect(client.events(in: channel).chainBreaks.isEmpty, "\(client.user) \(channel): \(client.events(in: channel).chainBreaks.prefix(3))")
             }
         }
-        report("fan-out SIGKILL + restart: \(published.count) events, ready \(readyAfter) ms after restart, all delivered \(completeAfter) ms after restart; duplicate frames alice \(alice.events.duplicates) bob \(bob.events.duplicates)")
+        report("fan-out SIGKILL + restart: \(published.count) events, ready \(readyAfter) ms after restart, all delivered \(completeAfter) ms after restart; duplicate frames alice \(alice.events.duplicates) bob \(bob.events.duplicates); gaps healed by prev alice \(alice.gaps) bob \(bob.gaps)")
     }
 
     /// SIGKILL of a notifier: its users leave routing within 10 s (the instance stops
@@ -101,7 +101,8 @@ extension EndToEnd {
         #expect(eventually(timeout: .seconds(10)) { alice.eventIDs.isSuperset(of: ids) && bob.eventIDs.isSuperset(of: ids) })
         #expect(alice.events.filter { ids.contains($0.eventID) }.allSatisfy { $0.instance == "n2" })
         #expect(dave.events.isEmpty)
-        report("notifier SIGKILL: its users left routing \(goneAfterKill) ms after the kill (\(goneAfterLastBeat) ms after its last heartbeat); its client reconnected to n2 and got later events")
+        for client in [alice, bob] { #expect(client.events(in: "room-a").chainBreaks.isEmpty, "\(client.user): prev breaks") }
+        report("notifier SIGKILL: its users left routing \(goneAfterKill) ms after the kill (\(goneAfterLastBeat) ms after its last heartbeat); its client reconnected to n2 and got later events; gaps healed by prev alice \(alice.gaps) bob \(bob.gaps)")
     }
 
     /// Redis restarted with its data lost: the notifiers re-register their users, routing is
@@ -150,7 +151,8 @@ extension EndToEnd {
             _ = try deployment.publishEvent(channel: "room-a", id: "after-redis-\(index)")
         }
         #expect(eventually(timeout: .seconds(10)) { [alice, bob, carol].allSatisfy { $0.eventIDs == ids } }, "\(deployment.logsText())")
-        report("Redis restart without data: presence rebuilt in Redis and the fan-out \(rebuiltAfter) ms after Redis came back; unroutable meanwhile: \(unroutable.sorted())")
+        for client in [alice, bob, carol] { #expect(client.events(in: "room-a").chainBreaks.isEmpty, "\(client.user): prev breaks") }
+        report("Redis restart without data: presence rebuilt in Redis and the fan-out \(rebuiltAfter) ms after Redis came back; unroutable meanwhile: \(unroutable.sorted()); gaps healed by prev \([alice, bob, carol].map(\.gaps))")
     }
 }
 

@@ -131,12 +131,6 @@ export class SwitchboardClient {
       this._setState("open");
       this._sendQueuedResumes();
     };
-    ws.onmessage = message => {
-      if (typeof message.data !== "string") return;
-      let frame;
-      try { frame = JSON.parse(message.data); } catch { return; }
-      this._handle(frame);
-    };
     const ended = code => {
       if (this.ws !== ws) return;  // handled already (an error and its close)
       this.ws = null;
@@ -144,6 +138,22 @@ export class SwitchboardClient {
       // 4000: this instance is draining; a socket that never opened: this URL is down.
       // Either way, the next URL.
       this._scheduleReconnect(code === RECONNECT_CLOSE || !opened, code === RECONNECT_CLOSE);
+    };
+    ws.onmessage = message => {
+      if (this.ws !== ws) return;  // a socket given up on
+      let frame;
+      try {
+        if (typeof message.data !== "string") throw new Error("a binary frame");
+        frame = JSON.parse(message.data);
+        if (frame === null || typeof frame !== "object" || typeof frame.type !== "string") throw new Error("no frame type");
+      } catch (error) {
+        // Not the protocol: say so, and start over on a fresh connection (resuming).
+        this.onError("bad_frame", "unreadable frame from the server (" + error.message + ")");
+        ended(1002);
+        try { ws.close(); } catch { /* closing */ }
+        return;
+      }
+      this._handle(frame);
     };
     // Some implementations (Node 20's) fire only `error` when a connect fails, no `close`.
     ws.onerror = () => {

@@ -110,6 +110,26 @@ test("a connect that fails with an error alone moves to the next URL", async () 
   c.close();
 });
 
+test("garbage from the server is reported and the client reconnects, resuming", async () => {
+  const errors = [];
+  const { c, seen } = client({ onError: (code, message) => errors.push(code) });
+  c.connect();
+  await settle();
+  const ws = ScriptedSocket.opened[0];
+  ws.open();
+  ws.frame(event("g", 3, 0));
+  ws.onmessage({ data: "{not json" });
+  ws.onmessage({ data: "[1,2]" });  // ignored: the socket was already given up
+  assert.deepEqual(errors, ["bad_frame"]);
+  await settle(50);
+  const again = ScriptedSocket.opened[1];
+  assert.ok(again.url.includes("resume=" + encodeURIComponent("g:3")), again.url);
+  again.open();
+  again.frame(event("g", 4, 3));
+  assert.deepEqual(seen.events.map(e => e.split("/")[0]), ["g@3", "g@4"]);
+  c.close();
+});
+
 test("a new epoch drops the old positions and says so; epoch_changed on resume too", async () => {
   const { c, seen } = client();
   c.connect();

@@ -36,11 +36,13 @@ final class EventPipeline: Service {
 
     let partition: Int
     private let output: any PipelineOutput
-    private let subscription: PullSubscription
+    /// The consumer bound at start-up; the pipeline's thread binds a new one when the stream
+    /// is created anew (`rebindIfCreatedAnew`).
+    private let initialSubscription: PullSubscription
     /// Reads events straight from the stream when deliveries of them went missing.
     private let jetStream: JetStream
     /// `CHAT_EVENTS`' epoch (`StreamEpoch`), stamped on every inbox message.
-    private let epoch: String
+    private let epoch: Mutex<String>
     private let state: RoutingState
     private let metrics: FanoutMetrics
     private let logger: Logger
@@ -56,8 +58,12 @@ final class EventPipeline: Service {
         self.config = config
         self.logger = logger
         self.jetStream = jetStream
-        epoch = StreamEpoch.of(createdNs: try jetStream.streamState(StreamNames.events).createdNs)
-        subscription = try jetStream.pullSubscribe(
+        epoch = Mutex(StreamEpoch.of(createdNs: try jetStream.streamState(StreamNames.events).createdNs))
+        initialSubscription = try Self.subscribe(jetStream, partition: partition, config: config)
+    }
+
+    private static func subscribe(_ jetStream: JetStream, partition: Int, config: FanoutConfig) throws -> PullSubscription {
+        try jetStream.pullSubscribe(
             stream: StreamNames.events, durable: ConsumerNames.fanout(partition: partition), filterSubject: Subjects.events(partition: partition),
             ackWait: config.ackWait, maxAckPending: 20_000, ackPolicy: .all, restartAtAckFloor: true
         )
@@ -65,30 +71,49 @@ final class EventPipeline: Service {
 
     func run() async {
         await DedicatedThread.run(name: "pipeline-p\(partition)") { [self] stop in
-            consume(until: stop)
-            subscription.unsubscribe()
+            consume(until: stop).unsubscribe()
         }
     }
 
-    private func consume(until stop: StopSignal) {
+    /// Consumes until asked to stop; returns the subscription it ended on.
+    private func consume(until stop: StopSignal) -> PullSubscription {
+        var subscription = initialSubscription
         var batch: [JetStreamMessage] = []
         var events: [PartitionEvent] = []
         var continuity = ConsumerContinuity(takenThrough: subscription.start.ackFloor, lastConsumerSequence: subscription.start.lastConsumerSequence)
-        guard var chain = rebuildChain(through: subscription.start.ackFloor, stop: stop) else { return }
+        guard var chain = rebuildChain(through: subscription.start.ackFloor, stop: stop) else { return subscription }
         /// Planner output, reused for every event.
         var plan = PlanBuffer()
+        /// A fetch failed: until the stream is seen again with its epoch, each idle turn looks
+        /// whether it was created anew (later fetches of a consumer that went with the old
+        /// stream come back empty rather than failing).
+        var checkingStream = false
         while !stop.isRaised {
             do {
                 batch = try subscription.fetch(batch: config.fetchBatch, timeout: .milliseconds(500))
             } catch {
                 logger.warning("fetch failed", metadata: ["partition": "\(partition)", "error": "\(error)"])
                 metrics.fetchErrors.increment()
-                stop.pause(.milliseconds(200))
-                continue
+                checkingStream = true
+            }
+            if checkingStream {
+                switch rebindIfCreatedAnew(replacing: subscription) {
+                case .rebound(let rebound):
+                    subscription = rebound
+                    continuity = ConsumerContinuity(takenThrough: rebound.start.ackFloor, lastConsumerSequence: rebound.start.lastConsumerSequence)
+                    chain = ChannelChain()
+                    checkingStream = false
+                    continue
+                case .same:
+                    checkingStream = false
+                case .unknown:
+                    break
+                }
+                if batch.isEmpty { stop.pause(.milliseconds(200)) }
             }
             if batch.isEmpty {
                 if let start = continuity.idleGapStart {
-                    guard catchUp(from: start, before: nil, continuity: &continuity, chain: &chain, plan: &plan, stop: stop) else { return }
+                    guard catchUp(from: start, before: nil, continuity: &continuity, chain: &chain, plan: &plan, stop: stop) else { return subscription }
                     continuity.closeIdleGap()
                 }
                 continue
@@ -107,16 +132,44 @@ final class EventPipeline: Service {
                 case .next:
                     events.append(PartitionEvent(message, content: take(subject: message.subject, payload: message.payload, seq: metadata.streamSequence, chain: &chain)))
                 case .afterGap(let missed):
-                    guard deliver(events, plan: &plan, stop: stop) else { return }
+                    guard deliver(events, plan: &plan, stop: stop) else { return subscription }
                     events.removeAll(keepingCapacity: true)
-                    guard catchUp(from: missed.lowerBound, before: missed.upperBound + 1, continuity: &continuity, chain: &chain, plan: &plan, stop: stop) else { return }
+                    guard catchUp(from: missed.lowerBound, before: missed.upperBound + 1, continuity: &continuity, chain: &chain, plan: &plan, stop: stop) else { return subscription }
                     events.append(PartitionEvent(message, content: take(subject: message.subject, payload: message.payload, seq: metadata.streamSequence, chain: &chain)))
                 }
             }
-            guard deliver(events, plan: &plan, stop: stop) else { return }
+            guard deliver(events, plan: &plan, stop: stop) else { return subscription }
             batch.removeAll(keepingCapacity: true)
             events.removeAll(keepingCapacity: true)
         }
+        return subscription
+    }
+
+    private enum Rebinding {
+        /// The stream was created anew; this consumer is bound on it.
+        case rebound(PullSubscription)
+        /// The stream is the one the pipeline started on.
+        case same
+        /// The stream cannot be read now (deleted and not created again yet, or NATS away).
+        case unknown
+    }
+
+    /// After a failed fetch: when `CHAT_EVENTS` was deleted and created anew (its epoch
+    /// changed), the consumer went with the old stream; binds a new one on the new stream,
+    /// whose numbering starts again.
+    private func rebindIfCreatedAnew(replacing old: PullSubscription) -> Rebinding {
+        guard let created = try? jetStream.streamState(StreamNames.events).createdNs else { return .unknown }
+        let now = StreamEpoch.of(createdNs: created)
+        let previous = epoch.withLock { $0 }
+        guard now != previous else { return .same }
+        guard let rebound = try? Self.subscribe(jetStream, partition: partition, config: config) else { return .unknown }
+        old.unsubscribe()
+        epoch.withLock { $0 = now }
+        metrics.streamsCreatedAnew.increment()
+        logger.notice("CHAT_EVENTS was created anew: consuming the new stream", metadata: [
+            "partition": "\(partition)", "epoch_from": "\(previous)", "epoch_to": "\(now)",
+        ])
+        return .rebound(rebound)
     }
 
     /// Relinks the chain from what the partition's stream holds up to the consumer's ack
@@ -248,7 +301,7 @@ final class EventPipeline: Service {
     /// done: which deliveries reached the server is unknown. Retries go unbatched, so that a
     /// failing delivery is pinned on its own event.
     private func attempt(_ events: ArraySlice<PartitionEvent>, batched: Bool, plan: inout PlanBuffer) -> (done: Int, failure: String?) {
-        var inboxes = InboxBatches(epoch: epoch, maxDeliveries: batched ? config.inboxBatchDeliveries : 1, maxBytes: config.inboxBatchBytes)
+        var inboxes = InboxBatches(epoch: epoch.withLock { $0 }, maxDeliveries: batched ? config.inboxBatchDeliveries : 1, maxBytes: config.inboxBatchBytes)
         var handled = 0
         var published = 0
         var failure: String?

@@ -21,6 +21,8 @@ final class FanoutMetrics: Sendable {
     /// read from the stream instead.
     let gapsFilled = Counter(label: "switchboard_fanout_delivery_gaps_total")
     let eventsReadAfterGap = Counter(label: "switchboard_fanout_events_read_after_gap_total")
+    /// Times a pipeline found `CHAT_EVENTS` created anew and bound to the new stream.
+    let streamsCreatedAnew = Counter(label: "switchboard_fanout_streams_created_anew_total")
     let fetchBatch = Recorder(label: "switchboard_fanout_fetch_batch_size")
     let planning = Timer(label: "switchboard_fanout_planning_seconds")
 

@@ -143,14 +143,15 @@ final class PipelineRig: @unchecked Sendable {
 /// `body` waits by blocking its thread, so it runs on a thread of its own: on the cooperative
 /// pool (one thread per core, shared by the tests running in parallel) it could hold the very
 /// thread the pipeline's service needs to start.
-func running<T: Sendable>(_ pipeline: EventPipeline, _ body: () throws -> T) async throws -> T {
+///
+/// `body` escapes to that thread (a thread may still hold its closure for a moment after the
+/// body returned, which `withoutActuallyEscaping` would trap on).
+func running<T: Sendable>(_ pipeline: EventPipeline, _ body: @escaping () throws -> T) async throws -> T {
     let group = ServiceGroup(services: [pipeline], logger: Logger(label: "pipeline-test"))
     let task = Task { try await group.run() }
-    let result = await withoutActuallyEscaping(body) { body in
-        let work = BlockingWork(body)
-        return await withCheckedContinuation { continuation in
-            Thread { continuation.resume(returning: Result { try work.body() }) }.start()
-        }
+    let work = BlockingWork(body)
+    let result = await withCheckedContinuation { continuation in
+        Thread { continuation.resume(returning: Result { try work.body() }) }.start()
     }
     await group.triggerGracefulShutdown()
     try await task.value

@@ -70,3 +70,28 @@ import Testing
         #expect(position.prevSeq == first)
     }
 }
+
+extension ChannelChainTests {
+    /// `CHAT_EVENTS` deleted and created anew under a running pipeline: it binds a consumer on
+    /// the new stream, numbers its chain afresh and stamps the new epoch.
+    @Test func aStreamCreatedAnewUnderARunningPipelineIsConsumedWithItsNewEpoch() async throws {
+        let rig = try PipelineRig(channels: 1)
+        defer { rig.stop() }
+        let channel = rig.channels[0]
+        let old = try rig.publish(channel: channel, text: "old")
+        let oldEpoch = StreamEpoch.of(createdNs: try rig.jetStream.streamState(StreamNames.events).createdNs)
+        try await running(try rig.pipeline(rig.output)) {
+            #expect(eventually(timeout: .seconds(10)) { rig.deliveries.count >= 1 })
+            _ = try rig.connection.request("$JS.API.STREAM.DELETE.\(StreamNames.events)", payload: [], timeout: .seconds(5))
+            _ = try StreamDefinitions(directory: RepositoryPaths.streams)
+                .apply(subjectTransforms: rig.jetStream.serverSupportsStreamSubjectTransforms(), rig.jetStream.applyStream(configJSON:))
+            let again = try rig.publish(channel: channel, text: "new")
+            #expect(again <= old, "numbered from 1 again")
+            #expect(eventually(timeout: .seconds(20)) { rig.deliveries.count >= 2 }, "the new stream's event was not delivered")
+        }
+        let newEpoch = StreamEpoch.of(createdNs: try rig.jetStream.streamState(StreamNames.events).createdNs)
+        #expect(newEpoch != oldEpoch)
+        #expect(rig.inboxEpochs == [oldEpoch, newEpoch])
+        #expect(rig.deliveries.last?.prevSeq == 0, "a new stream starts a new chain")
+    }
+}

@@ -18,7 +18,7 @@ struct Notifier: AsyncParsableCommand {
     static let optionNames = [
         "nats-url", "nats-tls-ca", "nats-tls-cert", "nats-tls-key", "redis-url", "instance-id", "listen", "jwt-secret", "jwt-secret-file", "max-connections",
         "outbound-buffer-bytes", "heartbeat-seconds", "drain-seconds", "partition-count", "max-frame-bytes",
-        "max-inbound-per-second", "event-loop-threads", "log-level",
+        "max-inbound-per-second", "event-loop-threads", "log-level", "demo-urls", "demo-client-js",
     ]
 
     @Option(help: "NATS server URL(s), comma-separated; user:password@ (or a token@) in a URL authenticates.") var natsUrl = "nats://127.0.0.1:4222"
@@ -39,6 +39,8 @@ struct Notifier: AsyncParsableCommand {
     @Option(help: "Inbound messages per second per socket (close 1008 past it).") var maxInboundPerSecond: Double = 20
     @Option(help: "Event-loop threads (default: one per core).") var eventLoopThreads: Int?
     @Option(help: "trace, debug, info, notice, warning, error, critical.") var logLevel = "info"
+    @Option(help: "The demo page's notifier WebSocket URLs, comma-separated (default: this notifier's own).") var demoUrls: String?
+    @Option(help: "The JavaScript client the demo page runs on, served at /switchboard.js.") var demoClientJs = "clients/js/switchboard.js"
     @Flag(help: "Development only: enable POST /demo/send (the demo page publishes messages as the token's user; env SWITCHBOARD_DEMO_SEND=1).")
     var demoSend = false
 
@@ -111,7 +113,10 @@ struct Notifier: AsyncParsableCommand {
             sender = await DemoSender(natsURL: config.natsURL, natsTLSCAFile: config.natsTLSCAFile, natsTLSCertFile: config.natsTLSCertFile,
                                       natsTLSKeyFile: config.natsTLSKeyFile, jwtSecret: config.jwtSecret, partitionCount: config.partitionCount)
         }
-        config.routes = DemoRoutes(sender: sender)
+        let script = FileManager.default.contents(atPath: demoClientJs).map { [UInt8]($0) }
+        if script == nil { logger.warning("demo page disabled: cannot read the client library", metadata: ["path": "\(demoClientJs)"]) }
+        let urls = demoUrls.map { $0.split(separator: ",").map { String($0.filter { !$0.isWhitespace }) }.filter { !$0.isEmpty } } ?? []
+        config.routes = DemoRoutes(sender: sender, urls: urls, clientScript: script)
         let service = NotifierService(configuration: config, logger: logger, metricsText: { MetricsSetup.render(registry) })
         let group = ServiceGroup(configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()

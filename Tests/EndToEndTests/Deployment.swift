@@ -87,7 +87,7 @@ final class Deployment: @unchecked Sendable {
 
     /// Starts a `notifier` on a free port and waits until `/readyz` answers 200.
     @discardableResult
-    func startNotifier(_ instance: String, drainSeconds: Double = 0.5) throws -> Int {
+    func startNotifier(_ instance: String, drainSeconds: Double = 0.5, extra: [String] = []) throws -> Int {
         let (process, port, _) = try ServerProcess.startService(
             name: instance, executable: BuiltProducts.path("notifier"),
             logURL: logs.url.appendingPathComponent("\(instance)-\(UUID().uuidString.prefix(4)).log"), readyTimeout: .seconds(20)
@@ -96,7 +96,7 @@ final class Deployment: @unchecked Sendable {
                 "--instance-id", instance, "--nats-url", natsURL, "--redis-url", redis.url,
                 "--listen", "127.0.0.1:\(port)", "--jwt-secret", Self.secret, "--event-loop-threads", "1",
                 "--drain-seconds", "\(drainSeconds)", "--partition-count", "\(Self.partitionCount)",
-            ]
+            ] + extra
         }
         lock.withLock { notifiers[instance] = (process, Int(port)) }
         return Int(port)

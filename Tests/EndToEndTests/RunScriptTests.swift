@@ -30,6 +30,10 @@ extension EndToEnd {
         try #require(started, "scripts/run did not report ready:\n\(script.log())")
 
         let readyAfter = milliseconds(launched)
+        // Each demo page runs the client library and is given both notifiers, its own first.
+        let page = try HTTPProbe.get(port: notifier1, path: "/")
+        #expect(page.body.contains(#"const configured = ["ws://127.0.0.1:\#(notifier1)/ws","ws://127.0.0.1:\#(notifier2)/ws"];"#), "\(page.body.prefix(300))")
+        #expect(try HTTPProbe.get(port: notifier2, path: "/switchboard.js").body.contains("export class SwitchboardClient"))
         let stack = StartedProcesses(runDirectory: runDirectory)
         let killed = try #require(stack.pid(withArgument: "notifier-1"), "no notifier-1 among \(stack.all())")
         kill(killed, SIGKILL)

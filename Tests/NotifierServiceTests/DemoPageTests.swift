@@ -22,9 +22,12 @@ import Glibc
         #expect(page.headers["content-type"] == "text/html; charset=utf-8")
         #expect(page.headers["content-security-policy"]?.contains("default-src 'none'") == true)
         #expect(page.headers["referrer-policy"] == "no-referrer")
-        #expect(page.body.contains("/ws?token="))
-        #expect(page.body.contains("&resume="))
+        #expect(page.body.contains(#"import { SwitchboardClient } from "/switchboard.js";"#))
         #expect(page.body.hasSuffix("</html>"))
+        // The client library the page runs on, as the repository has it.
+        let script = try HTTPProbe.get(port: UInt16(fixture.port), path: "/switchboard.js")
+        #expect(script.status == 200)
+        #expect(script.body == (try String(contentsOf: RepositoryPaths.root.appendingPathComponent("clients/js/switchboard.js"), encoding: .utf8)))
 
         let token = try await fixture.token("alice")
         let send = try post(port: fixture.port, path: "/demo/send", token: token, body: #"{"channel":"general","text":"hi"}"#)

@@ -69,6 +69,12 @@ final class EventPipeline: Service {
         )
     }
 
+    /// What the pipeline knows of a consumer it has just bound: everything up to its ack floor
+    /// was taken, and it numbers deliveries on from where it stands.
+    private static func continuity(from start: PullSubscription.Start) -> ConsumerContinuity {
+        ConsumerContinuity(takenThrough: start.ackFloor, lastConsumerSequence: start.lastConsumerSequence)
+    }
+
     func run() async {
         await DedicatedThread.run(name: "pipeline-p\(partition)") { [self] stop in
             consume(until: stop).unsubscribe()
@@ -80,7 +86,7 @@ final class EventPipeline: Service {
         var subscription = initialSubscription
         var batch: [JetStreamMessage] = []
         var events: [PartitionEvent] = []
-        var continuity = ConsumerContinuity(takenThrough: subscription.start.ackFloor, lastConsumerSequence: subscription.start.lastConsumerSequence)
+        var continuity = Self.continuity(from: subscription.start)
         guard var chain = rebuildChain(through: subscription.start.ackFloor, stop: stop) else { return subscription }
         /// Planner output, reused for every event.
         var plan = PlanBuffer()
@@ -100,7 +106,7 @@ final class EventPipeline: Service {
                 switch rebindIfCreatedAnew(replacing: subscription) {
                 case .rebound(let rebound):
                     subscription = rebound
-                    continuity = ConsumerContinuity(takenThrough: rebound.start.ackFloor, lastConsumerSequence: rebound.start.lastConsumerSequence)
+                    continuity = Self.continuity(from: rebound.start)
                     chain = ChannelChain()
                     checkingStream = false
                     continue

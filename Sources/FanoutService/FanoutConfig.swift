@@ -73,8 +73,21 @@ public struct FanoutConfig: Sendable {
     public var streamsDirectory = "streams"
     /// Overrides `num_replicas` of every stream (R3 on a three-node cluster); nil keeps the files'.
     public var streamReplicas: Int?
-    /// Messages fetched per pull request; bounds the work between two acks.
+    /// Messages one pull request asks for, and the most one pipeline cycle takes.
     public var fetchBatch = 256
+    /// Pipeline threads; the owned partitions are dealt out among them. Each thread runs one
+    /// cycle (read, publish, confirm) for all of its partitions.
+    public var pipelineThreads = 1
+    /// Deliveries are confirmed (one flush, then one ack-all per partition) at most this long
+    /// after the oldest unconfirmed one was published, and at once when the pipeline is idle.
+    /// Longer means fewer flushes and acks under load, and more redeliveries after a crash.
+    public var ackInterval: Duration = .milliseconds(50)
+    /// ...or once this many events wait for confirmation.
+    public var maxUnconfirmed = 4_096
+    /// How long a pull request stays open at the server, and how often the server says an
+    /// idle one is still there (two missed heartbeats: the requests are sent again).
+    public var pullExpires: Duration = .seconds(10)
+    public var pullHeartbeat: Duration = .seconds(1)
     /// One inbox message carries the deliveries for one instance of at most this many
     /// events of a fetched batch...
     public var inboxBatchDeliveries = 128

@@ -23,7 +23,10 @@ final class FanoutMetrics: Sendable {
     let eventsReadAfterGap = Counter(label: "switchboard_fanout_events_read_after_gap_total")
     /// Times a pipeline found `CHAT_EVENTS` created anew and bound to the new stream.
     let streamsCreatedAnew = Counter(label: "switchboard_fanout_streams_created_anew_total")
+    /// Messages one read of a pipeline's pull feed brought, across its partitions.
     let fetchBatch = Recorder(label: "switchboard_fanout_fetch_batch_size")
+    /// Flush-and-ack rounds: each confirms every delivery published before it.
+    let confirmations = Counter(label: "switchboard_fanout_confirmations_total")
     let planning = Timer(label: "switchboard_fanout_planning_seconds")
 
     let membershipChanges = Counter(label: "switchboard_fanout_membership_changes_total")

@@ -128,8 +128,8 @@ public final class FanoutService: Service {
         try await presence.warm()
 
         let pipelines = PartitionPipelines(pipelines: try await blocking { [state, metrics, logger] in
-            try config.partitions.owned.map { partition in
-                try EventPipeline(partition: partition, jetStream: jetStream, output: NATSPipelineOutput(connection: connection, jetStream: jetStream), state: state, metrics: metrics, config: config, logger: logger)
+            try PartitionPipelines.groups(config.partitions.owned, threads: config.pipelineThreads).map { partitions in
+                try EventPipeline(partitions: partitions, jetStream: jetStream, output: NATSPipelineOutput(connection: connection, jetStream: jetStream), state: state, metrics: metrics, config: config, logger: logger)
             }
         })
         let typing = TypingRelay(connection: connection, state: state, metrics: metrics, partitions: config.partitions.owned, partitionCount: config.partitions.count, window: config.typingWindow, logger: logger)

@@ -1,7 +1,7 @@
 import ServiceLifecycle
 
-/// The owned partitions' event pipelines as one service, so that they start and wind down
-/// side by side: a `ServiceGroup` shuts its services down one after another, and each
+/// The owned partitions' event pipelines (each serving a group of partitions on one thread)
+/// as one service, so that they start and wind down side by side: a `ServiceGroup` shuts its services down one after another, and each
 /// pipeline may take a fetch timeout to notice. Graceful shutdown reaches every pipeline at
 /// once through the task group (child tasks share the service's shutdown handlers).
 struct PartitionPipelines: Service {
@@ -15,8 +15,18 @@ struct PartitionPipelines: Service {
         }
     }
 
-    /// Messages not yet consumed, per partition (from each pipeline's last fetch).
+    /// Messages not yet consumed, per partition (from each pipeline's last delivery).
     func lag() -> [String: UInt64] {
-        Dictionary(uniqueKeysWithValues: pipelines.map { ("\($0.partition)", $0.lag.load(ordering: .relaxed)) })
+        var lags: [String: UInt64] = [:]
+        for pipeline in pipelines {
+            for (partition, lag) in pipeline.lag() { lags["\(partition)"] = lag }
+        }
+        return lags
+    }
+
+    /// Deals `partitions` out among `threads` pipelines (partition i to pipeline i mod threads).
+    static func groups(_ partitions: [Int], threads: Int) -> [[Int]] {
+        let count = max(1, min(threads, partitions.count))
+        return (0..<count).map { group in partitions.enumerated().filter { $0.offset % count == group }.map(\.element) }
     }
 }

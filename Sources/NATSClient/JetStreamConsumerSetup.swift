@@ -27,15 +27,8 @@ extension JetStream {
     /// in order, now rather than after the ack wait. An `.all` consumer needs this: its first
     /// ack would otherwise also ack what a crashed predecessor left pending.
     public func pullSubscribe(stream: String, durable: String, filterSubject: String, ackWait: Duration = .seconds(30), maxAckPending: Int = 20_000, maxDeliver: Int = -1, ackPolicy: AckPolicy = .explicit, restartAtAckFloor: Bool = false) throws -> PullSubscription {
-        try Self.validateStreamName(stream)
-        try Self.validateStreamName(durable, what: "durable name")
-        guard maxAckPending > 0 else { throw NATSError.invalidArgument("maxAckPending must be positive") }
-        guard maxDeliver == -1 || maxDeliver > 0 else { throw NATSError.invalidArgument("maxDeliver must be -1 (unlimited) or positive") }
-        let start = try ensureDurablePullConsumer(
-            stream: stream, durable: durable, filterSubject: filterSubject,
-            ackWait: ackWait.natsNanoseconds, maxAckPending: Int64(maxAckPending), maxDeliver: Int64(maxDeliver), ackPolicy: ackPolicy.c,
-            restartAtAckFloor: restartAtAckFloor
-        )
+        let start = try bindPullConsumer(stream: stream, durable: durable, filterSubject: filterSubject, ackWait: ackWait, maxAckPending: maxAckPending,
+                                         maxDeliver: maxDeliver, ackPolicy: ackPolicy, restartAtAckFloor: restartAtAckFloor)
         var options = callOptions()
         var code = jsErrCode(0)
         var sub: OpaquePointer?
@@ -54,8 +47,24 @@ extension JetStream {
         return PullSubscription(handle: sub, jetStream: self, description: "consumer \(durable) of \(stream)", start: start)
     }
 
+    /// Creates or updates the durable pull consumer as `pullSubscribe` does, without a nats.c
+    /// subscription (for `PullFeed`, which sends its own pull requests); returns where it
+    /// stands. A missing consumer is created to deliver from just after `startAfter` when
+    /// given (its predecessor was deleted under a reader that had taken everything up to it).
+    public func bindPullConsumer(stream: String, durable: String, filterSubject: String, ackWait: Duration = .seconds(30), maxAckPending: Int = 20_000, maxDeliver: Int = -1, ackPolicy: AckPolicy = .explicit, restartAtAckFloor: Bool = false, startAfter: UInt64? = nil) throws -> PullSubscription.Start {
+        try Self.validateStreamName(stream)
+        try Self.validateStreamName(durable, what: "durable name")
+        guard maxAckPending > 0 else { throw NATSError.invalidArgument("maxAckPending must be positive") }
+        guard maxDeliver == -1 || maxDeliver > 0 else { throw NATSError.invalidArgument("maxDeliver must be -1 (unlimited) or positive") }
+        return try ensureDurablePullConsumer(
+            stream: stream, durable: durable, filterSubject: filterSubject,
+            ackWait: ackWait.natsNanoseconds, maxAckPending: Int64(maxAckPending), maxDeliver: Int64(maxDeliver), ackPolicy: ackPolicy.c,
+            restartAtAckFloor: restartAtAckFloor, startAfter: startAfter
+        )
+    }
+
     /// Returns where the consumer stands as the subscription starts.
-    private func ensureDurablePullConsumer(stream: String, durable: String, filterSubject: String, ackWait: Int64, maxAckPending: Int64, maxDeliver: Int64, ackPolicy: jsAckPolicy, restartAtAckFloor: Bool) throws -> PullSubscription.Start {
+    private func ensureDurablePullConsumer(stream: String, durable: String, filterSubject: String, ackWait: Int64, maxAckPending: Int64, maxDeliver: Int64, ackPolicy: jsAckPolicy, restartAtAckFloor: Bool, startAfter: UInt64?) throws -> PullSubscription.Start {
         var options = callOptions()
         var code = jsErrCode(0)
         var info: UnsafeMutablePointer<jsConsumerInfo>?
@@ -86,6 +95,7 @@ extension JetStream {
             }
         } else if code == JSConsumerNotFoundErr {
             exists = false
+            if let startAfter, startAfter > 0 { resumeAt = startAfter + 1 }
         } else {
             throw jetStreamError(lookup, code: code, "consumer info of \(durable) on \(stream)")
         }

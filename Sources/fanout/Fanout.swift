@@ -28,11 +28,13 @@ struct Fanout: AsyncParsableCommand {
     @Option(help: "Replicas of every stream, overriding streams/*.json (3 on a three-node NATS cluster).") var streamReplicas: Int?
     @Option(help: "Write a partition snapshot after this many membership changes.") var snapshotEveryChanges = 100_000
     @Option(help: "...or this many seconds after the last one if anything changed.") var snapshotIntervalSeconds = 60
+    @Option(help: "Threads consuming events; the owned partitions are dealt out among them.") var pipelineThreads = 1
+    @Option(help: "Confirm (flush, then ack) deliveries at most this many milliseconds after the oldest unconfirmed one.") var ackIntervalMs = 50
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel = "info"
 
     static let environmentOptions = [
         "nats-url", "nats-tls-ca", "nats-tls-cert", "nats-tls-key", "redis-url", "partition-count", "partitions", "ordinal", "replicas", "replica-id", "http",
-        "streams-dir", "stream-replicas", "snapshot-every-changes", "snapshot-interval-seconds", "log-level",
+        "streams-dir", "stream-replicas", "snapshot-every-changes", "snapshot-interval-seconds", "pipeline-threads", "ack-interval-ms", "log-level",
     ]
 
     /// Parsed by hand so that `--help` prints the help and exits 0, and any invalid flag,
@@ -91,6 +93,10 @@ struct Fanout: AsyncParsableCommand {
         config.streamReplicas = streamReplicas
         config.snapshotEveryChanges = snapshotEveryChanges
         config.snapshotInterval = .seconds(snapshotIntervalSeconds)
+        guard pipelineThreads > 0 else { throw FanoutError.invalidConfiguration("--pipeline-threads must be at least 1") }
+        guard (1...1_000).contains(ackIntervalMs) else { throw FanoutError.invalidConfiguration("--ack-interval-ms must be 1 to 1000 (well under the 5 s ack wait)") }
+        config.pipelineThreads = pipelineThreads
+        config.ackInterval = .milliseconds(ackIntervalMs)
 
         LogSetup.bootstrap(label: "fanout", level: level)
         let registry = MetricsSetup.bootstrapPrometheus()

@@ -116,7 +116,7 @@ final class PipelineRig: @unchecked Sendable {
         config.retryBackoff = backoff
         config.retryBackoffMax = backoff * 10
         return try EventPipeline(
-            partition: partition, jetStream: jetStream, output: output, state: state,
+            partitions: [partition], jetStream: jetStream, output: output, state: state,
             metrics: FanoutMetrics(partitions: [partition]), config: config, logger: Self.logger
         )
     }

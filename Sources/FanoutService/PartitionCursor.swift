@@ -1,0 +1,94 @@
+import NATSClient
+import SwitchboardProto
+
+/// One partition's place in an event pipeline: its consumer, where the consumer's deliveries
+/// stand, the partition's channel chain, and what was published but not yet confirmed. Used
+/// from the pipeline's thread only.
+struct PartitionCursor {
+    let partition: Int
+    /// The partition's consumer in the pipeline's `PullFeed`.
+    let consumer: Int
+    /// `CHAT_EVENTS`' epoch (`StreamEpoch`) the consumer is bound on.
+    var epoch: String
+    var continuity: ConsumerContinuity
+    var chain: ChannelChain
+    /// Published in stream order and waiting for the flush that confirms them; acked then.
+    var unconfirmed: [PartitionEvent] = []
+    /// The consumer is gone (the server said so): when the pipeline last looked whether the
+    /// stream was created anew or the consumer must be created again.
+    var missing: ContinuousClock.Instant?
+    /// Messages not yet consumed, from the last delivery.
+    var lag: UInt64 = 0
+
+    init(partition: Int, consumer: Int, epoch: String, start: PullSubscription.Start, chain: ChannelChain) {
+        self.partition = partition
+        self.consumer = consumer
+        self.epoch = epoch
+        continuity = Self.continuity(from: start)
+        self.chain = chain
+    }
+
+    /// What a consumer that was just bound tells: everything up to its ack floor was taken,
+    /// and it numbers deliveries on from where it stands.
+    static func continuity(from start: PullSubscription.Start) -> ConsumerContinuity {
+        ConsumerContinuity(takenThrough: start.ackFloor, lastConsumerSequence: start.lastConsumerSequence)
+    }
+}
+
+/// An event in a pipeline's hands: delivered by its consumer, or read from the stream after
+/// deliveries went missing (then without a delivery of its own to ack).
+struct PartitionEvent {
+    let subject: String
+    let payload: [UInt8]
+    let streamSequence: UInt64
+    let timestampNs: Int64
+    let delivery: PullFeed.Message?
+    let content: Content
+
+    enum Content {
+        /// Handled before (this is a redelivery): acked with the rest, not delivered again.
+        case taken
+        /// Dead-lettered with this reason; not in its channel's chain.
+        case poison(String)
+        /// Delivered; `prev` is the channel's previous event (`ChannelChain`).
+        case event(ChatEvent, prev: UInt64)
+    }
+
+    init(_ message: PullFeed.Message, content: Content) {
+        subject = message.subject
+        payload = message.payload
+        streamSequence = message.metadata.streamSequence
+        timestampNs = message.metadata.timestampNs
+        delivery = message
+        self.content = content
+    }
+
+    init(_ stored: JetStream.StoredMessage, content: Content) {
+        subject = stored.subject
+        payload = stored.payload
+        streamSequence = stored.sequence
+        timestampNs = stored.timestampNs
+        delivery = nil
+        self.content = content
+    }
+}
+
+/// Exponential back-off between tries: `initial`, doubling, capped at `maximum`.
+struct RetryBackoff {
+    let initial: Duration
+    let maximum: Duration
+    private var current: Duration
+
+    init(initial: Duration, maximum: Duration) {
+        self.initial = initial
+        self.maximum = maximum
+        current = initial
+    }
+
+    mutating func next() -> Duration {
+        defer { current = min(current * 2, maximum) }
+        return current
+    }
+
+    mutating func reset() { current = initial }
+}

@@ -1,0 +1,112 @@
+import Foundation
+import Logging
+import NATSClient
+import ServiceSupport
+import SwitchboardContracts
+import SwitchboardProto
+
+/// What an event pipeline reads from `CHAT_EVENTS` itself rather than through its consumers:
+/// each partition's chain at start-up, events whose deliveries went missing, and the stream's
+/// state when a consumer is gone.
+extension EventPipeline {
+    /// Relinks the partition's chain from what its stream holds up to the consumer's ack
+    /// floor; the events after it come through the consumer and are linked as they are taken.
+    /// One read of the partition's stored events at start-up (logged with its time). Nil
+    /// when asked to stop first; read failures are retried with back-off.
+    func rebuildChain(partition: Int, through ackFloor: UInt64, stop: StopSignal) -> ChannelChain? {
+        guard ackFloor > 0 else { return ChannelChain() }
+        let started = ContinuousClock.now
+        let partitionCount = config.partitions.count
+        var backoff = RetryBackoff(initial: config.retryBackoff, maximum: config.retryBackoffMax)
+        while !stop.isRaised {
+            do {
+                var chain = ChannelChain()
+                var events = 0
+                let consumer = try jetStream.orderedConsumer(stream: StreamNames.events, filterSubject: Subjects.events(partition: partition), startSequence: 0, createTimeout: .seconds(30))
+                defer { consumer.close() }
+                var done = false
+                while !done && !stop.isRaised {
+                    let read = try consumer.read(limit: 1024, timeout: .seconds(1)) { message in
+                        guard !done, message.streamSequence <= ackFloor else { done = true; return }
+                        let subject = String(decoding: message.subject, as: UTF8.self)
+                        if case .event(let event) = StoredEvent.examine(subject: subject, payload: message.payload, partitionCount: partitionCount) {
+                            _ = chain.link(channel: event.channelID, seq: message.streamSequence)
+                        }
+                        events += 1
+                        if message.streamSequence == ackFloor || message.numPending == 0 { done = true }
+                    }
+                    if read == 0 { done = true }  // nothing stored up to the floor (purged)
+                }
+                guard !stop.isRaised else { return nil }
+                logger.info("channel chain rebuilt from the stream", metadata: [
+                    "partition": "\(partition)", "through_seq": "\(ackFloor)", "events": "\(events)",
+                    "channels": "\(chain.channelCount)", "ms": "\((ContinuousClock.now - started).milliseconds)",
+                ])
+                return chain
+            } catch {
+                logger.warning("rebuilding the channel chain failed; retrying", metadata: ["partition": "\(partition)", "error": "\(error)"])
+                if stop.pause(backoff.next()) { return nil }
+            }
+        }
+        return nil
+    }
+
+    /// Reads and takes the partition's events from `from` up to `before` (nil: the newest),
+    /// at most `limit` of them: deliveries of them went missing on the way. Read failures are
+    /// retried with back-off; nil when asked to stop.
+    func readFromStream(_ cursor: inout PartitionCursor, from: UInt64, before: UInt64?, limit: Int, stop: StopSignal) -> (events: [PartitionEvent], reachedNewest: Bool)? {
+        logger.warning("deliveries went missing on the way; reading the partition from the stream", metadata: [
+            "partition": "\(cursor.partition)", "from_seq": "\(from)", "before_seq": "\(before.map(String.init) ?? "newest")",
+        ])
+        metrics.gapsFilled.increment()
+        var next = from
+        var events: [PartitionEvent] = []
+        var backoff = RetryBackoff(initial: config.retryBackoff, maximum: config.retryBackoffMax)
+        while events.count < limit, before.map({ next < $0 }) ?? true {
+            let stored: JetStream.StoredMessage?
+            do {
+                stored = try jetStream.nextMessage(stream: StreamNames.events, matching: Subjects.events(partition: cursor.partition), atOrAfter: next)
+            } catch {
+                logger.warning("reading a missed event failed; retrying", metadata: ["partition": "\(cursor.partition)", "from_seq": "\(next)", "error": "\(error)"])
+                if stop.pause(backoff.next()) { return nil }
+                continue
+            }
+            backoff.reset()
+            guard let stored, before.map({ stored.sequence < $0 }) ?? true else { return (events, true) }
+            events.append(PartitionEvent(stored, content: take(subject: stored.subject, payload: stored.payload, seq: stored.sequence, chain: &cursor.chain)))
+            cursor.continuity.tookFromStream(stored.sequence)
+            metrics.eventsReadAfterGap.increment()
+            next = stored.sequence + 1
+        }
+        return (events, before != nil)
+    }
+
+    /// For each partition whose consumer is gone, at most every 200 ms: when `CHAT_EVENTS` was
+    /// deleted and created anew (its epoch changed), binds a consumer on the new stream (whose
+    /// numbering starts again, with a new chain); when only the consumer was deleted, creates
+    /// it again to deliver after what was taken. Until then the partition gets no requests.
+    func rebindMissing(_ hand: inout Hand) {
+        let now = ContinuousClock.now
+        for index in hand.cursors.indices {
+            guard let since = hand.cursors[index].missing, now - since >= .milliseconds(200) else { continue }
+            hand.cursors[index].missing = now
+            let cursor = hand.cursors[index]
+            guard let created = try? jetStream.streamState(StreamNames.events).createdNs else { continue }
+            let epoch = StreamEpoch.of(createdNs: created)
+            let anew = epoch != cursor.epoch
+            let taken = cursor.continuity.takenThrough
+            guard let start = try? Self.bind(jetStream, partition: cursor.partition, config: config, restartAtAckFloor: false, startAfter: anew ? nil : taken) else { continue }
+            if anew {
+                hand.cursors[index] = PartitionCursor(partition: cursor.partition, consumer: cursor.consumer, epoch: epoch, start: start, chain: ChannelChain())
+                metrics.streamsCreatedAnew.increment()
+                logger.notice("CHAT_EVENTS was created anew: consuming the new stream", metadata: [
+                    "partition": "\(cursor.partition)", "epoch_from": "\(cursor.epoch)", "epoch_to": "\(epoch)",
+                ])
+            } else {
+                hand.cursors[index].missing = nil
+                logger.warning("consumer created again", metadata: ["partition": "\(cursor.partition)", "after_seq": "\(taken)"])
+            }
+            feed.restart(cursor.consumer)
+        }
+    }
+}

@@ -1,0 +1,204 @@
+import CNATS
+import Foundation
+import Synchronization
+
+/// Several durable pull consumers of one stream, read on one thread through one inbox, with
+/// their pull requests kept open ahead of need (`PullCredit`).
+///
+/// nats.c's fetch sends a request and waits for its answer on every call, one consumer per
+/// call; a thread serving many partitions would wait on each in turn, and every message would
+/// wait for a request round trip. Here consumer `i`'s requests name `<inbox>.<i>` as their reply
+/// subject (the JetStream pull protocol on core NATS): its messages arrive with their stream
+/// subject and an ack subject naming the consumer, its status messages on `<inbox>.<i>`. Acks
+/// are published to the ack subject (`+ACK`), as nats.c's own ack does.
+///
+/// `read` and `restart` are meant for one consuming thread; acks may come from any.
+public final class PullFeed: Sendable {
+    /// A message one of the consumers delivered.
+    public struct Message: Sendable {
+        /// Index of the consumer in the feed's list.
+        public let consumer: Int
+        public let subject: String
+        public let payload: [UInt8]
+        /// Where acks for it go (`$JS.ACK.…`).
+        public let ackSubject: String
+        public let metadata: JetStreamMessage.Metadata
+    }
+
+    /// What one `read` returned: messages in arrival order (each consumer's in its order), and
+    /// the consumers the server said are gone (deleted, or no responder for their requests),
+    /// with the server's words. A gone consumer gets no requests until `restart`.
+    public struct Batch: Sendable {
+        public var messages: [Message] = []
+        public var gone: [(consumer: Int, reason: String)] = []
+    }
+
+    private struct State {
+        var credits: [PullCredit]
+        var gone: [Bool]
+        var reconnects: UInt64 = 0
+        var reconnectsChecked: ContinuousClock.Instant = .now
+    }
+
+    private let connection: NATSConnection
+    private let subscription: SubscriptionHandle
+    private let inbox: String
+    private let consumerIndex: [String: Int]
+    private let requestSubjects: [String]
+    private let requestBody: [UInt8]
+    private let state: Mutex<State>
+
+    /// Subscribes to the feed's inbox; no request goes out before the first `read`.
+    /// `batch` is what one request asks for; `expires` how long it stays open; `heartbeat`
+    /// how often the server says an idle request is still there.
+    public init(connection: NATSConnection, stream: String, consumers: [String], batch: Int, expires: Duration = .seconds(10), heartbeat: Duration = .seconds(1)) throws {
+        try JetStream.validateStreamName(stream)
+        for consumer in consumers { try JetStream.validateStreamName(consumer, what: "consumer name") }
+        guard batch > 0 else { throw NATSError.invalidArgument("pull batch must be positive") }
+        guard heartbeat > .zero, expires > heartbeat * 2 else {
+            throw NATSError.invalidArgument("a pull request must stay open for more than two heartbeats")
+        }
+        self.connection = connection
+        inbox = connection.newInbox()
+        consumerIndex = Dictionary(consumers.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
+        requestSubjects = consumers.map { "$JS.API.CONSUMER.MSG.NEXT.\(stream).\($0)" }
+        requestBody = Array("{\"batch\":\(batch),\"expires\":\(expires.natsNanoseconds),\"idle_heartbeat\":\(heartbeat.natsNanoseconds)}".utf8)
+        let credit = PullCredit(batch: batch, expires: expires, heartbeat: heartbeat)
+        state = Mutex(State(credits: Array(repeating: credit, count: consumers.count), gone: Array(repeating: false, count: consumers.count)))
+        var sub: OpaquePointer?
+        let subject = "\(inbox).*"
+        let status = natsConnection_SubscribeSync(&sub, connection.handle, subject)
+        guard status == NATS_OK, let sub else { throw coreError(status, "subscribe to \(subject)", subject: subject) }
+        // A full batch for every consumer fits: what nats.c would drop here is lost to the
+        // consumer until its ack wait passes.
+        _ = natsSubscription_SetPendingLimits(sub, Int32(clamping: max(65_536, batch * consumers.count * 2)), 256 << 20)
+        subscription = SubscriptionHandle(sub, name: "pull feed of \(stream)")
+    }
+
+    /// Tops up every consumer's requests, waits at most `timeout` for the first message or
+    /// status, then takes up to `limit` messages that are already queued, and tops up again.
+    public func read(limit: Int, timeout: Duration) throws -> Batch {
+        try topUp()
+        var batch = Batch()
+        var waited = false
+        while batch.messages.count < limit {
+            let wait: Int64 = waited ? 0 : timeout.natsTimeoutMilliseconds
+            waited = true
+            guard let msg = try subscription.nextMessage(timeoutMilliseconds: wait) else { break }
+            defer { natsMsg_Destroy(msg) }
+            try take(msg, into: &batch)
+        }
+        try topUp()
+        return batch
+    }
+
+    /// Consumer `index` was bound again (recreated): its old requests are gone, new ones go
+    /// out on the next `read`.
+    public func restart(_ index: Int) {
+        state.withLock { state in
+            state.gone[index] = false
+            state.credits[index].reset(at: .now)
+        }
+    }
+
+    /// Acks `message` (and, for an ack-all consumer, everything before it).
+    public func ack(_ message: Message) throws { try connection.publish(message.ackSubject, payload: Self.ackBody) }
+
+    /// Tells the server `message` is still being worked on, resetting its ack wait.
+    public func inProgress(_ message: Message) throws { try connection.publish(message.ackSubject, payload: Self.inProgressBody) }
+
+    /// Stops the feed; unacked messages are redelivered after their ack wait. Idempotent.
+    public func close() { subscription.unsubscribe() }
+
+    private static let ackBody = Array("+ACK".utf8)
+    private static let inProgressBody = Array("+WPI".utf8)
+
+    private func take(_ msg: OpaquePointer, into batch: inout Batch) throws {
+        let now = ContinuousClock.now
+        if let reply = natsMsg_GetReply(msg), strncmp(reply, "$JS.ACK.", 8) == 0 {
+            let message = try Self.message(msg, ackSubject: String(cString: reply), consumerIndex: consumerIndex)
+            state.withLock { $0.credits[message.consumer].received(at: now) }
+            batch.messages.append(message)
+            return
+        }
+        // A status on <inbox>.<consumer>.
+        let subject = CMessage.subject(msg)
+        guard subject.hasPrefix(inbox + "."), let index = Int(subject.dropFirst(inbox.count + 1)), requestSubjects.indices.contains(index) else { return }
+        let headers = CMessage.headers(msg)
+        let description = headers["Description"] ?? ""
+        switch headers["Status"] ?? "" {
+        case "100":
+            state.withLock { $0.credits[index].heard(at: now) }
+        case "503":
+            markGone(index, at: now)
+            batch.gone.append((index, "no responder for its pull requests (the consumer does not exist)"))
+        case "409" where description.localizedCaseInsensitiveContains("deleted"):
+            markGone(index, at: now)
+            batch.gone.append((index, description))
+        default:
+            // 408 (expired), 409 (leadership change, too many requests, …): that request is done.
+            state.withLock { $0.credits[index].ended(at: now) }
+        }
+    }
+
+    private func markGone(_ index: Int, at now: ContinuousClock.Instant) {
+        state.withLock { state in
+            state.gone[index] = true
+            state.credits[index].reset(at: now)
+        }
+    }
+
+    private static func message(_ msg: OpaquePointer, ackSubject: String, consumerIndex: [String: Int]) throws -> Message {
+        var meta: UnsafeMutablePointer<jsMsgMetaData>?
+        let status = natsMsg_GetMetaData(&meta, msg)
+        guard status == NATS_OK, let meta else {
+            throw NATSError.malformedResponse(operation: "reading JetStream metadata", reason: "reply subject \(ackSubject): \(statusText(status))")
+        }
+        defer { jsMsgMetaData_Destroy(meta) }
+        let consumer = meta.pointee.Consumer.map { String(cString: $0) } ?? ""
+        guard let index = consumerIndex[consumer] else {
+            throw NATSError.malformedResponse(operation: "reading a pulled message", reason: "consumer \(consumer) is not one of this feed's")
+        }
+        let metadata = JetStreamMessage.Metadata(
+            streamSequence: meta.pointee.Sequence.Stream, consumerSequence: meta.pointee.Sequence.Consumer,
+            numDelivered: meta.pointee.NumDelivered, numPending: meta.pointee.NumPending, timestampNs: meta.pointee.Timestamp,
+            stream: meta.pointee.Stream.map { String(cString: $0) } ?? "", consumer: consumer
+        )
+        return Message(consumer: index, subject: CMessage.subject(msg), payload: CMessage.payload(msg), ackSubject: ackSubject, metadata: metadata)
+    }
+
+    /// Sends a request for every consumer whose open credit ran low. After the connection
+    /// was re-established, every consumer's requests are taken as gone.
+    private func topUp() throws {
+        let now = ContinuousClock.now
+        let checkReconnects = state.withLock { now - $0.reconnectsChecked >= .milliseconds(250) }
+        let reconnects = checkReconnects ? connection.reconnectCount : nil
+        let due: [Int] = state.withLock { state in
+            if let reconnects {
+                state.reconnectsChecked = now
+                if reconnects != state.reconnects {
+                    state.reconnects = reconnects
+                    for index in state.credits.indices { state.credits[index].reset(at: now) }
+                }
+            }
+            return state.credits.indices.filter { !state.gone[$0] && state.credits[$0].needsRequest(at: now) }
+        }
+        for index in due {
+            try connection.publish(requestSubjects[index], payload: requestBody, reply: "\(inbox).\(index)")
+            state.withLock { $0.credits[index].requested(at: now) }
+        }
+    }
+}
+
+extension NATSConnection {
+    /// How many times the connection was re-established since it was opened.
+    public var reconnectCount: UInt64 {
+        var stats: OpaquePointer?
+        guard natsStatistics_Create(&stats) == NATS_OK, let stats else { return 0 }
+        defer { natsStatistics_Destroy(stats) }
+        guard natsConnection_GetStats(handle, stats) == NATS_OK else { return 0 }
+        var reconnects: UInt64 = 0
+        _ = natsStatistics_GetCounts(stats, nil, nil, nil, nil, &reconnects)
+        return reconnects
+    }
+}

@@ -7,7 +7,8 @@ import SwitchboardContracts
 /// deliveries (`deliver(_:)`).
 ///
 /// Thread-safety: every mutable property is touched only on `eventLoop` (handler callbacks,
-/// and `deliver`/`closeForDrain`, which assert that they run on it). Other threads only hold
+/// and `deliver`/`closeForDrain`, which assert that they run on it). The state a resume
+/// shares with the rest (`WebSocketSession+Resume.swift`) is internal for that file alone. Other threads only hold
 /// the reference (in `SessionRegistry`) and read the `let`s.
 // @unchecked: mutable state confined to `eventLoop`, asserted at every entry from outside it.
 final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
@@ -18,32 +19,32 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
 
     let userID: String
     let eventLoop: any EventLoop
-    private let environment: SessionEnvironment
-    private var context: ChannelHandlerContext?
-    private var state = State.opening
+    let environment: SessionEnvironment
+    var context: ChannelHandlerContext?
+    var state = State.opening
     private var lastHeard: NIODeadline
     private var heartbeat: RepeatedTask?
     private var typingBucket: TokenBucket
     private var registered = false
     /// Channels being resumed → live frames held back until their replay is written.
-    private var resuming: [String: [(seq: UInt64, frame: TextFrame)]] = [:]
-    private var heldFrames = 0
+    var resuming: [String: [(seq: UInt64, frame: TextFrame)]] = [:]
+    var heldFrames = 0
     /// Resumed channels → the last seq their replay carried. The replay reads the stream, so
     /// the fan-out's live delivery of those same events can reach this socket after it: a live
     /// frame at or below this seq is dropped so the client never gets a seq twice. Cleared by
     /// the first newer live frame (live frames of a channel arrive in stream order).
-    private var replayedThrough: [String: UInt64] = [:]
+    var replayedThrough: [String: UInt64] = [:]
     /// The WebSocket encoder's context: encoded frames are written from it (`write(_:context:)`).
     private var encoder: ChannelHandlerContext?
     /// The epoch `replayedThrough`'s seqs belong to: a live frame of another epoch is
     /// numbered anew, so none of it was in a replay.
-    private var replayedEpoch = ""
+    var replayedEpoch = ""
 
     /// Set while writing what the budget does not bound: a frame larger than the budget to an
     /// empty queue (one event, however large, is never a slow consumer by itself), and a
     /// resume's replay (held in memory already, at most `maxReplayEvents` frames). A live
     /// frame that must queue behind more than the budget still closes the socket.
-    private var writingPastBudget = false
+    var writingPastBudget = false
     /// Bytes of frames written by `deliver` and not flushed yet.
     private var unflushedBytes = 0
 
@@ -198,93 +199,6 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
-    // MARK: Resume
-
-    /// Starts replaying `channel` after `after` (numbered in `epoch`, when the client named
-    /// it); returns an error frame when it cannot.
-    private func startResume(channel: String, after: UInt64, epoch: String?) -> [UInt8]? {
-        guard let replayer = environment.replayer else {
-            return ServerFrame.error(code: FrameErrorCode.unavailable, message: "resume is not available on this instance")
-        }
-        guard resuming[channel] == nil else {
-            return ServerFrame.error(code: FrameErrorCode.alreadyResuming, message: "channel '\(channel)' is already being resumed")
-        }
-        guard resuming.count < SessionEnvironment.maxConcurrentResumes else {
-            return ServerFrame.error(code: FrameErrorCode.tooManyResumes, message: "at most \(SessionEnvironment.maxConcurrentResumes) channels at once")
-        }
-        resuming[channel] = []
-        replay(channel: channel, after: after, epoch: epoch, with: replayer, replayedBefore: nil)
-        return nil
-    }
-
-    /// A resume replays in two passes. Events published after the first pass read the stream
-    /// but before the fan-out has learnt this socket's presence are delivered live to nobody
-    /// (or to the instance the client left). So the first pass is written at once, and a
-    /// catch-up pass replays again from where it ended — as soon as a live frame of the channel
-    /// arrives (the fan-out routes here now, and the stream holds everything before that frame)
-    /// or after `resumeSettle` — and only then does the socket switch to live frames.
-    private func replay(channel: String, after: UInt64, epoch: String? = nil, with replayer: any EventReplaying, replayedBefore: Int?) {
-        replayer.replay(channel: channel, user: userID, after: after, epoch: epoch, on: eventLoop).whenSuccess { [self] outcome in
-            guard replayedBefore == nil, case .replayed(let frames, let last, complete: true, _) = outcome else {
-                finishResume(channel: channel, outcome: outcome, replayedBefore: replayedBefore ?? 0)
-                return
-            }
-            guard state == .open, let context else { return }
-            writingPastBudget = true
-            for (_, frame) in frames {
-                context.write(wrapOutboundOut(.text(context.channel.allocator.buffer(bytes: frame))), promise: nil)
-            }
-            context.flush()
-            writingPastBudget = false
-            awaitLive(channel: channel, after: last, with: replayer, replayed: frames.count, until: eventLoop.now + SessionEnvironment.resumeSettle)
-        }
-    }
-
-    private func awaitLive(channel: String, after: UInt64, with replayer: any EventReplaying, replayed: Int, until deadline: NIODeadline) {
-        guard state == .open, let held = resuming[channel] else { return }
-        if !held.isEmpty || eventLoop.now >= deadline {
-            replay(channel: channel, after: after, with: replayer, replayedBefore: replayed)
-        } else {
-            eventLoop.scheduleTask(in: SessionEnvironment.resumeSettlePoll) { [self] in
-                awaitLive(channel: channel, after: after, with: replayer, replayed: replayed, until: deadline)
-            }
-        }
-    }
-
-    /// Writes the (last pass of the) replay, then `resumed`, then the live frames held
-    /// meanwhile that the replay did not already carry.
-    private func finishResume(channel: String, outcome: ReplayOutcome, replayedBefore: Int) {
-        let held = resuming.removeValue(forKey: channel) ?? []
-        heldFrames -= held.count
-        guard state == .open, let context else { return }
-        let allocator = context.channel.allocator
-        var lastSeq: UInt64 = 0
-        switch outcome {
-        case .refused(let code, let message):
-            context.write(wrapOutboundOut(.text(allocator.buffer(bytes: ServerFrame.error(code: code, message: message)))), promise: nil)
-        case .otherEpoch:
-            // Its seqs mean nothing in the new numbering: nothing replayed, live events follow.
-            environment.metrics.resumesOfAnotherEpoch.increment()
-            let resumed = ServerFrame.resumed(channel: channel, seq: 0, replayed: 0, complete: false, epoch: environment.epoch.current, reason: ResumeReason.epochChanged)
-            context.write(wrapOutboundOut(.text(allocator.buffer(bytes: resumed))), promise: nil)
-        case .replayed(let frames, let last, let complete, let reason):
-            writingPastBudget = true
-            for (_, frame) in frames {
-                context.write(wrapOutboundOut(.text(allocator.buffer(bytes: frame))), promise: nil)
-            }
-            writingPastBudget = false
-            let resumed = ServerFrame.resumed(channel: channel, seq: last, replayed: replayedBefore + frames.count, complete: complete, epoch: environment.epoch.current, reason: reason)
-            context.write(wrapOutboundOut(.text(allocator.buffer(bytes: resumed))), promise: nil)
-            lastSeq = last
-            replayedThrough[channel] = last
-            replayedEpoch = environment.epoch.current
-        }
-        for (seq, frame) in held where seq > lastSeq {
-            write(frame, context: context)
-        }
-        context.flush()
-    }
-
     // MARK: Outbound
 
     /// Writes one frame whose payload is shared by every recipient. Must run on `eventLoop`.
@@ -337,7 +251,7 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
     /// context, so they reach the socket in order with every frame written through it);
     /// through the encoder as a text frame when the pipeline has none (tests).
     @inline(__always)
-    private func write(_ frame: TextFrame, context: ChannelHandlerContext) {
+    func write(_ frame: TextFrame, context: ChannelHandlerContext) {
         if let encoder {
             encoder.write(NIOAny(frame.wire), promise: nil)
         } else {

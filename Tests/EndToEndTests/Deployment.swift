@@ -21,25 +21,40 @@ final class Deployment: @unchecked Sendable {
 
     enum Topology { case single, cluster }
 
+    /// The users of `deploy/nats/server.conf`, one per role.
+    enum Role: String, CaseIterable { case fanout, notifier, publisher, `operator` }
+
     let single: NATSServerFixture?
     let cluster: NATSClusterFixture?
     let redis: RedisServerFixture
     let logs: TemporaryDirectory
     let issuer: TokenIssuer
-    /// The test's own NATS client: publishes upstream traffic and asks the fan-out.
+    /// The test's own NATS client: publishes upstream traffic (as the publisher role).
     let connection: NATSConnection
     let jetStream: JetStream
+    /// Asks the fan-out, as routectl does (the operator role; the same connection without roles).
+    let operatorConnection: NATSConnection
+    /// With `roles`: each role's password (the server runs `deploy/nats/server.conf`).
+    private let passwords: [Role: String]?
     private let lock = NSLock()
     private var fanouts: [String: (process: ServerProcess, httpPort: UInt16, arguments: [String])] = [:]
     private var notifiers: [String: (process: ServerProcess, port: Int)] = [:]
 
     /// What services get as `--nats-url`: every node of a cluster, comma-separated.
-    var natsURL: String { cluster?.url ?? single!.url }
+    var natsURL: String { natsURL(as: .publisher) }
 
-    init(topology: Topology = .single) async throws {
+    /// The URL with `role`'s user and password in it, when the server has users.
+    func natsURL(as role: Role) -> String { Self.url(cluster, single, passwords, role) }
+
+    /// `roles`: nats-server runs `deploy/nats/server.conf` (one user per role, least privilege)
+    /// and every service and client connects as its role.
+    init(topology: Topology = .single, roles: Bool = false) async throws {
+        let passwords = roles ? Dictionary(uniqueKeysWithValues: Role.allCases.map { ($0, UUID().uuidString) }) : nil
+        self.passwords = passwords
+        for (role, password) in passwords ?? [:] { setenv("SWITCHBOARD_\(role.rawValue.uppercased())_PASSWORD", password, 1) }
         switch topology {
         case .single:
-            single = try NATSServerFixture()
+            single = try NATSServerFixture(extraArguments: roles ? ["-c", RepositoryPaths.root.appendingPathComponent("deploy/nats/server.conf").path] : [])
             cluster = nil
         case .cluster:
             single = nil
@@ -48,17 +63,25 @@ final class Deployment: @unchecked Sendable {
         redis = try RedisServerFixture()
         logs = try TemporaryDirectory(prefix: "switchboard-test-e2e")
         issuer = await TokenIssuer(secret: Array(Self.secret.utf8))
-        let url = cluster?.url ?? single!.url
-        connection = try NATSConnection(options: .init(url: url, name: "e2e-test", connectTimeout: .seconds(2), reconnectWait: .milliseconds(100)))
+        connection = try NATSConnection(options: .init(url: Self.url(cluster, single, passwords, .publisher), name: "e2e-test", connectTimeout: .seconds(2), reconnectWait: .milliseconds(100)))
         jetStream = try connection.jetStream(timeout: .seconds(2))
+        operatorConnection = roles
+            ? try NATSConnection(options: .init(url: Self.url(cluster, single, passwords, .operator), name: "e2e-operator", connectTimeout: .seconds(2), reconnectWait: .milliseconds(100)))
+            : connection
+    }
+
+    private static func url(_ cluster: NATSClusterFixture?, _ single: NATSServerFixture?, _ passwords: [Role: String]?, _ role: Role) -> String {
+        let url = cluster?.url ?? single!.url
+        guard let password = passwords?[role] else { return url }
+        return url.replacingOccurrences(of: "nats://", with: "nats://\(role.rawValue):\(password)@")
     }
 
     // MARK: fan-out
 
     /// Starts a `fanout` replica (it applies the streams, R3 on a cluster) and waits for ready.
-    func startFanout(name: String = "fanout-0", partitions: String = "0-15") throws {
-        var arguments = [
-            "--nats-url", natsURL, "--redis-url", redis.url, "--partitions", partitions, "--replica-id", name,
+    func startFanout(name: String = "fanout-0", partitions: String = "0-15", extra: [String] = []) throws {
+        var arguments = extra + [
+            "--nats-url", natsURL(as: .fanout), "--redis-url", redis.url, "--partitions", partitions, "--replica-id", name,
             "--streams-dir", RepositoryPaths.streams, "--log-level", "info",
         ]
         if cluster != nil { arguments += ["--stream-replicas", "3"] }
@@ -93,7 +116,7 @@ final class Deployment: @unchecked Sendable {
             logURL: logs.url.appendingPathComponent("\(instance)-\(UUID().uuidString.prefix(4)).log"), readyTimeout: .seconds(20)
         ) { port in
             [
-                "--instance-id", instance, "--nats-url", natsURL, "--redis-url", redis.url,
+                "--instance-id", instance, "--nats-url", natsURL(as: .notifier), "--redis-url", redis.url,
                 "--listen", "127.0.0.1:\(port)", "--jwt-secret", Self.secret, "--event-loop-threads", "1",
                 "--drain-seconds", "\(drainSeconds)", "--partition-count", "\(Self.partitionCount)",
             ] + extra
@@ -168,13 +191,13 @@ final class Deployment: @unchecked Sendable {
 
     /// The fan-out's view of `user` (first replica's answer), or nil if none answered.
     func inspectUser(_ user: String) -> Inspection.User? {
-        guard let reply = try? connection.request(Inspection.userSubject, payload: Array(user.utf8), timeout: .seconds(1)) else { return nil }
+        guard let reply = try? operatorConnection.request(Inspection.userSubject, payload: Array(user.utf8), timeout: .seconds(1)) else { return nil }
         return try? JSONDecoder().decode(Inspection.User.self, from: Data(reply.payload))
     }
 
     /// Members of `channel` as the fan-out reports them (0 when unknown or no answer).
     func members(of channel: String) -> Int {
-        guard let reply = try? connection.request(Inspection.channelSubject, payload: Array(channel.utf8), timeout: .seconds(1)),
+        guard let reply = try? operatorConnection.request(Inspection.channelSubject, payload: Array(channel.utf8), timeout: .seconds(1)),
               let answer = try? JSONDecoder().decode(Inspection.Channel.self, from: Data(reply.payload)) else { return 0 }
         return answer.members
     }
@@ -183,7 +206,7 @@ final class Deployment: @unchecked Sendable {
     func routectl(_ arguments: [String]) throws -> (status: Int32?, output: String) {
         let process = try ServerProcess(
             name: "routectl", executable: BuiltProducts.path("routectl"), arguments: arguments,
-            environment: ["SWITCHBOARD_NATS_URL": natsURL],
+            environment: ["SWITCHBOARD_NATS_URL": natsURL(as: .operator)],
             logURL: logs.url.appendingPathComponent("routectl-\(UUID().uuidString.prefix(8)).log")
         )
         let status = process.waitForExit(timeout: .seconds(10))
@@ -245,6 +268,7 @@ final class Deployment: @unchecked Sendable {
         for notifier in allNotifiers { notifier.process.stop(grace: .seconds(1)) }
         for fanout in allFanouts { fanout.process.stop(grace: .seconds(1)) }
         connection.close()
+        operatorConnection.close()
         if redis.process.isRunning { shutDownRedis() }
         redis.stop()
         single?.stop()

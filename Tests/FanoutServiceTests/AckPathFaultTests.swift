@@ -165,9 +165,9 @@ private struct BlockingWork<T>: @unchecked Sendable {
     init(_ body: @escaping () throws -> T) { self.body = body }
 }
 
-/// What one fetched batch becomes on NATS: one inbox message per instance, not one per event.
+/// What one read of events becomes on NATS: one inbox message per instance, not one per event.
 @Suite(.serialized) struct InboxBatchTests {
-    @Test func aFetchedBatchSpanningChannelsGoesToEachInstanceInOneMessageInStreamOrder() async throws {
+    @Test func eventsReadTogetherGoToEachInstanceInFewerMessagesThanEventsInStreamOrder() async throws {
         let rig = try PipelineRig(channels: 3)
         defer { rig.stop() }
         // Bob, online on n2, is a member of the first two channels only.
@@ -182,7 +182,7 @@ private struct BlockingWork<T>: @unchecked Sendable {
             if let deliveries = try? Deliveries(decoding: message.payload).deliveries { n2.withLock { $0.append(deliveries) } }
         }
         defer { subscription.unsubscribe() }
-        // Stored before the pipeline starts, so that its first fetch brings a full batch.
+        // Stored before the pipeline starts, so that they are there for its first read.
         var published: [(channel: String, seq: UInt64)] = []
         for round in 0..<16 {
             let channel = rig.channels[round % 3]
@@ -193,10 +193,15 @@ private struct BlockingWork<T>: @unchecked Sendable {
             #expect(eventually(timeout: .seconds(30)) { rig.deliveries.count >= 16 && rig.consumerUnacked() == 0 })
         }
         #expect(rig.deliveries.map(\.streamSeq) == published.map(\.seq))
-        #expect(rig.inboxMessages.map(\.deliveries) == [16], "one fetch of 16, one message to n1")
+        // The server sends the 16 at once; a read takes what has arrived, so they come in one
+        // read or a few (how nats.c's reader chunks them is not the pipeline's to decide), each
+        // one message per instance: fewer messages than events.
+        let toAlice = rig.inboxMessages.map(\.deliveries)
+        #expect(toAlice.reduce(0, +) == 16 && toAlice.count < 16, "\(toAlice)")
         let toBob = n2.withLock { $0 }
-        #expect(toBob.count == 1)
-        #expect(toBob.joined().map(\.streamSeq) == published.filter { $0.channel != rig.channels[2] }.map(\.seq))
+        let bobEvents = published.filter { $0.channel != rig.channels[2] }
+        #expect(toBob.count < bobEvents.count, "\(toBob.map(\.count))")
+        #expect(toBob.joined().map(\.streamSeq) == bobEvents.map(\.seq))
         #expect(toBob.joined().allSatisfy { $0.slots == [4] })
     }
 

@@ -64,6 +64,8 @@ public struct FanoutConfig: Sendable {
     public var natsTLSCAFile: String?
     public var natsTLSCertFile: String?
     public var natsTLSKeyFile: String?
+    /// A NATS credentials file (user JWT and nkey seed) for servers in operator mode.
+    public var natsCredentialsFile: String?
     public var redisURL = "redis://127.0.0.1:6379"
     public var partitions: PartitionSet
     public var replicaID = "fanout-0"

@@ -52,7 +52,8 @@ public final class FanoutService: Service {
             connection = try await blocking { [config] in
                 try NATSConnection(options: .init(
                     url: config.natsURL, name: "fanout-\(config.replicaID)", connectTimeout: .seconds(5),
-                    tls: .files(ca: config.natsTLSCAFile, cert: config.natsTLSCertFile, key: config.natsTLSKeyFile)
+                    tls: .files(ca: config.natsTLSCAFile, cert: config.natsTLSCertFile, key: config.natsTLSKeyFile),
+                    credentialsFile: config.natsCredentialsFile
                 ))
             }
         } catch {

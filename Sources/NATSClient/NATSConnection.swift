@@ -45,6 +45,9 @@ public final class NATSConnection: Sendable {
         /// TLS towards the servers; nil: plain TCP unless a URL says `tls://`. User and
         /// password (or a token) go in the URL, `nats://user:password@host:4222`.
         public var tls: TLS?
+        /// A NATS credentials file (`.creds`: a user JWT and its nkey seed, as `nsc` writes
+        /// them) for servers in operator mode; nil: none.
+        public var credentialsFile: String?
 
         public init(
             url: String,
@@ -57,9 +60,11 @@ public final class NATSConnection: Sendable {
             maxPendingMessages: Int = 65_536,
             reconnectBufferBytes: Int = 8 * 1024 * 1024,
             onConnectionEvent: (@Sendable (ConnectionEvent) -> Void)? = nil,
-            tls: TLS? = nil
+            tls: TLS? = nil,
+            credentialsFile: String? = nil
         ) {
             self.tls = tls
+            self.credentialsFile = credentialsFile
             self.url = url
             self.name = name
             self.connectTimeout = connectTimeout
@@ -163,6 +168,12 @@ public final class NATSConnection: Sendable {
             if let cert = tls.certFile, let key = tls.keyFile {
                 try set(natsOptions_LoadCertificatesChain(opts, cert, key), "TLS client certificate \(cert)")
             }
+        }
+        if let credentials = options.credentialsFile {
+            guard FileManager.default.isReadableFile(atPath: credentials) else {
+                throw NATSError.invalidArgument("NATS credentials file '\(credentials)' cannot be read")
+            }
+            try set(natsOptions_SetUserCredentialsFromFiles(opts, credentials, nil), "NATS credentials from \(credentials)")
         }
         // Deliberately never released, like the event box below: nats.c may call it after destroy.
         let closed = ClosedSignal()

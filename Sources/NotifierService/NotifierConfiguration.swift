@@ -11,6 +11,8 @@ public struct NotifierConfiguration: Sendable {
     public var natsTLSCAFile: String?
     public var natsTLSCertFile: String?
     public var natsTLSKeyFile: String?
+    /// A NATS credentials file (user JWT and nkey seed) for servers in operator mode.
+    public var natsCredentialsFile: String?
     public var redisURL: String = "redis://127.0.0.1:6379"
     /// Where HTTP and WebSocket clients connect (`/ws`, `/healthz`, `/readyz`, `/metrics`).
     public var host: String = "127.0.0.1"

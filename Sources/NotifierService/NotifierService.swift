@@ -61,7 +61,8 @@ public struct NotifierService: Service {
                     onConnectionEvent: { event in
                         Self.connectionChanged(event, registry: registry, metrics: metrics, window: config.drainWindow, instanceID: config.instanceID, logger: logger)
                     },
-                    tls: .files(ca: config.natsTLSCAFile, cert: config.natsTLSCertFile, key: config.natsTLSKeyFile)
+                    tls: .files(ca: config.natsTLSCAFile, cert: config.natsTLSCertFile, key: config.natsTLSKeyFile),
+                    credentialsFile: config.natsCredentialsFile
                 ))
             }
         } catch {

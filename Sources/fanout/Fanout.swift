@@ -17,6 +17,7 @@ struct Fanout: AsyncParsableCommand {
     @Option(help: "PEM file of the CA certificates that sign the NATS servers' (turns TLS on).") var natsTlsCa: String?
     @Option(help: "PEM file of this client's certificate, for NATS servers that verify clients (with --nats-tls-key).") var natsTlsCert: String?
     @Option(help: "PEM file of this client's private key (with --nats-tls-cert).") var natsTlsKey: String?
+    @Option(help: "NATS credentials file (user JWT and nkey seed) for servers in operator mode.") var natsCreds: String?
     @Option(help: "Redis URL (presence).") var redisURL = "redis://127.0.0.1:6379"
     @Option(help: "Partitions of the deployment (fixed; must match streams/deployment.json).") var partitionCount = 16
     @Option(help: "Partitions this replica owns, e.g. 0-15, 0-7 or 1,3,8-11. Default: all.") var partitions: String?
@@ -33,7 +34,7 @@ struct Fanout: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel = "info"
 
     static let environmentOptions = [
-        "nats-url", "nats-tls-ca", "nats-tls-cert", "nats-tls-key", "redis-url", "partition-count", "partitions", "ordinal", "replicas", "replica-id", "http",
+        "nats-url", "nats-tls-ca", "nats-tls-cert", "nats-tls-key", "nats-creds", "redis-url", "partition-count", "partitions", "ordinal", "replicas", "replica-id", "http",
         "streams-dir", "stream-replicas", "snapshot-every-changes", "snapshot-interval-seconds", "pipeline-threads", "ack-interval-ms", "log-level",
     ]
 
@@ -85,6 +86,7 @@ struct Fanout: AsyncParsableCommand {
         config.natsTLSCAFile = natsTlsCa
         config.natsTLSCertFile = natsTlsCert
         config.natsTLSKeyFile = natsTlsKey
+        config.natsCredentialsFile = natsCreds
         config.redisURL = redisURL
         config.replicaID = replicaID ?? ordinal.map { "fanout-\($0)" } ?? "fanout-\(owned)"
         config.httpHost = host

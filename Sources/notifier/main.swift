@@ -16,7 +16,7 @@ struct Notifier: AsyncParsableCommand {
 
     /// The long names of every option, for the environment fallback.
     static let optionNames = [
-        "nats-url", "nats-tls-ca", "nats-tls-cert", "nats-tls-key", "redis-url", "instance-id", "listen", "jwt-secret", "jwt-secret-file", "max-connections",
+        "nats-url", "nats-tls-ca", "nats-tls-cert", "nats-tls-key", "nats-creds", "redis-url", "instance-id", "listen", "jwt-secret", "jwt-secret-file", "max-connections",
         "outbound-buffer-bytes", "heartbeat-seconds", "drain-seconds", "partition-count", "max-frame-bytes",
         "max-inbound-per-second", "event-loop-threads", "log-level", "demo-urls", "demo-client-js",
     ]
@@ -25,6 +25,7 @@ struct Notifier: AsyncParsableCommand {
     @Option(help: "PEM file of the CA certificates that sign the NATS servers' (turns TLS on).") var natsTlsCa: String?
     @Option(help: "PEM file of this client's certificate, for NATS servers that verify clients (with --nats-tls-key).") var natsTlsCert: String?
     @Option(help: "PEM file of this client's private key (with --nats-tls-cert).") var natsTlsKey: String?
+    @Option(help: "NATS credentials file (user JWT and nkey seed) for servers in operator mode.") var natsCreds: String?
     @Option(help: "Redis URL for presence.") var redisUrl = "redis://127.0.0.1:6379"
     @Option(help: "This instance's id (1-64 of A-Z a-z 0-9 _ -); names its inbox and presence hash.") var instanceId: String?
     @Option(help: "HOST:PORT for WebSocket (/ws) and HTTP (/healthz /readyz /metrics).") var listen = "127.0.0.1:8080"
@@ -82,6 +83,7 @@ struct Notifier: AsyncParsableCommand {
         config.natsTLSCAFile = natsTlsCa
         config.natsTLSCertFile = natsTlsCert
         config.natsTLSKeyFile = natsTlsKey
+        config.natsCredentialsFile = natsCreds
         config.redisURL = redisUrl
         config.host = host
         config.port = port
@@ -111,7 +113,7 @@ struct Notifier: AsyncParsableCommand {
         if demoSend {
             logger.warning("POST /demo/send is enabled: clients can publish messages (development only)")
             sender = await DemoSender(natsURL: config.natsURL, natsTLSCAFile: config.natsTLSCAFile, natsTLSCertFile: config.natsTLSCertFile,
-                                      natsTLSKeyFile: config.natsTLSKeyFile, jwtSecret: config.jwtSecret, partitionCount: config.partitionCount)
+                                      natsTLSKeyFile: config.natsTLSKeyFile, natsCredentialsFile: config.natsCredentialsFile, jwtSecret: config.jwtSecret, partitionCount: config.partitionCount)
         }
         let script = FileManager.default.contents(atPath: demoClientJs).map { [UInt8]($0) }
         if script == nil { logger.warning("demo page disabled: cannot read the client library", metadata: ["path": "\(demoClientJs)"]) }

@@ -18,7 +18,7 @@ struct Routectl: ParsableCommand {
     static func main() {
         let arguments = EnvironmentFallback.apply(
             to: Array(CommandLine.arguments.dropFirst()),
-            options: ["nats-url", "nats-tls-ca", "nats-tls-cert", "nats-tls-key", "timeout", "partition-count"],
+            options: ["nats-url", "nats-tls-ca", "nats-tls-cert", "nats-tls-key", "nats-creds", "timeout", "partition-count"],
             environment: ProcessInfo.processInfo.environment
         )
         do {
@@ -58,6 +58,9 @@ struct ConnectionOptions: ParsableArguments {
     @Option(help: "PEM file of this client's private key (env SWITCHBOARD_NATS_TLS_KEY).")
     var natsTlsKey: String?
 
+    @Option(help: "NATS credentials file (user JWT and nkey seed) for servers in operator mode (env SWITCHBOARD_NATS_CREDS).")
+    var natsCreds: String?
+
     @Option(help: "Seconds to wait for the fan-out replicas to answer (env SWITCHBOARD_TIMEOUT).")
     var timeout: Double = 2
 
@@ -67,7 +70,7 @@ struct ConnectionOptions: ParsableArguments {
     func connect() throws -> NATSConnection {
         do {
             return try NATSConnection(options: .init(url: natsURL, name: "routectl", connectTimeout: .seconds(2), maxReconnects: 0,
-                                                     tls: .files(ca: natsTlsCa, cert: natsTlsCert, key: natsTlsKey)))
+                                                     tls: .files(ca: natsTlsCa, cert: natsTlsCert, key: natsTlsKey), credentialsFile: natsCreds))
         } catch {
             throw RoutectlFailure(code: 3, message: "cannot reach NATS at \(NATSConnection.redacted(natsURL)): \(error)")
         }

@@ -65,4 +65,50 @@ struct SecureConnectionTests {
         }
         #expect(NATSConnection.redacted("nats://u:p@a:4222,nats://b:4222,tls://tok@c:4222") == "nats://u:***@a:4222,nats://b:4222,tls://***@c:4222")
     }
+
+    /// Operator mode, as `nsc` sets it up: a user's `.creds` file (JWT and nkey seed) signed by
+    /// an account the operator signed.
+    @Test func aCredentialsFileOfTheTrustedAccountConnectsAndUsesJetStreamAndOthersAreRefused() throws {
+        let files = try TemporaryDirectory(prefix: "switchboard-test-creds")
+        defer { files.remove() }
+        let trust = NATSOperator()
+        let config = files.url.appendingPathComponent("operator.conf")
+        try trust.serverConfiguration().write(to: config, atomically: true, encoding: .utf8)
+        func write(_ name: String, _ text: String) throws -> String {
+            let url = files.url.appendingPathComponent(name)
+            try text.write(to: url, atomically: true, encoding: .utf8)
+            return url.path
+        }
+        let good = try write("fanout.creds", try trust.credentials(user: "fanout"))
+        let untrusted = try write("stranger.creds", try trust.credentials(user: "stranger", signedBy: NATSOperator.NKey(.account)))
+        let nats = try NATSServerFixture(extraArguments: ["-c", config.path])
+        defer { nats.stop() }
+
+        let connection = try NATSConnection(options: .init(url: nats.url, maxReconnects: 0, credentialsFile: good))
+        defer { connection.close() }
+        #expect(try roundTrip(connection))
+        let jetStream = try connection.jetStream()
+        _ = try jetStream.applyStream(configJSON: Array(#"{"name":"CREDS_CHECK","subjects":["creds.check"],"storage":"memory"}"#.utf8))
+        #expect(try jetStream.publish("creds.check", payload: [1]).sequence == 1)
+
+        #expect(throws: NATSError.self, "no credentials") { _ = try NATSConnection(options: .init(url: nats.url, connectTimeout: .seconds(2), maxReconnects: 0)) }
+        do {
+            _ = try NATSConnection(options: .init(url: nats.url, connectTimeout: .seconds(2), maxReconnects: 0, credentialsFile: untrusted))
+            Issue.record("connected as a user of an account the operator did not sign")
+        } catch let error as NATSError {
+            #expect("\(error)".lowercased().contains("authorization"), "\(error)")
+        }
+        do {
+            _ = try NATSConnection(options: .init(url: nats.url, maxReconnects: 0, credentialsFile: files.url.appendingPathComponent("missing.creds").path))
+            Issue.record("connected with a credentials file that does not exist")
+        } catch let error as NATSError {
+            #expect("\(error)".contains("missing.creds"), "\(error)")
+        }
+
+        // routectl takes the file too: it reaches NATS (exit 2: no replica answered, not 3).
+        let routectl = try ServerProcess(name: "routectl", executable: BuiltProducts.path("routectl"),
+                                         arguments: ["stats", "--timeout", "0.5", "--nats-url", nats.url, "--nats-creds", good],
+                                         logURL: files.url.appendingPathComponent("routectl.log"))
+        #expect(routectl.waitForExit(timeout: .seconds(10)) == 2, "\(routectl.log())")
+    }
 }

@@ -5,7 +5,7 @@ a schema cannot see. Prints one line per problem; exit status 1 if there is any.
 
   deploy/k8s/validate.py [DIR]        (default: the folder of this script)
 """
-import os, sys
+import os, re, sys
 
 import kubernetes_validate
 import yaml
@@ -79,10 +79,37 @@ def check(directory):
         if not pdb or pdb["spec"].get("selector", {}).get("matchLabels") != objects[("StatefulSet", name)]["spec"]["selector"]["matchLabels"]:
             problems.append(f"{name}: a PodDisruptionBudget selecting the StatefulSet's pods is missing")
 
+    for kind_name, container in (("fanout", fc), ("notifier", nc)):
+        url = env(container, "SWITCHBOARD_NATS_URL")
+        if not url or url.get("valueFrom", {}).get("secretKeyRef", {}).get("key") != f"{kind_name}-url":
+            problems.append(f"{kind_name}: SWITCHBOARD_NATS_URL must come from the Secret key {kind_name}-url (its own NATS user)")
+        ca = env(container, "SWITCHBOARD_NATS_TLS_CA")
+        mounts = [m["mountPath"] for m in container.get("volumeMounts", [])]
+        if not ca or not any(ca.get("value", "").startswith(m + "/") for m in mounts):
+            problems.append(f"{kind_name}: SWITCHBOARD_NATS_TLS_CA must name a file in a mounted volume")
+
     values = yaml.safe_load(open(os.path.join(directory, "nats-values.yaml")))
     config = values.get("config", {})
     if not (config.get("cluster", {}).get("enabled") and config.get("cluster", {}).get("replicas") == 3 and config.get("jetstream", {}).get("enabled")):
         problems.append("nats-values.yaml: config.cluster (3 replicas) and config.jetstream must be enabled")
+    if not config.get("nats", {}).get("tls", {}).get("enabled"):
+        problems.append("nats-values.yaml: config.nats.tls must be enabled (clients on TLS)")
+    users = {u.get("user") for u in config.get("merge", {}).get("authorization", {}).get("users", [])}
+    if users != {"fanout", "notifier", "publisher", "operator"}:
+        problems.append(f"nats-values.yaml: the users must be fanout, notifier, publisher, operator (found {sorted(map(str, users))})")
+    # The same subjects as deploy/nats/users.conf (the tested file), user by user.
+    conf = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "nats", "users.conf")).read()
+    for block in re.split(r"\n    \{\n", conf)[1:]:
+        name = re.search(r"user: (\w+)", block).group(1)
+        subjects = set(re.findall(r'"([^"]+)"', block))
+        mine = next((u for u in config.get("merge", {}).get("authorization", {}).get("users", []) if u.get("user") == name), {})
+        permissions = mine.get("permissions", {})
+        listed = set(permissions.get("publish", {}).get("allow", [])) | set(permissions.get("subscribe", {}).get("allow", []))
+        if listed != subjects:
+            problems.append(f"nats-values.yaml: {name}'s subjects differ from deploy/nats/users.conf: {sorted(listed ^ subjects)}")
+    for user in config.get("merge", {}).get("authorization", {}).get("users", []):
+        if not str(user.get("password", "")).startswith("<< $"):
+            problems.append(f"nats-values.yaml: the password of {user.get('user')} must come from the environment")
     return problems
 
 

@@ -6,7 +6,8 @@ channel (routectl), publishes one event (routectl), and checks that both sockets
 and that a typing indicator from alice reaches bob. With --demo-send it also posts a message
 through the first notifier's POST /demo/send. Exit status 0 only when every check passed.
 
-  smoke.py --routectl PATH --nats-url URL --secret SECRET ws://127.0.0.1:8081 ws://127.0.0.1:8082
+  smoke.py --routectl PATH --nats-url URL [--operator-nats-url URL] --secret SECRET ws://127.0.0.1:8081 ws://127.0.0.1:8082
+(routectl also reads SWITCHBOARD_NATS_TLS_CA from the environment for a NATS on TLS.)
 """
 import argparse, asyncio, json, os, subprocess, sys, time, urllib.request, uuid
 
@@ -29,8 +30,8 @@ async def next_frame(ws, kind, channel, timeout=10.0):
             return frame
 
 
-def routectl(args, *rest):
-    out = subprocess.run([args.routectl, *rest, "--nats-url", args.nats_url], capture_output=True, text=True, timeout=30)
+def routectl(args, *rest, url=None):
+    out = subprocess.run([args.routectl, *rest, "--nats-url", url or args.nats_url], capture_output=True, text=True, timeout=30)
     if out.returncode != 0:
         raise RuntimeError(f"routectl {' '.join(rest)}: {out.stderr.strip() or out.stdout.strip()}")
     return out.stdout
@@ -39,7 +40,8 @@ def routectl(args, *rest):
 async def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--routectl", required=True)
-    parser.add_argument("--nats-url", required=True)
+    parser.add_argument("--nats-url", required=True, help="for publishing (the publisher user on a server with users)")
+    parser.add_argument("--operator-nats-url", help="for routectl's inspection (the operator user); default --nats-url")
     parser.add_argument("--secret", required=True)
     parser.add_argument("--demo-send", action="store_true")
     parser.add_argument("notifiers", nargs="+", help="ws://host:port of each notifier (alice on the first, bob on the last)")
@@ -57,7 +59,7 @@ async def main():
         # until the replica owning the channel reports both members online.
         deadline = time.monotonic() + 15
         while True:
-            replies = json.loads(routectl(args, "channel", channel, "--json"))["replies"]
+            replies = json.loads(routectl(args, "channel", channel, "--json", url=args.operator_nats_url))["replies"]
             if sum(r.get("online_members", 0) for r in replies if r.get("owned")) == 2:
                 owner = next(r["replica"]["id"] for r in replies if r.get("owned"))
                 print(f"fan-out replica {owner} owns {channel} (partition {next(r['partition'] for r in replies if r.get('owned'))}); 2 members online")

@@ -36,6 +36,8 @@ final class Deployment: @unchecked Sendable {
     let operatorConnection: NATSConnection
     /// With `roles`: each role's password (the server runs `deploy/nats/server.conf`).
     private let passwords: [Role: String]?
+    /// With `roles`: the CA of the server's TLS certificate, which every client is given.
+    let natsCA: String?
     private let lock = NSLock()
     private var fanouts: [String: (process: ServerProcess, httpPort: UInt16, arguments: [String])] = [:]
     private var notifiers: [String: (process: ServerProcess, port: Int)] = [:]
@@ -47,26 +49,31 @@ final class Deployment: @unchecked Sendable {
     func natsURL(as role: Role) -> String { Self.url(cluster, single, passwords, role) }
 
     /// `roles`: nats-server runs `deploy/nats/server.conf` (one user per role, least privilege)
-    /// and every service and client connects as its role.
+    /// on TLS, and every service and client connects as its role, trusting the server's CA.
     init(topology: Topology = .single, roles: Bool = false) async throws {
         let passwords = roles ? Dictionary(uniqueKeysWithValues: Role.allCases.map { ($0, UUID().uuidString) }) : nil
         self.passwords = passwords
         for (role, password) in passwords ?? [:] { setenv("SWITCHBOARD_\(role.rawValue.uppercased())_PASSWORD", password, 1) }
+        logs = try TemporaryDirectory(prefix: "switchboard-test-e2e")
+        let certificates = roles ? try TestCertificates(in: logs.url) : nil
+        natsCA = certificates?.caFile
         switch topology {
         case .single:
-            single = try NATSServerFixture(extraArguments: roles ? ["-c", RepositoryPaths.root.appendingPathComponent("deploy/nats/server.conf").path] : [])
+            single = try NATSServerFixture(extraArguments: certificates.map {
+                ["-c", RepositoryPaths.root.appendingPathComponent("deploy/nats/server.conf").path, "--tls", "--tlscert", $0.certFile, "--tlskey", $0.keyFile]
+            } ?? [])
             cluster = nil
         case .cluster:
             single = nil
             cluster = try NATSClusterFixture()
         }
         redis = try RedisServerFixture()
-        logs = try TemporaryDirectory(prefix: "switchboard-test-e2e")
         issuer = await TokenIssuer(secret: Array(Self.secret.utf8))
-        connection = try NATSConnection(options: .init(url: Self.url(cluster, single, passwords, .publisher), name: "e2e-test", connectTimeout: .seconds(2), reconnectWait: .milliseconds(100)))
+        let tls = natsCA.map { NATSConnection.Options.TLS(caFile: $0) }
+        connection = try NATSConnection(options: .init(url: Self.url(cluster, single, passwords, .publisher), name: "e2e-test", connectTimeout: .seconds(2), reconnectWait: .milliseconds(100), tls: tls))
         jetStream = try connection.jetStream(timeout: .seconds(2))
         operatorConnection = roles
-            ? try NATSConnection(options: .init(url: Self.url(cluster, single, passwords, .operator), name: "e2e-operator", connectTimeout: .seconds(2), reconnectWait: .milliseconds(100)))
+            ? try NATSConnection(options: .init(url: Self.url(cluster, single, passwords, .operator), name: "e2e-operator", connectTimeout: .seconds(2), reconnectWait: .milliseconds(100), tls: tls))
             : connection
     }
 
@@ -80,7 +87,7 @@ final class Deployment: @unchecked Sendable {
 
     /// Starts a `fanout` replica (it applies the streams, R3 on a cluster) and waits for ready.
     func startFanout(name: String = "fanout-0", partitions: String = "0-15", extra: [String] = []) throws {
-        var arguments = extra + [
+        var arguments = extra + (natsCA.map { ["--nats-tls-ca", $0] } ?? []) + [
             "--nats-url", natsURL(as: .fanout), "--redis-url", redis.url, "--partitions", partitions, "--replica-id", name,
             "--streams-dir", RepositoryPaths.streams, "--log-level", "info",
         ]
@@ -119,7 +126,7 @@ final class Deployment: @unchecked Sendable {
                 "--instance-id", instance, "--nats-url", natsURL(as: .notifier), "--redis-url", redis.url,
                 "--listen", "127.0.0.1:\(port)", "--jwt-secret", Self.secret, "--event-loop-threads", "1",
                 "--drain-seconds", "\(drainSeconds)", "--partition-count", "\(Self.partitionCount)",
-            ] + extra
+            ] + (natsCA.map { ["--nats-tls-ca", $0] } ?? []) + extra
         }
         lock.withLock { notifiers[instance] = (process, Int(port)) }
         return Int(port)
@@ -206,7 +213,7 @@ final class Deployment: @unchecked Sendable {
     func routectl(_ arguments: [String]) throws -> (status: Int32?, output: String) {
         let process = try ServerProcess(
             name: "routectl", executable: BuiltProducts.path("routectl"), arguments: arguments,
-            environment: ["SWITCHBOARD_NATS_URL": natsURL(as: .operator)],
+            environment: ["SWITCHBOARD_NATS_URL": natsURL(as: .operator)].merging(natsCA.map { ["SWITCHBOARD_NATS_TLS_CA": $0] } ?? [:]) { $1 },
             logURL: logs.url.appendingPathComponent("routectl-\(UUID().uuidString.prefix(8)).log")
         )
         let status = process.waitForExit(timeout: .seconds(10))

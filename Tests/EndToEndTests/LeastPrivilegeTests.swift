@@ -6,7 +6,7 @@ import SwitchboardProto
 import Synchronization
 import Testing
 
-/// `deploy/nats/server.conf` as it is: every service connects as its role's user, with only
+/// `deploy/nats/server.conf` as it is, on TLS: every service connects as its role's user, with only
 /// that role's subjects, and the whole path still works — live delivery, typing, a dead
 /// letter, a snapshot, a resume's replay, routectl — with no permission violation in the
 /// server's log; then each role is refused what belongs to another.
@@ -78,17 +78,18 @@ extension EndToEnd {
             #expect(Self.violations(log).isEmpty, "\(Self.violations(log).joined(separator: "\n"))")
 
             // Each role is refused another's subjects.
-            let notifier = try NATSConnection(options: .init(url: deployment.natsURL(as: .notifier), name: "probe-notifier", connectTimeout: .seconds(2)))
+            let tls = NATSConnection.Options.TLS(caFile: try #require(deployment.natsCA))
+            let notifier = try NATSConnection(options: .init(url: deployment.natsURL(as: .notifier), name: "probe-notifier", connectTimeout: .seconds(2), tls: tls))
             defer { notifier.close() }
             #expect(throws: NATSError.self, "a notifier stores no event") {
                 _ = try notifier.jetStream(timeout: .milliseconds(500)).publish(Subjects.event(channel: "room", partitionCount: Deployment.partitionCount), payload: [1], timeout: .milliseconds(500))
             }
-            let upstream = try NATSConnection(options: .init(url: deployment.natsURL(as: .publisher), name: "probe-publisher", connectTimeout: .seconds(2)))
+            let upstream = try NATSConnection(options: .init(url: deployment.natsURL(as: .publisher), name: "probe-publisher", connectTimeout: .seconds(2), tls: tls))
             defer { upstream.close() }
             let overheard = Collected()
             let tap = try upstream.subscribe(Subjects.inbox(instance: "n2")) { _ in overheard.add() }
             defer { tap.unsubscribe() }
-            let operatorConnection = try NATSConnection(options: .init(url: deployment.natsURL(as: .operator), name: "probe-operator", connectTimeout: .seconds(2)))
+            let operatorConnection = try NATSConnection(options: .init(url: deployment.natsURL(as: .operator), name: "probe-operator", connectTimeout: .seconds(2), tls: tls))
             defer { operatorConnection.close() }
             #expect(throws: NATSError.self, "an operator reads no stream") {
                 _ = try operatorConnection.jetStream(timeout: .milliseconds(500)).streamState(StreamNames.events)
@@ -101,6 +102,10 @@ extension EndToEnd {
             #expect(refused.contains { $0.contains("notify.inbox.n2") }, "\(refused)")
             #expect(refused.contains { $0.contains("chat.events.") }, "\(refused)")
             #expect(refused.contains { $0.contains("STREAM.INFO") }, "\(refused)")
+            // And nothing reaches the server in the clear.
+            #expect(throws: NATSError.self, "a plain connection") {
+                _ = try NATSConnection(options: .init(url: deployment.natsURL(as: .publisher), connectTimeout: .seconds(2), maxReconnects: 0))
+            }
         }
     }
 }

@@ -41,7 +41,7 @@ let package = Package(
         .target(name: "CSwitchboardProto", dependencies: ["CProtobufC"]),
 
         // Thin Swift owners of the C handles.
-        .target(name: "NATSClient", dependencies: ["CNATS"], swiftSettings: strict),
+        .target(name: "NATSClient", dependencies: ["CNATS", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
         .target(name: "RedisClient", dependencies: ["CHiredis"], swiftSettings: strict),
         .target(name: "SwitchboardProto", dependencies: ["CSwitchboardProto", "SwitchboardContracts"], swiftSettings: strict),
 
@@ -131,6 +131,7 @@ let package = Package(
             name: "SwitchboardHarness",
             dependencies: [
                 .product(name: "Crypto", package: "swift-crypto"),
+                "NATSClient",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -1,4 +1,5 @@
 import Foundation
+import NATSClient
 import SwitchboardContracts
 
 /// Errors of the fan-out service: each says what failed and with which subject, stream or
@@ -64,8 +65,8 @@ public struct FanoutConfig: Sendable {
     public var natsTLSCAFile: String?
     public var natsTLSCertFile: String?
     public var natsTLSKeyFile: String?
-    /// A NATS credentials file (user JWT and nkey seed) for servers in operator mode.
-    public var natsCredentialsFile: String?
+    /// NATS credentials other than those in the URL (password, token, nkey or creds file).
+    public var natsAuthentication = NATSConnection.Options.Authentication()
     public var redisURL = "redis://127.0.0.1:6379"
     public var partitions: PartitionSet
     public var replicaID = "fanout-0"

@@ -14,6 +14,8 @@ final class FanoutMetrics: Sendable {
     let fetchErrors = Counter(label: "switchboard_fanout_fetch_errors_total")
     let flushErrors = Counter(label: "switchboard_fanout_flush_errors_total")
     let ackErrors = Counter(label: "switchboard_fanout_ack_errors_total")
+    /// Errors the server reported after connecting (e.g. a permission violation).
+    let natsAsyncErrors = Counter(label: "switchboard_fanout_nats_async_errors_total")
     let retries = Counter(label: "switchboard_fanout_delivery_retries_total")
     /// Redeliveries of events already handled: acked, not delivered again.
     let redeliveriesSkipped = Counter(label: "switchboard_fanout_redeliveries_skipped_total")

@@ -49,11 +49,15 @@ public final class FanoutService: Service {
         let connection: NATSConnection
         let services: [any Service]
         do {
-            connection = try await blocking { [config] in
+            connection = try await blocking { [config, logger, metrics] in
                 try NATSConnection(options: .init(
                     url: config.natsURL, name: "fanout-\(config.replicaID)", connectTimeout: .seconds(5),
                     tls: .files(ca: config.natsTLSCAFile, cert: config.natsTLSCertFile, key: config.natsTLSKeyFile),
-                    credentialsFile: config.natsCredentialsFile
+                    authentication: config.natsAuthentication,
+                    onAsyncError: { error in
+                        metrics.natsAsyncErrors.increment()
+                        logger.error("NATS server reported an error", metadata: ["error": "\(error)"])
+                    }
                 ))
             }
         } catch {

@@ -45,9 +45,11 @@ public final class NATSConnection: Sendable {
         /// TLS towards the servers; nil: plain TCP unless a URL says `tls://`. User and
         /// password (or a token) go in the URL, `nats://user:password@host:4222`.
         public var tls: TLS?
-        /// A NATS credentials file (`.creds`: a user JWT and its nkey seed, as `nsc` writes
-        /// them) for servers in operator mode; nil: none.
-        public var credentialsFile: String?
+        /// Credentials other than those in the URL (`Authentication`).
+        public var authentication: Authentication
+        /// Told of errors the server reports after connecting (a permission violation), on
+        /// nats.c's callback thread, with the server's words.
+        public var onAsyncError: (@Sendable (String) -> Void)?
 
         public init(
             url: String,
@@ -61,10 +63,12 @@ public final class NATSConnection: Sendable {
             reconnectBufferBytes: Int = 8 * 1024 * 1024,
             onConnectionEvent: (@Sendable (ConnectionEvent) -> Void)? = nil,
             tls: TLS? = nil,
-            credentialsFile: String? = nil
+            authentication: Authentication = .init(),
+            onAsyncError: (@Sendable (String) -> Void)? = nil
         ) {
             self.tls = tls
-            self.credentialsFile = credentialsFile
+            self.authentication = authentication
+            self.onAsyncError = onAsyncError
             self.url = url
             self.name = name
             self.connectTimeout = connectTimeout
@@ -169,11 +173,11 @@ public final class NATSConnection: Sendable {
                 try set(natsOptions_LoadCertificatesChain(opts, cert, key), "TLS client certificate \(cert)")
             }
         }
-        if let credentials = options.credentialsFile {
-            guard FileManager.default.isReadableFile(atPath: credentials) else {
-                throw NATSError.invalidArgument("NATS credentials file '\(credentials)' cannot be read")
-            }
-            try set(natsOptions_SetUserCredentialsFromFiles(opts, credentials, nil), "NATS credentials from \(credentials)")
+        try options.authentication.apply(to: opts)
+        if let handler = options.onAsyncError {
+            // Never released, like the boxes below: nats.c may call it after destroy.
+            let box = Unmanaged.passRetained(AsyncErrorBox(handler)).toOpaque()
+            try set(natsOptions_SetErrorHandler(opts, { connection, _, status, box in AsyncErrorBox.deliver(connection, status, to: box) }, box), "error handler")
         }
         // Deliberately never released, like the event box below: nats.c may call it after destroy.
         let closed = ClosedSignal()
@@ -307,6 +311,19 @@ private final class ConnectionEventBox: Sendable {
     static func deliver(_ event: ConnectionEvent, to box: UnsafeMutableRawPointer?) {
         guard let box else { return }
         Unmanaged<ConnectionEventBox>.fromOpaque(box).takeUnretainedValue().handler(event)
+    }
+}
+
+/// Carries an asynchronous error (with the connection's last error text) to the handler.
+private final class AsyncErrorBox: Sendable {
+    let handler: @Sendable (String) -> Void
+    init(_ handler: @escaping @Sendable (String) -> Void) { self.handler = handler }
+
+    static func deliver(_ connection: OpaquePointer?, _ status: natsStatus, to box: UnsafeMutableRawPointer?) {
+        guard let box else { return }
+        var text: UnsafePointer<CChar>?
+        if let connection { _ = natsConnection_GetLastError(connection, &text) }
+        Unmanaged<AsyncErrorBox>.fromOpaque(box).takeUnretainedValue().handler(text.map { String(cString: $0) } ?? statusText(status))
     }
 }
 

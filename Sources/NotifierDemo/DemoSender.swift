@@ -23,7 +23,7 @@ public final class DemoSender: Sendable {
 
     private let natsURL: String
     private let natsTLS: NATSConnection.Options.TLS?
-    private let natsCredentialsFile: String?
+    private let natsAuthentication: NATSConnection.Options.Authentication
     private let authenticator: TokenAuthenticator
     private let partitionCount: Int
     private let connection = Mutex<(NATSConnection, JetStream)?>(nil)
@@ -31,12 +31,12 @@ public final class DemoSender: Sendable {
 
     /// The NATS connection is opened on the first send, so a notifier with the flag starts
     /// as fast as one without it.
-    /// `natsTLS*`, `natsCredentialsFile`: the notifier's `--nats-tls-*` and `--nats-creds`
-    /// files, so the sender connects the same way.
-    public init(natsURL: String, natsTLSCAFile: String? = nil, natsTLSCertFile: String? = nil, natsTLSKeyFile: String? = nil, natsCredentialsFile: String? = nil, jwtSecret: [UInt8], partitionCount: Int) async {
+    /// `natsTLS*`, `natsAuthentication`: the notifier's `--nats-tls-*` files and credentials,
+    /// so the sender connects the same way.
+    public init(natsURL: String, natsTLSCAFile: String? = nil, natsTLSCertFile: String? = nil, natsTLSKeyFile: String? = nil, natsAuthentication: NATSConnection.Options.Authentication = .init(), jwtSecret: [UInt8], partitionCount: Int) async {
         self.natsURL = natsURL
         natsTLS = .files(ca: natsTLSCAFile, cert: natsTLSCertFile, key: natsTLSKeyFile)
-        self.natsCredentialsFile = natsCredentialsFile
+        self.natsAuthentication = natsAuthentication
         authenticator = await TokenAuthenticator(secret: jwtSecret)
         self.partitionCount = partitionCount
     }
@@ -96,7 +96,7 @@ public final class DemoSender: Sendable {
     private func jetStream() throws -> JetStream {
         try connection.withLock { connection in
             if let existing = connection { return existing.1 }
-            let nats = try NATSConnection(options: .init(url: natsURL, name: "notifier-demo-send", tls: natsTLS, credentialsFile: natsCredentialsFile))
+            let nats = try NATSConnection(options: .init(url: natsURL, name: "notifier-demo-send", tls: natsTLS, authentication: natsAuthentication))
             do {
                 let jetStream = try nats.jetStream()
                 connection = (nats, jetStream)

@@ -1,3 +1,4 @@
+import NATSClient
 import NIOCore
 import SwitchboardContracts
 
@@ -11,8 +12,8 @@ public struct NotifierConfiguration: Sendable {
     public var natsTLSCAFile: String?
     public var natsTLSCertFile: String?
     public var natsTLSKeyFile: String?
-    /// A NATS credentials file (user JWT and nkey seed) for servers in operator mode.
-    public var natsCredentialsFile: String?
+    /// NATS credentials other than those in the URL (password, token, nkey or creds file).
+    public var natsAuthentication = NATSConnection.Options.Authentication()
     public var redisURL: String = "redis://127.0.0.1:6379"
     /// Where HTTP and WebSocket clients connect (`/ws`, `/healthz`, `/readyz`, `/metrics`).
     public var host: String = "127.0.0.1"

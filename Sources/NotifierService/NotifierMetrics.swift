@@ -12,6 +12,8 @@ final class NotifierMetrics: Sendable {
     let resumesOfAnotherEpoch = Counter(label: "switchboard_notifier_resumes_total", dimensions: [("outcome", "epoch_changed")])
     /// Deliveries (one per event) in the `Deliveries` messages received.
     let deliveriesIn = Counter(label: "switchboard_notifier_deliveries_in_total")
+    /// Errors the server reported after connecting (e.g. a permission violation).
+    let natsAsyncErrors = Counter(label: "switchboard_notifier_nats_async_errors_total")
     let typingIn = Counter(label: "switchboard_notifier_inbox_messages_total", dimensions: [("kind", "typing")])
     /// Inbox messages that could not be decoded (counted and dropped).
     let undecodable = Counter(label: "switchboard_notifier_undecodable_inbox_messages_total")

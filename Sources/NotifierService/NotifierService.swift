@@ -62,7 +62,11 @@ public struct NotifierService: Service {
                         Self.connectionChanged(event, registry: registry, metrics: metrics, window: config.drainWindow, instanceID: config.instanceID, logger: logger)
                     },
                     tls: .files(ca: config.natsTLSCAFile, cert: config.natsTLSCertFile, key: config.natsTLSKeyFile),
-                    credentialsFile: config.natsCredentialsFile
+                    authentication: config.natsAuthentication,
+                    onAsyncError: { [logger, metrics] error in
+                        metrics.natsAsyncErrors.increment()
+                        logger.error("NATS server reported an error", metadata: ["error": "\(error)"])
+                    }
                 ))
             }
         } catch {

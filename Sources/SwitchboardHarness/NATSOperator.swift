@@ -1,19 +1,15 @@
 import Crypto
 import Foundation
+import NATSClient
 
 /// A NATS operator of its own for tests of credentials files: an operator, a system account
 /// and one application account with JetStream, each an nkey signing the next one's JWT as
 /// `nsc` would, the server configuration that trusts them (memory resolver), and `.creds`
 /// files for users of the account.
 public struct NATSOperator: Sendable {
-    /// An ed25519 key in the nkeys encoding (base32 with a type prefix and a CRC-16).
+    /// An ed25519 key of one kind, encoded as nkeys (`NKeys`).
     public struct NKey: Sendable {
-        public enum Kind: UInt8, Sendable {
-            case operatorKey = 112  // 'O'
-            case account = 0  // 'A'
-            case user = 160  // 'U'
-        }
-
+        public typealias Kind = NKeys.Kind
         let kind: Kind
         let key: Curve25519.Signing.PrivateKey
 
@@ -22,46 +18,10 @@ public struct NATSOperator: Sendable {
             key = Curve25519.Signing.PrivateKey()
         }
 
-        public var publicKey: String { Self.encode([kind.rawValue] + Array(key.publicKey.rawRepresentation)) }
-
-        /// The seed, `S` + the kind's letter + …
-        public var seed: String {
-            let seedPrefix: UInt8 = 18 << 3
-            return Self.encode([seedPrefix | (kind.rawValue >> 5), (kind.rawValue & 31) << 3] + Array(key.rawRepresentation))
-        }
+        public var publicKey: String { NKeys.publicKey(Array(key.publicKey.rawRepresentation), kind: kind) }
+        public var seed: String { NKeys.seed(Array(key.rawRepresentation), kind: kind) }
 
         func sign(_ bytes: [UInt8]) throws -> [UInt8] { Array(try key.signature(for: bytes)) }
-
-        static func encode(_ bytes: [UInt8]) -> String {
-            let crc = crc16(bytes)
-            return base32(bytes + [UInt8(crc & 0xFF), UInt8(crc >> 8)])
-        }
-
-        /// CRC-16/XMODEM, as nkeys checks it.
-        static func crc16(_ bytes: [UInt8]) -> UInt16 {
-            var crc: UInt16 = 0
-            for byte in bytes {
-                crc ^= UInt16(byte) << 8
-                for _ in 0..<8 { crc = crc & 0x8000 != 0 ? (crc << 1) ^ 0x1021 : crc << 1 }
-            }
-            return crc
-        }
-
-        /// RFC 4648 base32 without padding.
-        static func base32(_ bytes: [UInt8]) -> String {
-            let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
-            var out = "", buffer = 0, bits = 0
-            for byte in bytes {
-                buffer = (buffer << 8) | Int(byte)
-                bits += 8
-                while bits >= 5 {
-                    out.append(alphabet[(buffer >> (bits - 5)) & 31])
-                    bits -= 5
-                }
-            }
-            if bits > 0 { out.append(alphabet[(buffer << (5 - bits)) & 31]) }
-            return out
-        }
     }
 
     public let operatorKey = NKey(.operatorKey)
@@ -119,7 +79,7 @@ public struct NATSOperator: Sendable {
     static func jwt(issuer: NKey, subject: String, name: String, nats: [String: Any]) throws -> String {
         var claims: [String: Any] = ["iat": Int(Date().timeIntervalSince1970), "iss": issuer.publicKey, "sub": subject, "name": name, "nats": nats]
         let unidentified = try JSONSerialization.data(withJSONObject: claims, options: [.sortedKeys])
-        claims["jti"] = NKey.base32(Array(SHA256.hash(data: unidentified)))
+        claims["jti"] = NKeys.base32Encode(Array(SHA256.hash(data: unidentified)))
         let header = base64URL(Array(#"{"typ":"JWT","alg":"ed25519-nkey"}"#.utf8))
         let body = base64URL(Array(try JSONSerialization.data(withJSONObject: claims, options: [.sortedKeys])))
         let signed = "\(header).\(body)"

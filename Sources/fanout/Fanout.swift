@@ -18,6 +18,10 @@ struct Fanout: AsyncParsableCommand {
     @Option(help: "PEM file of this client's certificate, for NATS servers that verify clients (with --nats-tls-key).") var natsTlsCert: String?
     @Option(help: "PEM file of this client's private key (with --nats-tls-cert).") var natsTlsKey: String?
     @Option(help: "NATS credentials file (user JWT and nkey seed) for servers in operator mode.") var natsCreds: String?
+    @Option(help: "NATS user, with --nats-password-file.") var natsUser: String?
+    @Option(help: "File holding the NATS user's password (a trailing newline is trimmed).") var natsPasswordFile: String?
+    @Option(help: "File holding a NATS token.") var natsTokenFile: String?
+    @Option(help: "File holding an nkey seed (SU…) for servers that list the user's public nkey.") var natsNkeySeedFile: String?
     @Option(help: "Redis URL (presence).") var redisURL = "redis://127.0.0.1:6379"
     @Option(help: "Partitions of the deployment (fixed; must match streams/deployment.json).") var partitionCount = 16
     @Option(help: "Partitions this replica owns, e.g. 0-15, 0-7 or 1,3,8-11. Default: all.") var partitions: String?
@@ -34,7 +38,7 @@ struct Fanout: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel = "info"
 
     static let environmentOptions = [
-        "nats-url", "nats-tls-ca", "nats-tls-cert", "nats-tls-key", "nats-creds", "redis-url", "partition-count", "partitions", "ordinal", "replicas", "replica-id", "http",
+        "nats-url", "nats-tls-ca", "nats-tls-cert", "nats-tls-key", "nats-creds", "nats-user", "nats-password-file", "nats-token-file", "nats-nkey-seed-file", "redis-url", "partition-count", "partitions", "ordinal", "replicas", "replica-id", "http",
         "streams-dir", "stream-replicas", "snapshot-every-changes", "snapshot-interval-seconds", "pipeline-threads", "ack-interval-ms", "log-level",
     ]
 
@@ -86,7 +90,7 @@ struct Fanout: AsyncParsableCommand {
         config.natsTLSCAFile = natsTlsCa
         config.natsTLSCertFile = natsTlsCert
         config.natsTLSKeyFile = natsTlsKey
-        config.natsCredentialsFile = natsCreds
+        config.natsAuthentication = .init(user: natsUser, passwordFile: natsPasswordFile, tokenFile: natsTokenFile, nkeySeedFile: natsNkeySeedFile, credentialsFile: natsCreds)
         config.redisURL = redisURL
         config.replicaID = replicaID ?? ordinal.map { "fanout-\($0)" } ?? "fanout-\(owned)"
         config.httpHost = host

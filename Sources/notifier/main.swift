@@ -16,7 +16,7 @@ struct Notifier: AsyncParsableCommand {
 
     /// The long names of every option, for the environment fallback.
     static let optionNames = [
-        "nats-url", "nats-tls-ca", "nats-tls-cert", "nats-tls-key", "nats-creds", "redis-url", "instance-id", "listen", "jwt-secret", "jwt-secret-file", "max-connections",
+        "nats-url", "nats-tls-ca", "nats-tls-cert", "nats-tls-key", "nats-creds", "nats-user", "nats-password-file", "nats-token-file", "nats-nkey-seed-file", "redis-url", "instance-id", "listen", "jwt-secret", "jwt-secret-file", "max-connections",
         "outbound-buffer-bytes", "heartbeat-seconds", "drain-seconds", "partition-count", "max-frame-bytes",
         "max-inbound-per-second", "event-loop-threads", "log-level", "demo-urls", "demo-client-js",
     ]
@@ -26,6 +26,10 @@ struct Notifier: AsyncParsableCommand {
     @Option(help: "PEM file of this client's certificate, for NATS servers that verify clients (with --nats-tls-key).") var natsTlsCert: String?
     @Option(help: "PEM file of this client's private key (with --nats-tls-cert).") var natsTlsKey: String?
     @Option(help: "NATS credentials file (user JWT and nkey seed) for servers in operator mode.") var natsCreds: String?
+    @Option(help: "NATS user, with --nats-password-file.") var natsUser: String?
+    @Option(help: "File holding the NATS user's password (a trailing newline is trimmed).") var natsPasswordFile: String?
+    @Option(help: "File holding a NATS token.") var natsTokenFile: String?
+    @Option(help: "File holding an nkey seed (SU…) for servers that list the user's public nkey.") var natsNkeySeedFile: String?
     @Option(help: "Redis URL for presence.") var redisUrl = "redis://127.0.0.1:6379"
     @Option(help: "This instance's id (1-64 of A-Z a-z 0-9 _ -); names its inbox and presence hash.") var instanceId: String?
     @Option(help: "HOST:PORT for WebSocket (/ws) and HTTP (/healthz /readyz /metrics).") var listen = "127.0.0.1:8080"
@@ -83,7 +87,7 @@ struct Notifier: AsyncParsableCommand {
         config.natsTLSCAFile = natsTlsCa
         config.natsTLSCertFile = natsTlsCert
         config.natsTLSKeyFile = natsTlsKey
-        config.natsCredentialsFile = natsCreds
+        config.natsAuthentication = .init(user: natsUser, passwordFile: natsPasswordFile, tokenFile: natsTokenFile, nkeySeedFile: natsNkeySeedFile, credentialsFile: natsCreds)
         config.redisURL = redisUrl
         config.host = host
         config.port = port
@@ -113,7 +117,7 @@ struct Notifier: AsyncParsableCommand {
         if demoSend {
             logger.warning("POST /demo/send is enabled: clients can publish messages (development only)")
             sender = await DemoSender(natsURL: config.natsURL, natsTLSCAFile: config.natsTLSCAFile, natsTLSCertFile: config.natsTLSCertFile,
-                                      natsTLSKeyFile: config.natsTLSKeyFile, natsCredentialsFile: config.natsCredentialsFile, jwtSecret: config.jwtSecret, partitionCount: config.partitionCount)
+                                      natsTLSKeyFile: config.natsTLSKeyFile, natsAuthentication: config.natsAuthentication, jwtSecret: config.jwtSecret, partitionCount: config.partitionCount)
         }
         let script = FileManager.default.contents(atPath: demoClientJs).map { [UInt8]($0) }
         if script == nil { logger.warning("demo page disabled: cannot read the client library", metadata: ["path": "\(demoClientJs)"]) }

@@ -18,7 +18,7 @@ struct Routectl: ParsableCommand {
     static func main() {
         let arguments = EnvironmentFallback.apply(
             to: Array(CommandLine.arguments.dropFirst()),
-            options: ["nats-url", "nats-tls-ca", "nats-tls-cert", "nats-tls-key", "nats-creds", "timeout", "partition-count"],
+            options: ["nats-url", "nats-tls-ca", "nats-tls-cert", "nats-tls-key", "nats-creds", "nats-user", "nats-password-file", "nats-token-file", "nats-nkey-seed-file", "timeout", "partition-count"],
             environment: ProcessInfo.processInfo.environment
         )
         do {
@@ -61,6 +61,18 @@ struct ConnectionOptions: ParsableArguments {
     @Option(help: "NATS credentials file (user JWT and nkey seed) for servers in operator mode (env SWITCHBOARD_NATS_CREDS).")
     var natsCreds: String?
 
+    @Option(help: "NATS user, with --nats-password-file (env SWITCHBOARD_NATS_USER).")
+    var natsUser: String?
+
+    @Option(help: "File holding the NATS user's password (env SWITCHBOARD_NATS_PASSWORD_FILE).")
+    var natsPasswordFile: String?
+
+    @Option(help: "File holding a NATS token (env SWITCHBOARD_NATS_TOKEN_FILE).")
+    var natsTokenFile: String?
+
+    @Option(help: "File holding an nkey seed (env SWITCHBOARD_NATS_NKEY_SEED_FILE).")
+    var natsNkeySeedFile: String?
+
     @Option(help: "Seconds to wait for the fan-out replicas to answer (env SWITCHBOARD_TIMEOUT).")
     var timeout: Double = 2
 
@@ -70,7 +82,7 @@ struct ConnectionOptions: ParsableArguments {
     func connect() throws -> NATSConnection {
         do {
             return try NATSConnection(options: .init(url: natsURL, name: "routectl", connectTimeout: .seconds(2), maxReconnects: 0,
-                                                     tls: .files(ca: natsTlsCa, cert: natsTlsCert, key: natsTlsKey), credentialsFile: natsCreds))
+                                                     tls: .files(ca: natsTlsCa, cert: natsTlsCert, key: natsTlsKey), authentication: .init(user: natsUser, passwordFile: natsPasswordFile, tokenFile: natsTokenFile, nkeySeedFile: natsNkeySeedFile, credentialsFile: natsCreds)))
         } catch {
             throw RoutectlFailure(code: 3, message: "cannot reach NATS at \(NATSConnection.redacted(natsURL)): \(error)")
         }

@@ -21,8 +21,9 @@ final class Deployment: @unchecked Sendable {
 
     enum Topology { case single, cluster }
 
-    /// The users of `deploy/nats/server.conf`, one per role.
-    enum Role: String, CaseIterable { case fanout, notifier, publisher, `operator` }
+    /// The users of `deploy/nats/users.conf`: one per role, and one per notifier instance
+    /// (its `--instance-id`).
+    static let natsUsers = ["fanout", "notifier-0", "notifier-1", "notifier-2", "notifier-3", "publisher", "routectl", "routectl-admin"]
 
     let single: NATSServerFixture?
     let cluster: NATSClusterFixture?
@@ -32,10 +33,10 @@ final class Deployment: @unchecked Sendable {
     /// The test's own NATS client: publishes upstream traffic (as the publisher role).
     let connection: NATSConnection
     let jetStream: JetStream
-    /// Asks the fan-out, as routectl does (the operator role; the same connection without roles).
+    /// Asks the fan-out, as routectl does (the routectl user; the same connection without roles).
     let operatorConnection: NATSConnection
     /// With `roles`: each role's password (the server runs `deploy/nats/server.conf`).
-    private let passwords: [Role: String]?
+    private let passwords: [String: String]?
     /// With `roles`: the CA of the server's TLS certificate, which every client is given.
     let natsCA: String?
     private let lock = NSLock()
@@ -43,17 +44,19 @@ final class Deployment: @unchecked Sendable {
     private var notifiers: [String: (process: ServerProcess, port: Int)] = [:]
 
     /// What services get as `--nats-url`: every node of a cluster, comma-separated.
-    var natsURL: String { natsURL(as: .publisher) }
+    var natsURL: String { natsURL(user: "publisher") }
 
     /// The URL with `role`'s user and password in it, when the server has users.
-    func natsURL(as role: Role) -> String { Self.url(cluster, single, passwords, role) }
+    func natsURL(user: String) -> String { Self.url(cluster, single, passwords, user) }
 
     /// `roles`: nats-server runs `deploy/nats/server.conf` (one user per role, least privilege)
     /// on TLS, and every service and client connects as its role, trusting the server's CA.
     init(topology: Topology = .single, roles: Bool = false) async throws {
-        let passwords = roles ? Dictionary(uniqueKeysWithValues: Role.allCases.map { ($0, UUID().uuidString) }) : nil
+        let passwords = roles ? Dictionary(uniqueKeysWithValues: Self.natsUsers.map { ($0, "pw" + UUID().uuidString.replacingOccurrences(of: "-", with: "")) }) : nil
         self.passwords = passwords
-        for (role, password) in passwords ?? [:] { setenv("SWITCHBOARD_\(role.rawValue.uppercased())_PASSWORD", password, 1) }
+        for (user, password) in passwords ?? [:] {
+            setenv("SWITCHBOARD_\(user.uppercased().replacingOccurrences(of: "-", with: "_"))_PASSWORD", password, 1)
+        }
         logs = try TemporaryDirectory(prefix: "switchboard-test-e2e")
         let certificates = roles ? try TestCertificates(in: logs.url) : nil
         natsCA = certificates?.caFile
@@ -70,17 +73,17 @@ final class Deployment: @unchecked Sendable {
         redis = try RedisServerFixture()
         issuer = await TokenIssuer(secret: Array(Self.secret.utf8))
         let tls = natsCA.map { NATSConnection.Options.TLS(caFile: $0) }
-        connection = try NATSConnection(options: .init(url: Self.url(cluster, single, passwords, .publisher), name: "e2e-test", connectTimeout: .seconds(2), reconnectWait: .milliseconds(100), tls: tls))
+        connection = try NATSConnection(options: .init(url: Self.url(cluster, single, passwords, "publisher"), name: "e2e-test", connectTimeout: .seconds(2), reconnectWait: .milliseconds(100), tls: tls))
         jetStream = try connection.jetStream(timeout: .seconds(2))
         operatorConnection = roles
-            ? try NATSConnection(options: .init(url: Self.url(cluster, single, passwords, .operator), name: "e2e-operator", connectTimeout: .seconds(2), reconnectWait: .milliseconds(100), tls: tls))
+            ? try NATSConnection(options: .init(url: Self.url(cluster, single, passwords, "routectl"), name: "e2e-operator", connectTimeout: .seconds(2), reconnectWait: .milliseconds(100), tls: tls))
             : connection
     }
 
-    private static func url(_ cluster: NATSClusterFixture?, _ single: NATSServerFixture?, _ passwords: [Role: String]?, _ role: Role) -> String {
+    private static func url(_ cluster: NATSClusterFixture?, _ single: NATSServerFixture?, _ passwords: [String: String]?, _ user: String) -> String {
         let url = cluster?.url ?? single!.url
-        guard let password = passwords?[role] else { return url }
-        return url.replacingOccurrences(of: "nats://", with: "nats://\(role.rawValue):\(password)@")
+        guard let password = passwords?[user] else { return url }
+        return url.replacingOccurrences(of: "nats://", with: "nats://\(user):\(password)@")
     }
 
     // MARK: fan-out
@@ -88,7 +91,7 @@ final class Deployment: @unchecked Sendable {
     /// Starts a `fanout` replica (it applies the streams, R3 on a cluster) and waits for ready.
     func startFanout(name: String = "fanout-0", partitions: String = "0-15", extra: [String] = []) throws {
         var arguments = extra + (natsCA.map { ["--nats-tls-ca", $0] } ?? []) + [
-            "--nats-url", natsURL(as: .fanout), "--redis-url", redis.url, "--partitions", partitions, "--replica-id", name,
+            "--nats-url", natsURL(user: "fanout"), "--redis-url", redis.url, "--partitions", partitions, "--replica-id", name,
             "--streams-dir", RepositoryPaths.streams, "--log-level", "info",
         ]
         if cluster != nil { arguments += ["--stream-replicas", "3"] }
@@ -117,13 +120,14 @@ final class Deployment: @unchecked Sendable {
 
     /// Starts a `notifier` on a free port and waits until `/readyz` answers 200.
     @discardableResult
-    func startNotifier(_ instance: String, drainSeconds: Double = 0.5, extra: [String] = []) throws -> Int {
+    /// With roles, it connects as the NATS user named `natsUser` (default: the instance's own).
+    func startNotifier(_ instance: String, drainSeconds: Double = 0.5, natsUser: String? = nil, extra: [String] = []) throws -> Int {
         let (process, port, _) = try ServerProcess.startService(
             name: instance, executable: BuiltProducts.path("notifier"),
             logURL: logs.url.appendingPathComponent("\(instance)-\(UUID().uuidString.prefix(4)).log"), readyTimeout: .seconds(20)
         ) { port in
             [
-                "--instance-id", instance, "--nats-url", natsURL(as: .notifier), "--redis-url", redis.url,
+                "--instance-id", instance, "--nats-url", natsURL(user: natsUser ?? instance), "--redis-url", redis.url,
                 "--listen", "127.0.0.1:\(port)", "--jwt-secret", Self.secret, "--event-loop-threads", "1",
                 "--drain-seconds", "\(drainSeconds)", "--partition-count", "\(Self.partitionCount)",
             ] + (natsCA.map { ["--nats-tls-ca", $0] } ?? []) + extra
@@ -213,7 +217,7 @@ final class Deployment: @unchecked Sendable {
     func routectl(_ arguments: [String]) throws -> (status: Int32?, output: String) {
         let process = try ServerProcess(
             name: "routectl", executable: BuiltProducts.path("routectl"), arguments: arguments,
-            environment: ["SWITCHBOARD_NATS_URL": natsURL(as: .operator)].merging(natsCA.map { ["SWITCHBOARD_NATS_TLS_CA": $0] } ?? [:]) { $1 },
+            environment: ["SWITCHBOARD_NATS_URL": natsURL(user: "routectl")].merging(natsCA.map { ["SWITCHBOARD_NATS_TLS_CA": $0] } ?? [:]) { $1 },
             logURL: logs.url.appendingPathComponent("routectl-\(UUID().uuidString.prefix(8)).log")
         )
         let status = process.waitForExit(timeout: .seconds(10))

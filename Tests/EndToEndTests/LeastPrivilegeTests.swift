@@ -36,8 +36,8 @@ extension EndToEnd {
             try deployment.startFanout(extra: ["--snapshot-every-changes", "1", "--snapshot-interval-seconds", "1"])
             for user in ["alice", "bob"] { try deployment.join(user, "room") }
             #expect(eventually(timeout: .seconds(10)) { deployment.members(of: "room") == 2 }, "membership through the operator role")
-            let n1 = try deployment.startNotifier("n1")
-            let n2 = try deployment.startNotifier("n2")
+            let n1 = try deployment.startNotifier("notifier-1")
+            let n2 = try deployment.startNotifier("notifier-2")
             let alice = try await Self.socket(deployment, "alice", port: n1)
             let bob = try await Self.socket(deployment, "bob", port: n2)
             defer { alice.closeSocket(); bob.closeSocket() }
@@ -72,7 +72,7 @@ extension EndToEnd {
 
             let stats = try deployment.routectl(["stats", "--timeout", "2"])
             #expect(stats.status == 0, "\(stats.output)")
-            #expect(deployment.routectlPlacements("bob") == ["n1", "n2"])
+            #expect(deployment.routectlPlacements("bob") == ["notifier-1", "notifier-2"])
 
             let log = try #require(deployment.single).process.log()
             #expect(Self.violations(log).isEmpty, "\(Self.violations(log).joined(separator: "\n"))")
@@ -80,17 +80,23 @@ extension EndToEnd {
             // Each role is refused another's subjects.
             #expect(deployment.natsCA != nil)
             let tls = NATSConnection.Options.TLS(caFile: deployment.natsCA)
-            let notifier = try NATSConnection(options: .init(url: deployment.natsURL(as: .notifier), name: "probe-notifier", connectTimeout: .seconds(2), tls: tls))
+            let notifier = try NATSConnection(options: .init(url: deployment.natsURL(user: "notifier-1"), name: "probe-notifier", connectTimeout: .seconds(2), tls: tls))
             defer { notifier.close() }
             #expect(throws: NATSError.self, "a notifier stores no event") {
                 _ = try notifier.jetStream(timeout: .milliseconds(500)).publish(Subjects.event(channel: "room", partitionCount: Deployment.partitionCount), payload: [1], timeout: .milliseconds(500))
             }
-            let upstream = try NATSConnection(options: .init(url: deployment.natsURL(as: .publisher), name: "probe-publisher", connectTimeout: .seconds(2), tls: tls))
+            let upstream = try NATSConnection(options: .init(url: deployment.natsURL(user: "publisher"), name: "probe-publisher", connectTimeout: .seconds(2), tls: tls))
             defer { upstream.close() }
             let overheard = Collected()
-            let tap = try upstream.subscribe(Subjects.inbox(instance: "n2")) { _ in overheard.add() }
+            let tap = try upstream.subscribe(Subjects.inbox(instance: "notifier-2")) { _ in overheard.add() }
+            // A notifier may not read another instance's inbox, nor consume membership.
+            let neighbour = try notifier.subscribe(Subjects.inbox(instance: "notifier-2")) { _ in overheard.add() }
+            defer { neighbour.unsubscribe() }
+            #expect(throws: NATSError.self, "a notifier consumes no membership stream") {
+                _ = try notifier.jetStream(timeout: .milliseconds(500)).orderedConsumer(stream: StreamNames.membership, filterSubject: ">", startSequence: 0, createTimeout: .milliseconds(500))
+            }
             defer { tap.unsubscribe() }
-            let operatorConnection = try NATSConnection(options: .init(url: deployment.natsURL(as: .operator), name: "probe-operator", connectTimeout: .seconds(2), tls: tls))
+            let operatorConnection = try NATSConnection(options: .init(url: deployment.natsURL(user: "routectl"), name: "probe-routectl", connectTimeout: .seconds(2), tls: tls))
             defer { operatorConnection.close() }
             #expect(throws: NATSError.self, "an operator reads no stream") {
                 _ = try operatorConnection.jetStream(timeout: .milliseconds(500)).streamState(StreamNames.events)
@@ -98,14 +104,26 @@ extension EndToEnd {
             try upstream.flush(timeout: .seconds(2))
             let seq = try deployment.publishEvent(channel: "room", id: "after-probes")
             _ = try Self.frames(bob) { $0.contains { ($0["seq"] as? NSNumber)?.uint64Value == seq } }
-            #expect(overheard.count == 0, "a publisher hears no inbox")
+            #expect(overheard.count == 0, "neither a publisher nor another notifier hears an inbox")
             let refused = Self.violations(try #require(deployment.single).process.log())
-            #expect(refused.contains { $0.contains("notify.inbox.n2") }, "\(refused)")
+            #expect(refused.filter { $0.contains("notify.inbox.notifier-2") }.count >= 2, "\(refused)")
+            #expect(refused.contains { $0.contains("CHAT_MEMBERSHIP") }, "\(refused)")
             #expect(refused.contains { $0.contains("chat.events.") }, "\(refused)")
             #expect(refused.contains { $0.contains("STREAM.INFO") }, "\(refused)")
+            // A notifier started with another instance's user: its inbox is refused; the
+            // process logs and counts it and does not retry in a spin.
+            let misconfigured = try deployment.startNotifier("notifier-3", natsUser: "notifier-0")
+            func notifierMetric(_ name: String) -> Double? {
+                guard let body = try? HTTPProbe.get(port: UInt16(misconfigured), path: "/metrics").body else { return nil }
+                return body.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ").last ?? "") }
+            }
+            #expect(eventually(timeout: .seconds(10)) { (notifierMetric("switchboard_notifier_nats_async_errors_total") ?? 0) >= 1 })
+            usleep(1_000_000)
+            #expect((notifierMetric("switchboard_notifier_nats_async_errors_total") ?? 0) <= 3, "no spin")
+            #expect(try #require(deployment.notifier("notifier-3")).log().contains("NATS server reported an error"))
             // And nothing reaches the server in the clear.
             #expect(throws: NATSError.self, "a plain connection") {
-                _ = try NATSConnection(options: .init(url: deployment.natsURL(as: .publisher), connectTimeout: .seconds(2), maxReconnects: 0))
+                _ = try NATSConnection(options: .init(url: deployment.natsURL(user: "publisher"), connectTimeout: .seconds(2), maxReconnects: 0))
             }
         }
     }

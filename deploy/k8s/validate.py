@@ -79,10 +79,13 @@ def check(directory):
         if not pdb or pdb["spec"].get("selector", {}).get("matchLabels") != objects[("StatefulSet", name)]["spec"]["selector"]["matchLabels"]:
             problems.append(f"{name}: a PodDisruptionBudget selecting the StatefulSet's pods is missing")
 
+    url = env(fc, "SWITCHBOARD_NATS_URL")
+    if not url or url.get("valueFrom", {}).get("secretKeyRef", {}).get("key") != "fanout-url":
+        problems.append("fanout: SWITCHBOARD_NATS_URL must come from the Secret key fanout-url (its own NATS user)")
+    user = env(nc, "SWITCHBOARD_NATS_USER")
+    if not user or user.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != "metadata.name":
+        problems.append("notifier: SWITCHBOARD_NATS_USER must be the pod name (each instance its own NATS user)")
     for kind_name, container in (("fanout", fc), ("notifier", nc)):
-        url = env(container, "SWITCHBOARD_NATS_URL")
-        if not url or url.get("valueFrom", {}).get("secretKeyRef", {}).get("key") != f"{kind_name}-url":
-            problems.append(f"{kind_name}: SWITCHBOARD_NATS_URL must come from the Secret key {kind_name}-url (its own NATS user)")
         ca = env(container, "SWITCHBOARD_NATS_TLS_CA")
         mounts = [m["mountPath"] for m in container.get("volumeMounts", [])]
         if not ca or not any(ca.get("value", "").startswith(m + "/") for m in mounts):
@@ -95,12 +98,17 @@ def check(directory):
     if not config.get("nats", {}).get("tls", {}).get("enabled"):
         problems.append("nats-values.yaml: config.nats.tls must be enabled (clients on TLS)")
     users = {u.get("user") for u in config.get("merge", {}).get("authorization", {}).get("users", [])}
-    if users != {"fanout", "notifier", "publisher", "operator"}:
-        problems.append(f"nats-values.yaml: the users must be fanout, notifier, publisher, operator (found {sorted(map(str, users))})")
+    expected = set(re.findall(r"user: ([\w-]+)", open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "nats", "users.conf")).read()))
+    if users != expected:
+        problems.append(f"nats-values.yaml: the users must be those of deploy/nats/users.conf {sorted(expected)} (found {sorted(map(str, users))})")
+    replicas = notifier["spec"]["replicas"]
+    missing = {f"notifier-{n}" for n in range(replicas)} - users
+    if missing:
+        problems.append(f"nats-values.yaml: no NATS user for notifier pods {sorted(missing)}")
     # The same subjects as deploy/nats/users.conf (the tested file), user by user.
     conf = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "nats", "users.conf")).read()
     for block in re.split(r"\n    \{\n", conf)[1:]:
-        name = re.search(r"user: (\w+)", block).group(1)
+        name = re.search(r"user: ([\w-]+)", block).group(1)
         subjects = set(re.findall(r'"([^"]+)"', block))
         mine = next((u for u in config.get("merge", {}).get("authorization", {}).get("users", []) if u.get("user") == name), {})
         permissions = mine.get("permissions", {})

@@ -41,7 +41,7 @@ async def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--routectl", required=True)
     parser.add_argument("--nats-url", required=True, help="for publishing (the publisher user on a server with users)")
-    parser.add_argument("--operator-nats-url", help="for routectl's inspection (the operator user); default --nats-url")
+    parser.add_argument("--operator-nats-url", help="for routectl's inspection (the routectl user); default --nats-url")
     parser.add_argument("--secret", required=True)
     parser.add_argument("--demo-send", action="store_true")
     parser.add_argument("notifiers", nargs="+", help="ws://host:port of each notifier (alice on the first, bob on the last)")

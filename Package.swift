@@ -109,12 +109,12 @@ let package = Package(
         // Thin executables: parse configuration, run.
         .executableTarget(
             name: "fanout",
-            dependencies: ["FanoutService", "ServiceSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["FanoutService", "RedisClient", "ServiceSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict
         ),
         .executableTarget(
             name: "notifier",
-            dependencies: ["NotifierService", "NotifierDemo", "ServiceSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["NotifierService", "NotifierDemo", "RedisClient", "ServiceSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict
         ),
         .executableTarget(

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Where and how to connect, parsed from `redis://[[user]:password@]host[:port][/db]`.
 ///
 /// `user` and `password` may be percent-encoded. A password without a user authenticates
@@ -116,5 +118,31 @@ struct RedisEndpoint: Sendable, Equatable {
             throw .invalidURL("credentials are not UTF-8 after percent-decoding")
         }
         return decoded
+    }
+}
+
+/// Redis URLs as the services take them.
+public enum RedisURL {
+    /// `url` with `user` and the password in `passwordFile` (a trailing newline trimmed) put in
+    /// as its credentials, percent-encoded: `--redis-user` and `--redis-password-file`, so that
+    /// the password is on no command line. Throws naming the flag when the file cannot be read.
+    public static func withCredentials(_ url: String, user: String?, passwordFile: String?) throws -> String {
+        guard user != nil || passwordFile != nil else { return url }
+        guard let passwordFile else { throw RedisError.invalidURL("--redis-user needs --redis-password-file") }
+        guard let data = FileManager.default.contents(atPath: passwordFile) else {
+            throw RedisError.invalidURL("--redis-password-file '\(passwordFile)' cannot be read")
+        }
+        var password = String(decoding: data, as: UTF8.self)
+        while password.last == "\n" || password.last == "\r" { password.removeLast() }
+        guard !password.isEmpty else { throw RedisError.invalidURL("--redis-password-file '\(passwordFile)' is empty") }
+        guard let separator = url.firstRange(of: "://") else { throw RedisError.invalidURL("\(RedisEndpoint.redacted(url)) has no scheme; expected redis://host:port") }
+        var rest = url[separator.upperBound...]
+        if let at = rest.firstIndex(of: "@"), rest[..<at].firstIndex(of: "/") == nil { rest = rest[rest.index(after: at)...] }
+        let credentials = (user.map(encode) ?? "") + ":" + encode(password)
+        return url[..<separator.upperBound] + credentials + "@" + rest
+    }
+
+    private static func encode(_ text: String) -> String {
+        text.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? text
     }
 }

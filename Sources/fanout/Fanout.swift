@@ -1,6 +1,7 @@
 import ArgumentParser
 import FanoutService
 import Foundation
+import RedisClient
 import Logging
 import ServiceLifecycle
 import ServiceSupport
@@ -22,7 +23,9 @@ struct Fanout: AsyncParsableCommand {
     @Option(help: "File holding the NATS user's password (a trailing newline is trimmed).") var natsPasswordFile: String?
     @Option(help: "File holding a NATS token.") var natsTokenFile: String?
     @Option(help: "File holding an nkey seed (SU…) for servers that list the user's public nkey.") var natsNkeySeedFile: String?
-    @Option(help: "Redis URL (presence).") var redisURL = "redis://127.0.0.1:6379"
+    @Option(help: "Redis URL (presence); redis://[user]:password@host:port authenticates.") var redisURL = "redis://127.0.0.1:6379"
+    @Option(help: "Redis ACL user, with --redis-password-file.") var redisUser: String?
+    @Option(help: "File holding the Redis password (a trailing newline is trimmed).") var redisPasswordFile: String?
     @Option(help: "Partitions of the deployment (fixed; must match streams/deployment.json).") var partitionCount = 16
     @Option(help: "Partitions this replica owns, e.g. 0-15, 0-7 or 1,3,8-11. Default: all.") var partitions: String?
     @Option(help: "Own the ordinal-th share of the partitions among --replicas (StatefulSet pods: fanout-<ordinal>).") var ordinal: Int?
@@ -38,7 +41,7 @@ struct Fanout: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel = "info"
 
     static let environmentOptions = [
-        "nats-url", "nats-tls-ca", "nats-tls-cert", "nats-tls-key", "nats-creds", "nats-user", "nats-password-file", "nats-token-file", "nats-nkey-seed-file", "redis-url", "partition-count", "partitions", "ordinal", "replicas", "replica-id", "http",
+        "nats-url", "nats-tls-ca", "nats-tls-cert", "nats-tls-key", "nats-creds", "nats-user", "nats-password-file", "nats-token-file", "nats-nkey-seed-file", "redis-url", "redis-user", "redis-password-file", "partition-count", "partitions", "ordinal", "replicas", "replica-id", "http",
         "streams-dir", "stream-replicas", "snapshot-every-changes", "snapshot-interval-seconds", "pipeline-threads", "ack-interval-ms", "log-level",
     ]
 
@@ -91,7 +94,7 @@ struct Fanout: AsyncParsableCommand {
         config.natsTLSCertFile = natsTlsCert
         config.natsTLSKeyFile = natsTlsKey
         config.natsAuthentication = .init(user: natsUser, passwordFile: natsPasswordFile, tokenFile: natsTokenFile, nkeySeedFile: natsNkeySeedFile, credentialsFile: natsCreds)
-        config.redisURL = redisURL
+        config.redisURL = try RedisURL.withCredentials(redisURL, user: redisUser, passwordFile: redisPasswordFile)
         config.replicaID = replicaID ?? ordinal.map { "fanout-\($0)" } ?? "fanout-\(owned)"
         config.httpHost = host
         config.httpPort = port

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NotifierDemo
 import NotifierService
+import RedisClient
 import ServiceLifecycle
 import ServiceSupport
 
@@ -16,7 +17,7 @@ struct Notifier: AsyncParsableCommand {
 
     /// The long names of every option, for the environment fallback.
     static let optionNames = [
-        "nats-url", "nats-tls-ca", "nats-tls-cert", "nats-tls-key", "nats-creds", "nats-user", "nats-password-file", "nats-token-file", "nats-nkey-seed-file", "redis-url", "instance-id", "listen", "jwt-secret", "jwt-secret-file", "max-connections",
+        "nats-url", "nats-tls-ca", "nats-tls-cert", "nats-tls-key", "nats-creds", "nats-user", "nats-password-file", "nats-token-file", "nats-nkey-seed-file", "redis-url", "redis-user", "redis-password-file", "instance-id", "listen", "jwt-secret", "jwt-secret-file", "max-connections",
         "outbound-buffer-bytes", "heartbeat-seconds", "drain-seconds", "partition-count", "max-frame-bytes",
         "max-inbound-per-second", "event-loop-threads", "log-level", "demo-urls", "demo-client-js",
     ]
@@ -31,6 +32,8 @@ struct Notifier: AsyncParsableCommand {
     @Option(help: "File holding a NATS token.") var natsTokenFile: String?
     @Option(help: "File holding an nkey seed (SU…) for servers that list the user's public nkey.") var natsNkeySeedFile: String?
     @Option(help: "Redis URL for presence.") var redisUrl = "redis://127.0.0.1:6379"
+    @Option(help: "Redis ACL user, with --redis-password-file.") var redisUser: String?
+    @Option(help: "File holding the Redis password (a trailing newline is trimmed).") var redisPasswordFile: String?
     @Option(help: "This instance's id (1-64 of A-Z a-z 0-9 _ -); names its inbox and presence hash.") var instanceId: String?
     @Option(help: "HOST:PORT for WebSocket (/ws) and HTTP (/healthz /readyz /metrics).") var listen = "127.0.0.1:8080"
     @Option(help: "HS256 secret for client tokens (prefer --jwt-secret-file).") var jwtSecret: String?
@@ -88,7 +91,11 @@ struct Notifier: AsyncParsableCommand {
         config.natsTLSCertFile = natsTlsCert
         config.natsTLSKeyFile = natsTlsKey
         config.natsAuthentication = .init(user: natsUser, passwordFile: natsPasswordFile, tokenFile: natsTokenFile, nkeySeedFile: natsNkeySeedFile, credentialsFile: natsCreds)
-        config.redisURL = redisUrl
+        do {
+            config.redisURL = try RedisURL.withCredentials(redisUrl, user: redisUser, passwordFile: redisPasswordFile)
+        } catch {
+            throw ValidationError("\(error)")
+        }
         config.host = host
         config.port = port
         config.maxConnections = maxConnections

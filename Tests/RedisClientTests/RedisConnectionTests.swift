@@ -66,6 +66,30 @@ extension RedisClientTests {
             }
         }
 
+        /// `--redis-user` and `--redis-password-file`: an ACL user (Redis 6+) whose password
+        /// comes from a file, put into the URL percent-encoded.
+        @Test func anACLUserWithItsPasswordFromAFileAuthenticates() throws {
+            let files = try TemporaryDirectory(prefix: "switchboard-test-redis-auth")
+            defer { files.remove() }
+            let passwordFile = files.url.appendingPathComponent("password")
+            try "p@ss:w/rd\n".write(to: passwordFile, atomically: true, encoding: .utf8)
+            try withRedis { server in
+                let admin = try RedisConnection(url: server.url)
+                defer { admin.close() }
+                try admin.command(["ACL", "SETUSER", "presence", "on", ">p@ss:w/rd", "~*", "&*", "+@all"])
+                let url = try RedisURL.withCredentials(server.url, user: "presence", passwordFile: passwordFile.path)
+                #expect(!url.contains("p@ss"), "percent-encoded: \(url)")
+                let user = try RedisConnection(url: url)
+                defer { user.close() }
+                #expect(try user.command(["ACL", "WHOAMI"]).text == "presence")
+                #expect(throws: RedisError.self) { try RedisConnection(url: "redis://presence:wrong@127.0.0.1:\(server.port)") }
+            }
+            #expect(try RedisURL.withCredentials("redis://old:pw@h:1/2", user: nil, passwordFile: passwordFile.path) == "redis://:p%40ss%3Aw%2Frd@h:1/2")
+            #expect(try RedisURL.withCredentials("redis://h:1", user: nil, passwordFile: nil) == "redis://h:1")
+            #expect(throws: RedisError.self) { try RedisURL.withCredentials("redis://h:1", user: "u", passwordFile: nil) }
+            #expect(throws: RedisError.self) { try RedisURL.withCredentials("redis://h:1", user: "u", passwordFile: files.url.appendingPathComponent("missing").path) }
+        }
+
         @Test func binaryKeysAndValuesRoundTripUnchanged() throws {
             try withRedis { server in
                 let redis = try RedisConnection(url: server.url)

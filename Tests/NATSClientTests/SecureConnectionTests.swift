@@ -49,6 +49,26 @@ struct SecureConnectionTests {
         #expect(throws: NATSError.self) { _ = try NATSConnection(options: .init(url: nats.url, tls: .init(certFile: server.certFile))) }
     }
 
+    /// `verify: true`: the server takes only clients whose certificate its client CA signed.
+    @Test func mutualTLSAcceptsTheClientCertificateItsCASignedAndNoOther() throws {
+        let files = try TemporaryDirectory(prefix: "switchboard-test-mtls")
+        defer { files.remove() }
+        let server = try TestCertificates(in: files.url)
+        let client = try TestCertificates(in: files.url, name: "client")
+        let stranger = try TestCertificates(in: files.url, name: "stranger")
+        let nats = try NATSServerFixture(extraArguments: ["--tlsverify", "--tlscert", server.certFile, "--tlskey", server.keyFile, "--tlscacert", client.caFile])
+        defer { nats.stop() }
+        let verified = try NATSConnection(options: .init(url: nats.url, maxReconnects: 0, tls: .init(caFile: server.caFile, certFile: client.certFile, keyFile: client.keyFile)))
+        defer { verified.close() }
+        #expect(try roundTrip(verified))
+        #expect(throws: NATSError.self, "no client certificate") {
+            _ = try NATSConnection(options: .init(url: nats.url, connectTimeout: .seconds(2), maxReconnects: 0, tls: .init(caFile: server.caFile)))
+        }
+        #expect(throws: NATSError.self, "a certificate another CA signed") {
+            _ = try NATSConnection(options: .init(url: nats.url, connectTimeout: .seconds(2), maxReconnects: 0, tls: .init(caFile: server.caFile, certFile: stranger.certFile, keyFile: stranger.keyFile)))
+        }
+    }
+
     @Test func userAndPasswordInTheURLAuthenticateAndAreLeftOutOfErrors() throws {
         let nats = try NATSServerFixture(extraArguments: ["--user", "fanout", "--pass", "s3cret-pw"])
         defer { nats.stop() }

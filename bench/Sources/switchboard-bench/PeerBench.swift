@@ -27,6 +27,7 @@ struct PeerBench: ParsableCommand {
     @Option(help: "Systems to run, comma-separated, in this order: nchan, switchboard.") var systems = "nchan,switchboard"
     @Option(help: "Switchboard notifier processes (users alternate between them).") var notifiers = 2
     @Option(help: "Event-loop threads of each notifier (default: the notifier's own).") var notifierThreads: Int?
+    @Flag(help: "Switchboard's clients reach nats-server over TLS (a test CA and certificate made with openssl).") var natsTls = false
     @Option(help: "WebSocket handshakes in flight while connecting.") var connectConcurrency = 200
     @Option(help: "Folder with the stream definitions.") var streamsDir = "streams"
     @Option(help: "Folder with the fanout and notifier executables (default: the root package's build of the same configuration).") var binDir: String?
@@ -88,7 +89,7 @@ struct PeerBench: ParsableCommand {
             print("\n# \(name): starting")
             let system: any PeerSystem = name == "nchan"
                 ? try NchanSystem(maxSockets: sockets, textLength: textBytes)
-                : try SwitchboardSystem(.init(sockets: sockets, roomSize: roomSize, notifiers: notifiers, notifierThreads: notifierThreads,
+                : try SwitchboardSystem(.init(sockets: sockets, roomSize: roomSize, notifiers: notifiers, notifierThreads: notifierThreads, natsTLS: natsTls,
                                               textLength: textBytes, streamsDir: streamsDir, binDirectory: binDirectory))
             defer { system.stop() }
             versions.append("\(system.name): \(system.versions)")

@@ -22,12 +22,16 @@ final class SwitchboardSystem: PeerSystem {
     private let connection: NATSConnection
     private let tokens: [String]
     private(set) var publisher: any PeerPublisher
+    /// `--nats-tls-ca` for the services when nats-server runs TLS.
+    private let natsTLSArguments: [String]
 
     struct Options {
         var sockets: Int
         var roomSize: Int
         var notifiers: Int
         var notifierThreads: Int?
+        /// Clients reach nats-server over TLS.
+        var natsTLS = false
         var textLength: Int
         var streamsDir: String
         var binDirectory: URL
@@ -37,9 +41,11 @@ final class SwitchboardSystem: PeerSystem {
         directory = try TemporaryDirectory(prefix: "switchboard-bench-peer")
         let natsExecutable = ProcessInfo.processInfo.environment["SWITCHBOARD_NATS_SERVER"] ?? "nats-server"
         let directory = directory
+        let certificates = options.natsTLS ? try TestCertificates(in: directory.url) : nil
+        let tlsArguments = certificates.map { ["--tls", "--tlscert", $0.certFile, "--tlskey", $0.keyFile] } ?? []
         let started = try ServerProcess.startOnFreePort { port in
             try ServerProcess(name: "nats-server", executable: natsExecutable,
-                              arguments: ["-js", "-a", "127.0.0.1", "-p", "\(port)", "-sd", directory.url.appendingPathComponent("js").path],
+                              arguments: ["-js", "-a", "127.0.0.1", "-p", "\(port)", "-sd", directory.url.appendingPathComponent("js").path] + tlsArguments,
                               logURL: directory.url.appendingPathComponent("nats.log"))
         }
         nats = started.process
@@ -51,7 +57,8 @@ final class SwitchboardSystem: PeerSystem {
             throw error
         }
         let natsURL = "nats://127.0.0.1:\(natsPort)"
-        connection = try NATSConnection(options: .init(url: natsURL, name: "peer-publisher"))
+        natsTLSArguments = certificates.map { ["--nats-tls-ca", $0.caFile] } ?? []
+        connection = try NATSConnection(options: .init(url: natsURL, name: "peer-publisher", tls: certificates.map { .init(caFile: $0.caFile) }))
         let jetStream = try connection.jetStream(timeout: .seconds(10), maxPendingAsyncPublishes: 16_384)
         let definitions = try StreamDefinitions(directory: options.streamsDir)
         _ = try definitions.apply(subjectTransforms: jetStream.serverSupportsStreamSubjectTransforms()) { try jetStream.applyStream(configJSON: $0) }
@@ -59,7 +66,7 @@ final class SwitchboardSystem: PeerSystem {
 
         let natsVersion = PeerShell.output(natsExecutable, ["--version"])?.text ?? "nats-server ?"
         let redisVersion = PeerShell.output("redis-server", ["--version"])?.text.split(separator: " ").first { $0.hasPrefix("v=") }.map { "redis-server \($0.dropFirst(2))" } ?? "redis-server ?"
-        versions = "\(natsVersion) (\(natsExecutable)), \(redisVersion), 1 fanout + \(options.notifiers) notifiers from \(options.binDirectory.path)"
+        versions = "\(natsVersion) (\(natsExecutable))\(options.natsTLS ? " on TLS" : ""), \(redisVersion), 1 fanout + \(options.notifiers) notifiers from \(options.binDirectory.path)"
 
         let secret = (0..<48).map { _ in "abcdefghijklmnopqrstuvwxyz0123456789".randomElement()! }.map(String.init).joined()
         let users = options.sockets
@@ -103,7 +110,7 @@ final class SwitchboardSystem: PeerSystem {
                 "--nats-url", natsURL, "--redis-url", redis.url, "--partition-count", "\(partitionCount)",
                 "--partitions", "0-\(partitionCount - 1)", "--replica-id", "peer-fanout",
                 "--http", "127.0.0.1:\(port)", "--streams-dir", options.streamsDir,
-            ]
+            ] + natsTLSArguments
         }.process
     }
 
@@ -119,7 +126,7 @@ final class SwitchboardSystem: PeerSystem {
                     "--listen", "127.0.0.1:\(port)", "--jwt-secret", secret, "--max-connections", "\(options.sockets + 1000)",
                     // The load client sends nothing; a long heartbeat keeps its sockets open.
                     "--heartbeat-seconds", "3600", "--partition-count", "\(partitionCount)", "--log-level", "warning",
-                ] + (options.notifierThreads.map { ["--event-loop-threads", "\($0)"] } ?? [])
+                ] + natsTLSArguments + (options.notifierThreads.map { ["--event-loop-threads", "\($0)"] } ?? [])
             }
             notifiers.append(started.process)
             notifierPorts.append(started.port)

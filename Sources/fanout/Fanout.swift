@@ -15,9 +15,9 @@ struct Fanout: AsyncParsableCommand {
     )
 
     @Option(help: "NATS server URL(s), comma-separated; user:password@ (or a token@) in a URL authenticates.") var natsURL = "nats://127.0.0.1:4222"
-    @Option(help: "PEM file of the CA certificates that sign the NATS servers' (turns TLS on).") var natsTlsCa: String?
-    @Option(help: "PEM file of this client's certificate, for NATS servers that verify clients (with --nats-tls-key).") var natsTlsCert: String?
-    @Option(help: "PEM file of this client's private key (with --nats-tls-cert).") var natsTlsKey: String?
+    @Option(name: [.customLong("nats-tls-ca"), .customLong("nats-ca-file")], help: "PEM file of the CA certificates that sign the NATS servers' (turns TLS on).") var natsTlsCa: String?
+    @Option(name: [.customLong("nats-tls-cert"), .customLong("nats-cert-file")], help: "PEM file of this client's certificate, for NATS servers that verify clients (with --nats-tls-key).") var natsTlsCert: String?
+    @Option(name: [.customLong("nats-tls-key"), .customLong("nats-key-file")], help: "PEM file of this client's private key (with --nats-tls-cert).") var natsTlsKey: String?
     @Option(help: "NATS credentials file (user JWT and nkey seed) for servers in operator mode.") var natsCreds: String?
     @Option(help: "NATS user, with --nats-password-file.") var natsUser: String?
     @Option(help: "File holding the NATS user's password (a trailing newline is trimmed).") var natsPasswordFile: String?

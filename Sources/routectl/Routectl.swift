@@ -49,13 +49,13 @@ struct ConnectionOptions: ParsableArguments {
     @Option(help: "NATS server URL (env SWITCHBOARD_NATS_URL); user:password@ (or a token@) in it authenticates.")
     var natsURL = "nats://127.0.0.1:4222"
 
-    @Option(help: "PEM file of the CA certificates that sign the NATS servers' (turns TLS on; env SWITCHBOARD_NATS_TLS_CA).")
+    @Option(name: [.customLong("nats-tls-ca"), .customLong("nats-ca-file")], help: "PEM file of the CA certificates that sign the NATS servers' (turns TLS on; env SWITCHBOARD_NATS_TLS_CA).")
     var natsTlsCa: String?
 
-    @Option(help: "PEM file of this client's certificate (with --nats-tls-key; env SWITCHBOARD_NATS_TLS_CERT).")
+    @Option(name: [.customLong("nats-tls-cert"), .customLong("nats-cert-file")], help: "PEM file of this client's certificate (with --nats-tls-key; env SWITCHBOARD_NATS_TLS_CERT).")
     var natsTlsCert: String?
 
-    @Option(help: "PEM file of this client's private key (env SWITCHBOARD_NATS_TLS_KEY).")
+    @Option(name: [.customLong("nats-tls-key"), .customLong("nats-key-file")], help: "PEM file of this client's private key (env SWITCHBOARD_NATS_TLS_KEY).")
     var natsTlsKey: String?
 
     @Option(help: "NATS credentials file (user JWT and nkey seed) for servers in operator mode (env SWITCHBOARD_NATS_CREDS).")

@@ -56,6 +56,8 @@ let package = Package(
         .target(
             name: "ServiceSupport",
             dependencies: [
+                "NATSClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -15,14 +15,7 @@ struct Fanout: AsyncParsableCommand {
     )
 
     @Option(help: "NATS server URL(s), comma-separated; user:password@ (or a token@) in a URL authenticates.") var natsURL = "nats://127.0.0.1:4222"
-    @Option(name: [.customLong("nats-tls-ca"), .customLong("nats-ca-file")], help: "PEM file of the CA certificates that sign the NATS servers' (turns TLS on).") var natsTlsCa: String?
-    @Option(name: [.customLong("nats-tls-cert"), .customLong("nats-cert-file")], help: "PEM file of this client's certificate, for NATS servers that verify clients (with --nats-tls-key).") var natsTlsCert: String?
-    @Option(name: [.customLong("nats-tls-key"), .customLong("nats-key-file")], help: "PEM file of this client's private key (with --nats-tls-cert).") var natsTlsKey: String?
-    @Option(help: "NATS credentials file (user JWT and nkey seed) for servers in operator mode.") var natsCreds: String?
-    @Option(help: "NATS user, with --nats-password-file.") var natsUser: String?
-    @Option(help: "File holding the NATS user's password (a trailing newline is trimmed).") var natsPasswordFile: String?
-    @Option(help: "File holding a NATS token.") var natsTokenFile: String?
-    @Option(help: "File holding an nkey seed (SU…) for servers that list the user's public nkey.") var natsNkeySeedFile: String?
+    @OptionGroup var nats: NATSAccessOptions
     @Option(help: "Redis URL (presence); redis://[user]:password@host:port authenticates.") var redisURL = "redis://127.0.0.1:6379"
     @Option(help: "Redis ACL user, with --redis-password-file.") var redisUser: String?
     @Option(help: "File holding the Redis password (a trailing newline is trimmed).") var redisPasswordFile: String?
@@ -41,9 +34,9 @@ struct Fanout: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel = "info"
 
     static let environmentOptions = [
-        "nats-url", "nats-tls-ca", "nats-tls-cert", "nats-tls-key", "nats-creds", "nats-user", "nats-password-file", "nats-token-file", "nats-nkey-seed-file", "redis-url", "redis-user", "redis-password-file", "partition-count", "partitions", "ordinal", "replicas", "replica-id", "http",
+        "nats-url", "redis-url", "redis-user", "redis-password-file", "partition-count", "partitions", "ordinal", "replicas", "replica-id", "http",
         "streams-dir", "stream-replicas", "snapshot-every-changes", "snapshot-interval-seconds", "pipeline-threads", "ack-interval-ms", "log-level",
-    ]
+    ] + NATSAccessOptions.environmentNames
 
     /// Parsed by hand so that `--help` prints the help and exits 0, and any invalid flag,
     /// value or configuration is one line on stderr and exit status 1.
@@ -90,10 +83,10 @@ struct Fanout: AsyncParsableCommand {
         let (host, port) = try HostPort.parse(http, flag: "--http")
         var config = FanoutConfig(partitions: owned)
         config.natsURL = natsURL
-        config.natsTLSCAFile = natsTlsCa
-        config.natsTLSCertFile = natsTlsCert
-        config.natsTLSKeyFile = natsTlsKey
-        config.natsAuthentication = .init(user: natsUser, passwordFile: natsPasswordFile, tokenFile: natsTokenFile, nkeySeedFile: natsNkeySeedFile, credentialsFile: natsCreds)
+        config.natsTLSCAFile = nats.natsTlsCa
+        config.natsTLSCertFile = nats.natsTlsCert
+        config.natsTLSKeyFile = nats.natsTlsKey
+        config.natsAuthentication = nats.authentication
         config.redisURL = try RedisURL.withCredentials(redisURL, user: redisUser, passwordFile: redisPasswordFile)
         config.replicaID = replicaID ?? ordinal.map { "fanout-\($0)" } ?? "fanout-\(owned)"
         config.httpHost = host

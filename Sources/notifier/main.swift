@@ -17,20 +17,13 @@ struct Notifier: AsyncParsableCommand {
 
     /// The long names of every option, for the environment fallback.
     static let optionNames = [
-        "nats-url", "nats-tls-ca", "nats-tls-cert", "nats-tls-key", "nats-creds", "nats-user", "nats-password-file", "nats-token-file", "nats-nkey-seed-file", "redis-url", "redis-user", "redis-password-file", "instance-id", "listen", "jwt-secret", "jwt-secret-file", "max-connections",
+        "nats-url", "redis-url", "redis-user", "redis-password-file", "instance-id", "listen", "jwt-secret", "jwt-secret-file", "max-connections",
         "outbound-buffer-bytes", "heartbeat-seconds", "drain-seconds", "partition-count", "max-frame-bytes",
         "max-inbound-per-second", "event-loop-threads", "log-level", "demo-urls", "demo-client-js",
-    ]
+    ] + NATSAccessOptions.environmentNames
 
     @Option(help: "NATS server URL(s), comma-separated; user:password@ (or a token@) in a URL authenticates.") var natsUrl = "nats://127.0.0.1:4222"
-    @Option(name: [.customLong("nats-tls-ca"), .customLong("nats-ca-file")], help: "PEM file of the CA certificates that sign the NATS servers' (turns TLS on).") var natsTlsCa: String?
-    @Option(name: [.customLong("nats-tls-cert"), .customLong("nats-cert-file")], help: "PEM file of this client's certificate, for NATS servers that verify clients (with --nats-tls-key).") var natsTlsCert: String?
-    @Option(name: [.customLong("nats-tls-key"), .customLong("nats-key-file")], help: "PEM file of this client's private key (with --nats-tls-cert).") var natsTlsKey: String?
-    @Option(help: "NATS credentials file (user JWT and nkey seed) for servers in operator mode.") var natsCreds: String?
-    @Option(help: "NATS user, with --nats-password-file.") var natsUser: String?
-    @Option(help: "File holding the NATS user's password (a trailing newline is trimmed).") var natsPasswordFile: String?
-    @Option(help: "File holding a NATS token.") var natsTokenFile: String?
-    @Option(help: "File holding an nkey seed (SU…) for servers that list the user's public nkey.") var natsNkeySeedFile: String?
+    @OptionGroup var nats: NATSAccessOptions
     @Option(help: "Redis URL for presence.") var redisUrl = "redis://127.0.0.1:6379"
     @Option(help: "Redis ACL user, with --redis-password-file.") var redisUser: String?
     @Option(help: "File holding the Redis password (a trailing newline is trimmed).") var redisPasswordFile: String?
@@ -87,10 +80,10 @@ struct Notifier: AsyncParsableCommand {
         }
         var config = NotifierConfiguration(instanceID: instanceId, jwtSecret: secret)
         config.natsURL = natsUrl
-        config.natsTLSCAFile = natsTlsCa
-        config.natsTLSCertFile = natsTlsCert
-        config.natsTLSKeyFile = natsTlsKey
-        config.natsAuthentication = .init(user: natsUser, passwordFile: natsPasswordFile, tokenFile: natsTokenFile, nkeySeedFile: natsNkeySeedFile, credentialsFile: natsCreds)
+        config.natsTLSCAFile = nats.natsTlsCa
+        config.natsTLSCertFile = nats.natsTlsCert
+        config.natsTLSKeyFile = nats.natsTlsKey
+        config.natsAuthentication = nats.authentication
         do {
             config.redisURL = try RedisURL.withCredentials(redisUrl, user: redisUser, passwordFile: redisPasswordFile)
         } catch {

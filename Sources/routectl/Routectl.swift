@@ -18,7 +18,7 @@ struct Routectl: ParsableCommand {
     static func main() {
         let arguments = EnvironmentFallback.apply(
             to: Array(CommandLine.arguments.dropFirst()),
-            options: ["nats-url", "nats-tls-ca", "nats-tls-cert", "nats-tls-key", "nats-creds", "nats-user", "nats-password-file", "nats-token-file", "nats-nkey-seed-file", "timeout", "partition-count"],
+            options: ["nats-url", "timeout", "partition-count"] + NATSAccessOptions.environmentNames,
             environment: ProcessInfo.processInfo.environment
         )
         do {
@@ -49,29 +49,7 @@ struct ConnectionOptions: ParsableArguments {
     @Option(help: "NATS server URL (env SWITCHBOARD_NATS_URL); user:password@ (or a token@) in it authenticates.")
     var natsURL = "nats://127.0.0.1:4222"
 
-    @Option(name: [.customLong("nats-tls-ca"), .customLong("nats-ca-file")], help: "PEM file of the CA certificates that sign the NATS servers' (turns TLS on; env SWITCHBOARD_NATS_TLS_CA).")
-    var natsTlsCa: String?
-
-    @Option(name: [.customLong("nats-tls-cert"), .customLong("nats-cert-file")], help: "PEM file of this client's certificate (with --nats-tls-key; env SWITCHBOARD_NATS_TLS_CERT).")
-    var natsTlsCert: String?
-
-    @Option(name: [.customLong("nats-tls-key"), .customLong("nats-key-file")], help: "PEM file of this client's private key (env SWITCHBOARD_NATS_TLS_KEY).")
-    var natsTlsKey: String?
-
-    @Option(help: "NATS credentials file (user JWT and nkey seed) for servers in operator mode (env SWITCHBOARD_NATS_CREDS).")
-    var natsCreds: String?
-
-    @Option(help: "NATS user, with --nats-password-file (env SWITCHBOARD_NATS_USER).")
-    var natsUser: String?
-
-    @Option(help: "File holding the NATS user's password (env SWITCHBOARD_NATS_PASSWORD_FILE).")
-    var natsPasswordFile: String?
-
-    @Option(help: "File holding a NATS token (env SWITCHBOARD_NATS_TOKEN_FILE).")
-    var natsTokenFile: String?
-
-    @Option(help: "File holding an nkey seed (env SWITCHBOARD_NATS_NKEY_SEED_FILE).")
-    var natsNkeySeedFile: String?
+    @OptionGroup var access: NATSAccessOptions
 
     @Option(help: "Seconds to wait for the fan-out replicas to answer (env SWITCHBOARD_TIMEOUT).")
     var timeout: Double = 2
@@ -82,7 +60,7 @@ struct ConnectionOptions: ParsableArguments {
     func connect() throws -> NATSConnection {
         do {
             return try NATSConnection(options: .init(url: natsURL, name: "routectl", connectTimeout: .seconds(2), maxReconnects: 0,
-                                                     tls: .files(ca: natsTlsCa, cert: natsTlsCert, key: natsTlsKey), authentication: .init(user: natsUser, passwordFile: natsPasswordFile, tokenFile: natsTokenFile, nkeySeedFile: natsNkeySeedFile, credentialsFile: natsCreds)))
+                                                     tls: access.tls, authentication: access.authentication))
         } catch {
             throw RoutectlFailure(code: 3, message: "cannot reach NATS at \(NATSConnection.redacted(natsURL)): \(error)")
         }

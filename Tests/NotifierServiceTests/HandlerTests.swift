@@ -135,6 +135,44 @@ import Testing
         _ = try h.channel.finish()
     }
 
+    /// A Deliveries message is planned by the fan-out from placements it learnt earlier: a
+    /// slot whose user left must not carry that user's frames to whoever comes next. A released
+    /// slot is not given to another user within the reuse delay, and one message resolves all
+    /// of its slots under one lock, so its frames reach only the sockets that held their slots.
+    /// (With no delay, bob would take alice's slot and get her frame: checked by hand.)
+    @Test func aSlotReleasedWithinTheReuseDelayGoesToNoOtherUserAndItsFramesFindNoSocket() throws {
+        let metrics = NotifierMetrics()
+        let registry = SessionRegistry(maxConnections: 10, slotReuseDelay: .seconds(30), metrics: metrics)
+        func open(_ user: String) throws -> EmbeddedChannel {
+            let channel = EmbeddedChannel()
+            let environment = SessionEnvironment(
+                instanceID: "n1", registry: registry, metrics: metrics, heartbeatInterval: .seconds(15),
+                closeHandshakeTimeout: .seconds(1), typingPerSecond: 1, publishTyping: { _, _ in }, replayer: nil, logger: Logger(label: "test")
+            )
+            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+            try channel.pipeline.syncOperations.addHandler(WebSocketSession(userID: user, eventLoop: channel.eventLoop, environment: environment))
+            _ = try Self.readFrames(channel)
+            return channel
+        }
+        let alice = try open("alice")
+        let aliceSlot = try #require(registry.registrations().first { $0.userID == "alice" }?.slot)
+        _ = try alice.finish()
+        let bob = try open("bob")
+        let bobSlot = try #require(registry.registrations().first { $0.userID == "bob" }?.slot)
+        #expect(bobSlot != aliceSlot, "alice's slot is not reused within the delay")
+        let frame = { (text: String) in TextFrame(payload: Array(text.utf8), allocator: ByteBufferAllocator()) }
+        // One message: a frame planned for alice's old slot, then one for bob's.
+        let missing = registry.deliver([
+            .init(frame: frame("for-alice"), channel: "c", seq: 1, slots: [aliceSlot]),
+            .init(frame: frame("for-bob"), channel: "c", seq: 2, slots: [bobSlot]),
+        ])
+        #expect(missing == 1)
+        bob.embeddedEventLoop.run()
+        let received = try Self.readFrames(bob).map { String(buffer: $0.data) }
+        #expect(received == ["for-bob"])
+        _ = try bob.finish()
+    }
+
     @Test func encodedTextFramesHaveTheWireLayoutOfEveryLengthClass() {
         let allocator = ByteBufferAllocator()
         for (count, header) in [(0, [0x81, 0x00]), (125, [0x81, 125]), (126, [0x81, 126, 0x00, 126]), (65_535, [0x81, 126, 0xFF, 0xFF]), (65_536, [0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0])] as [(Int, [UInt8])] {

@@ -9,7 +9,7 @@
 /// ack floor (`EventPipeline.rebuildChain`). Cost: one dictionary entry per channel that has
 /// events (the channel name and a `UInt64`, about 80 bytes), per partition.
 ///
-/// Pure state, no I/O; one per pipeline, used from its thread only.
+/// Pure state, no I/O; one per partition (`PartitionCursor`), used from its pipeline's thread only.
 struct ChannelChain {
     private var last: [String: UInt64] = [:]
 

@@ -10,7 +10,7 @@
 /// next new one must then be read from the stream and handled first. Redeliveries of events
 /// already taken (an ack lost, an ack wait expired) are acked, not delivered again.
 ///
-/// Pure state, no I/O; one per pipeline, used from its thread only.
+/// Pure state, no I/O; one per partition (`PartitionCursor`), used from its pipeline's thread only.
 struct ConsumerContinuity: Equatable {
     /// Every event of the partition at or below this stream sequence has been taken: handled,
     /// or in hand until it is (the pipeline never drops an event it took).

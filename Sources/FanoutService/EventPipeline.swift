@@ -123,7 +123,7 @@ final class EventPipeline: Service {
             for (consumer, reason) in batch.gone {
                 logger.warning("consumer gone", metadata: ["partition": "\(hand.cursors[consumer].partition)", "reason": "\(reason)"])
                 metrics.fetchErrors.increment()
-                hand.cursors[consumer].missing = .now - .seconds(1)
+                hand.cursors[consumer].recheckAt = .now
             }
             rebindMissing(&hand)
             if batch.messages.isEmpty {
@@ -163,10 +163,12 @@ final class EventPipeline: Service {
                 fresh[index].append(PartitionEvent(message, content: take(subject: message.subject, payload: message.payload, seq: metadata.streamSequence, chain: &hand.cursors[index].chain)))
             }
         }
+        // Only the partitions this read brought something for.
+        let read = hand.cursors.indices.filter { !fresh[$0].isEmpty }
         lags.withLock { lags in
-            for cursor in hand.cursors { lags[cursor.partition] = cursor.lag }
+            for index in read { lags[hand.cursors[index].partition] = hand.cursors[index].lag }
         }
-        for cursor in hand.cursors { metrics.setLag(partition: cursor.partition, cursor.lag) }
+        for index in read { metrics.setLag(partition: hand.cursors[index].partition, hand.cursors[index].lag) }
         return fresh
     }
 

@@ -92,7 +92,7 @@ public struct FanoutConfig: Sendable {
     public var pullExpires: Duration = .seconds(10)
     public var pullHeartbeat: Duration = .seconds(1)
     /// One inbox message carries the deliveries for one instance of at most this many
-    /// events of a fetched batch...
+    /// events of one read...
     public var inboxBatchDeliveries = 128
     /// ...and at most this many bytes (unless one delivery alone is larger); well under
     /// nats-server's default `max_payload` of 1 MiB.

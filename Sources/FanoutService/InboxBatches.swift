@@ -1,8 +1,8 @@
 import SwitchboardProto
 
-/// The deliveries of one try at a batch of events, gathered per notifier inbox into
-/// `Deliveries` messages: NATS carries one message per instance per batch instead of one per
-/// event and instance. Bounded by count and bytes; a message that reaches a bound goes out at
+/// The deliveries of one read of events (across partitions) or of one retry, gathered per
+/// notifier inbox into `Deliveries` messages: NATS carries one message per instance per read
+/// instead of one per event and instance. Bounded by count and bytes; a message that reaches a bound goes out at
 /// once, the rest when the try ends (`publishAll`). Nothing waits for events not yet fetched.
 struct InboxBatches {
     /// Stamped on every message: the epoch of the sequences in it.

@@ -14,9 +14,9 @@ struct PartitionCursor {
     var chain: ChannelChain
     /// Published in stream order and waiting for the flush that confirms them; acked then.
     var unconfirmed: [PartitionEvent] = []
-    /// The consumer is gone (the server said so): when the pipeline last looked whether the
+    /// The consumer is gone (the server said so): when the pipeline next looks whether the
     /// stream was created anew or the consumer must be created again.
-    var missing: ContinuousClock.Instant?
+    var recheckAt: ContinuousClock.Instant?
     /// Messages not yet consumed, from the last delivery.
     var lag: UInt64 = 0
 

@@ -81,15 +81,15 @@ extension EventPipeline {
         return (events, before != nil)
     }
 
-    /// For each partition whose consumer is gone, at most every 200 ms: when `CHAT_EVENTS` was
+    /// For each partition whose consumer is gone, at once and then every 200 ms: when `CHAT_EVENTS` was
     /// deleted and created anew (its epoch changed), binds a consumer on the new stream (whose
     /// numbering starts again, with a new chain); when only the consumer was deleted, creates
     /// it again to deliver after what was taken. Until then the partition gets no requests.
     func rebindMissing(_ hand: inout Hand) {
         let now = ContinuousClock.now
         for index in hand.cursors.indices {
-            guard let since = hand.cursors[index].missing, now - since >= .milliseconds(200) else { continue }
-            hand.cursors[index].missing = now
+            guard let due = hand.cursors[index].recheckAt, now >= due else { continue }
+            hand.cursors[index].recheckAt = now + .milliseconds(200)
             let cursor = hand.cursors[index]
             guard let created = try? jetStream.streamState(StreamNames.events).createdNs else { continue }
             let epoch = StreamEpoch.of(createdNs: created)
@@ -103,7 +103,7 @@ extension EventPipeline {
                     "partition": "\(cursor.partition)", "epoch_from": "\(cursor.epoch)", "epoch_to": "\(epoch)",
                 ])
             } else {
-                hand.cursors[index].missing = nil
+                hand.cursors[index].recheckAt = nil
                 logger.warning("consumer created again", metadata: ["partition": "\(cursor.partition)", "after_seq": "\(taken)"])
             }
             feed.restart(cursor.consumer)

@@ -76,9 +76,13 @@ extension EventPipeline {
         var backoff = RetryBackoff(initial: config.retryBackoff, maximum: config.retryBackoffMax)
         var reported = ContinuousClock.now
         while start < batch.count {
+            guard leases.grant(partition) != nil else {
+                logger.warning("partition lease ran out during a retry; its next holder delivers the rest", metadata: ["partition": "\(partition)", "events": "\(batch.count - start)"])
+                return true
+            }
             let (done, failure) = attempt(batch[start...], partition: partition, epoch: epoch, plan: &plan)
             if done > 0 {
-                acknowledge(batch[start..<(start + done)])
+                acknowledge(batch[start..<(start + done)], partition: partition, epoch: epoch)
                 start += done
                 tries = 0
                 backoff.reset()
@@ -88,7 +92,7 @@ extension EventPipeline {
             metrics.retries.increment()
             let event = batch[start]
             if tries >= Self.maxTries, deadLetter(event, partition: partition, reason: "\(failure) (after \(tries) tries)") {
-                acknowledge(batch[start...start])
+                acknowledge(batch[start...start], partition: partition, epoch: epoch)
                 start += 1
                 tries = 0
                 backoff.reset()
@@ -142,11 +146,15 @@ extension EventPipeline {
 
     /// Acks `events` that are done with one ack-all: of the delivery with the highest stream
     /// sequence among them (events read from the stream after a gap have none of their own;
-    /// a later delivery's ack covers them).
-    func acknowledge(_ events: ArraySlice<PartitionEvent>) {
+    /// a later delivery's ack covers them). The confirmed position goes on the lease board,
+    /// for the lease entry.
+    func acknowledge(_ events: ArraySlice<PartitionEvent>, partition: Int, epoch: String) {
         let newest = events.lazy.compactMap(\.delivery).max { $0.metadata.streamSequence < $1.metadata.streamSequence }
         if let newest {
-            do { try feed.ack(newest) } catch { metrics.ackErrors.increment() }
+            do {
+                try feed.ack(newest)
+                leases.confirmed(partition, consumer: newest.metadata.consumer, through: newest.metadata.streamSequence, epoch: epoch)
+            } catch { metrics.ackErrors.increment() }
         }
         metrics.eventsAcked.increment(by: events.count)
     }

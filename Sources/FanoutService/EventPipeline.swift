@@ -10,6 +10,10 @@ import Synchronization
 /// Consumes a set of `CHAT_EVENTS` partitions on one dedicated thread, each in stream order,
 /// and turns each event into one `Delivery` per notifier instance with an online recipient.
 ///
+/// It delivers a partition only while this replica holds the partition's lease (`LeaseBoard`,
+/// checked before each publish and each ack), through the consumer of the lease's term; the
+/// other partitions stand by with their chains kept warm (`PartitionTakeover`).
+///
 /// One cycle serves every partition: one read of the `PullFeed` (its pull requests are open
 /// ahead of need, so no event waits for a request), the deliveries of everything read
 /// gathered per instance into inbox messages and published at once. Confirmation is shared
@@ -49,13 +53,12 @@ final class EventPipeline: Service {
     let metrics: FanoutMetrics
     let logger: Logger
     let config: FanoutConfig
-    /// Where each partition's consumer stood when bound at start-up.
-    private let starts: [PullSubscription.Start]
-    private let startEpoch: String
+    let leases: LeaseBoard
+    let startEpoch: String
     /// Messages not yet consumed, per partition (from the last delivery), for inspection.
     private let lags: Mutex<[Int: UInt64]>
 
-    init(partitions: [Int], jetStream: JetStream, output: any PipelineOutput, state: RoutingState, metrics: FanoutMetrics, config: FanoutConfig, logger: Logger) throws {
+    init(partitions: [Int], jetStream: JetStream, output: any PipelineOutput, leases: LeaseBoard, state: RoutingState, metrics: FanoutMetrics, config: FanoutConfig, logger: Logger) throws {
         self.partitions = partitions
         self.output = output
         self.state = state
@@ -63,20 +66,21 @@ final class EventPipeline: Service {
         self.config = config
         self.logger = logger
         self.jetStream = jetStream
+        self.leases = leases
         startEpoch = StreamEpoch.of(createdNs: try jetStream.streamState(StreamNames.events).createdNs)
-        starts = try partitions.map { try Self.bind(jetStream, partition: $0, config: config, restartAtAckFloor: true) }
-        feed = try PullFeed(connection: jetStream.connection, stream: StreamNames.events, consumers: partitions.map(ConsumerNames.fanout(partition:)),
-                            batch: config.fetchBatch, expires: config.pullExpires, heartbeat: config.pullHeartbeat)
+        // Every slot waits for its partition's lease before it sends a request.
+        feed = try PullFeed(connection: jetStream.connection, stream: StreamNames.events, consumers: partitions.map { ConsumerNames.fanout(partition: $0) },
+                            batch: config.fetchBatch, expires: config.pullExpires, heartbeat: config.pullHeartbeat, paused: true)
         lags = Mutex(Dictionary(uniqueKeysWithValues: partitions.map { ($0, 0) }))
     }
 
-    /// Binds the partition's durable consumer. At start-up it is recreated just past its ack
-    /// floor (what a predecessor fetched but did not ack comes first, in order); a consumer
-    /// deleted under a running pipeline is created again after what was taken.
-    static func bind(_ jetStream: JetStream, partition: Int, config: FanoutConfig, restartAtAckFloor: Bool, startAfter: UInt64? = nil) throws -> PullSubscription.Start {
+    /// Binds a lease term's durable consumer of the partition: created to deliver after
+    /// `startAfter` (the previous term's ack floor at a takeover; what was taken when the
+    /// consumer was deleted under a running pipeline), or bound where it stands if it exists.
+    static func bind(_ jetStream: JetStream, partition: Int, consumer: String, config: FanoutConfig, startAfter: UInt64?) throws -> PullSubscription.Start {
         try jetStream.bindPullConsumer(
-            stream: StreamNames.events, durable: ConsumerNames.fanout(partition: partition), filterSubject: Subjects.events(partition: partition),
-            ackWait: config.ackWait, maxAckPending: 20_000, ackPolicy: .all, restartAtAckFloor: restartAtAckFloor, startAfter: startAfter
+            stream: StreamNames.events, durable: consumer, filterSubject: Subjects.events(partition: partition),
+            ackWait: config.ackWait, maxAckPending: 20_000, ackPolicy: .all, startAfter: startAfter
         )
     }
 
@@ -103,14 +107,12 @@ final class EventPipeline: Service {
     }
 
     private func consume(until stop: StopSignal) {
-        var cursors: [PartitionCursor] = []
-        for (index, partition) in partitions.enumerated() {
-            guard let chain = rebuildChain(partition: partition, through: starts[index].ackFloor, stop: stop) else { return }
-            cursors.append(PartitionCursor(partition: partition, consumer: index, epoch: startEpoch, start: starts[index], chain: chain))
-        }
-        var hand = Hand(cursors: cursors)
+        var hand = Hand(cursors: partitions.enumerated().map { PartitionCursor(partition: $1, consumer: $0, epoch: startEpoch) })
         while !stop.isRaised {
-            let wait = hand.unconfirmedSince.map { max(.zero, $0 + config.ackInterval - .now) } ?? .milliseconds(500)
+            guard takeUpLeases(&hand, stop: stop) else { return }
+            var wait = hand.unconfirmedSince.map { max(.zero, $0 + config.ackInterval - .now) } ?? .milliseconds(500)
+            // A standby partition's lease may come any moment: look again soon.
+            if hand.cursors.contains(where: { $0.term == nil }) { wait = min(wait, Self.standbyLook) }
             let batch: PullFeed.Batch
             do {
                 batch = try feed.read(limit: config.fetchBatch, timeout: wait)
@@ -147,7 +149,7 @@ final class EventPipeline: Service {
         metrics.fetchBatch.record(messages.count)
         metrics.eventsIn.increment(by: messages.count)
         var fresh = Array(repeating: [PartitionEvent](), count: hand.cursors.count)
-        for message in messages {
+        for message in messages where hand.cursors[message.consumer].term != nil {
             let index = message.consumer
             let metadata = message.metadata
             hand.cursors[index].lag = metadata.numPending
@@ -194,8 +196,14 @@ final class EventPipeline: Service {
         var inboxes = InboxBatches(epoch: hand.cursors.first?.epoch ?? startEpoch, maxDeliveries: config.inboxBatchDeliveries, maxBytes: config.inboxBatchBytes)
         var failure: String?
         var published = 0
+        var lost: [Int] = []
         partitions: for index in fresh.indices where !fresh[index].isEmpty {
             let cursor = hand.cursors[index]
+            // Not this replica's to deliver any more: the next holder delivers these.
+            guard leases.grant(cursor.partition)?.consumer == cursor.term else {
+                lost.append(index)
+                continue
+            }
             do {
                 if cursor.epoch != inboxes.epoch {
                     try inboxes.publishAll(publishInboxMessage)
@@ -220,7 +228,8 @@ final class EventPipeline: Service {
         if failure == nil {
             do { try inboxes.publishAll(publishInboxMessage) } catch { failure = "publish failed: \(error)" }
         }
-        for index in fresh.indices where !fresh[index].isEmpty { hand.cursors[index].unconfirmed += fresh[index] }
+        for index in fresh.indices where !fresh[index].isEmpty && !lost.contains(index) { hand.cursors[index].unconfirmed += fresh[index] }
+        for index in lost { standBy(index, &hand, reason: "its lease ran out before a publish") }
         if hand.unconfirmedSince == nil, hand.cursors.contains(where: { !$0.unconfirmed.isEmpty }) { hand.unconfirmedSince = .now }
         if published > 0 { hand.publishedSinceConfirm = true }
         if let failure { return retryUnconfirmed(&hand, after: failure, stop: stop) }
@@ -243,7 +252,11 @@ final class EventPipeline: Service {
             }
         }
         for index in hand.cursors.indices where !hand.cursors[index].unconfirmed.isEmpty {
-            acknowledge(hand.cursors[index].unconfirmed[...])
+            guard leases.grant(hand.cursors[index].partition)?.consumer == hand.cursors[index].term else {
+                standBy(index, &hand, reason: "its lease ran out before an ack")
+                continue
+            }
+            acknowledge(hand.cursors[index].unconfirmed[...], partition: hand.cursors[index].partition, epoch: hand.cursors[index].epoch)
             hand.cursors[index].unconfirmed.removeAll(keepingCapacity: true)
         }
         metrics.confirmations.increment()

@@ -41,11 +41,19 @@ public struct PartitionSet: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// The range a StatefulSet ordinal owns when `replicas` replicas split `count` partitions
-    /// evenly (the first `count % replicas` replicas take one more).
-    public static func forOrdinal(_ ordinal: Int, replicas: Int, count: Int) throws(FanoutError) -> PartitionSet {
-        guard replicas >= 1, ordinal >= 0, ordinal < replicas, replicas <= count else {
+    /// evenly (the first `count % replicas` replicas take one more). With `copies` C, the
+    /// replicas form R/C shares and ordinals N, N + R/C, … own the same one (an active replica
+    /// and its warm standbys; pods of one share sit far apart in the ordinals, so a rolling
+    /// update never restarts both at once).
+    public static func forOrdinal(_ ordinal: Int, replicas: Int, copies: Int = 1, count: Int) throws(FanoutError) -> PartitionSet {
+        guard copies >= 1, replicas % copies == 0 else {
+            throw .invalidConfiguration("--replicas \(replicas) must be a multiple of --copies \(copies)")
+        }
+        guard replicas >= 1, ordinal >= 0, ordinal < replicas, replicas / copies <= count else {
             throw .invalidConfiguration("ordinal \(ordinal) of \(replicas) replicas cannot split \(count) partitions")
         }
+        let shares = replicas / copies
+        guard copies == 1 else { return try forOrdinal(ordinal % shares, replicas: shares, count: count) }
         let base = count / replicas, extra = count % replicas
         let start = ordinal * base + min(ordinal, extra)
         let size = base + (ordinal < extra ? 1 : 0)
@@ -110,6 +118,13 @@ public struct FanoutConfig: Sendable {
     /// Events fetched but not acked within this time are redelivered: the bound on how long
     /// a crashed replica's in-flight events wait before its successor gets them.
     public var ackWait: Duration = .seconds(5)
+    /// Partition leases among replicas: a standby takes over once a lease has not been renewed
+    /// for `leaseTiming.takeoverAfter` (the failover bound, less the takeover's own work).
+    var leaseTiming = LeaseTiming()
+    public var leaseTakeoverAfter: Duration {
+        get { leaseTiming.takeoverAfter }
+        set { leaseTiming = LeaseTiming(takeoverAfter: newValue) }
+    }
     /// First pause before an event pipeline retries a failed batch; doubles per try...
     public var retryBackoff: Duration = .milliseconds(50)
     /// ...up to this (10 tries take about 9 s of pauses before an event is dead-lettered).

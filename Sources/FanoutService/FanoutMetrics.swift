@@ -31,6 +31,15 @@ final class FanoutMetrics: Sendable {
     let confirmations = Counter(label: "switchboard_fanout_confirmations_total")
     let planning = Timer(label: "switchboard_fanout_planning_seconds")
 
+    /// Partitions whose lease this replica holds and delivers (0 on a standby).
+    let activePartitions = Gauge(label: "switchboard_fanout_active_partitions")
+    /// Leases this replica acquired (at start-up or from a holder that stopped renewing)...
+    let leasesAcquired = Counter(label: "switchboard_fanout_leases_acquired_total")
+    /// ...and terms it lost (another replica wrote over it, or its writes failed too long).
+    let leasesLost = Counter(label: "switchboard_fanout_leases_lost_total")
+    /// Reads and writes of `FANOUT_LEASES` that failed (a lease store outage shows here).
+    let leaseStoreErrors = Counter(label: "switchboard_fanout_lease_store_errors_total")
+
     let membershipChanges = Counter(label: "switchboard_fanout_membership_changes_total")
     let membershipRejected = Counter(label: "switchboard_fanout_membership_rejected_total")
     let presenceDeltas = Counter(label: "switchboard_fanout_presence_deltas_total")

@@ -17,6 +17,10 @@ import Synchronization
 /// 4. warm presence from Redis (subscribe, scan, apply the buffered deltas);
 /// 5. subscribe the typing relay and the inspection responder, bind the event consumers.
 ///
+/// It is then ready, as an active replica or a warm standby: of the replicas that own a
+/// partition, the one holding its lease (`LeaseKeeper`) delivers it; the others keep their
+/// tables and its chain warm and take over when the holder stops renewing.
+///
 /// Then its parts run as services of one inner `ServiceGroup`: the event pipelines, the
 /// membership and presence feeds, the snapshot writer, the typing relay, the inspection
 /// responder and the table gauges. Graceful shutdown stops them in reverse order (pipelines
@@ -28,6 +32,8 @@ public final class FanoutService: Service {
     private let metrics: FanoutMetrics
     let state: RoutingState
     private let readyFlag = Atomic<Bool>(false)
+    /// The partitions' leases once the keeper exists (inspection reports the active ones).
+    private let board = Mutex<LeaseBoard?>(nil)
     private let started = ContinuousClock.now
 
     public init(config: FanoutConfig, logger: Logger) {
@@ -37,8 +43,9 @@ public final class FanoutService: Service {
         state = RoutingState(partitions: config.partitions.owned, partitionCount: config.partitions.count)
     }
 
-    /// True once the routing table is warm and events are being consumed (`/readyz`).
-    public var isReady: Bool { readyFlag.load(ordering: .relaxed) }
+    /// True once the routing table is warm and every owned partition is delivered here or
+    /// held by another replica this one stands by for (`/readyz`).
+    public var isReady: Bool { readyFlag.load(ordering: .relaxed) && (board.withLock { $0 }?.settled() ?? false) }
 
     /// Bounds the services' wind-down after SIGTERM, so the process exits even when NATS is gone.
     static let shutdownBudget: Duration = .seconds(8)
@@ -132,9 +139,12 @@ public final class FanoutService: Service {
         let presence = PresenceFeed(redisURL: config.redisURL, state: state, metrics: metrics, instanceTimeout: config.instanceTimeout, logger: logger)
         try await presence.warm()
 
+        let leases = LeaseKeeper(partitions: config.partitions.owned, jetStream: jetStream, timing: config.leaseTiming, replicaID: config.replicaID, metrics: metrics, logger: logger)
+        board.withLock { $0 = leases.board }
         let pipelines = PartitionPipelines(pipelines: try await blocking { [state, metrics, logger] in
             try PartitionPipelines.groups(config.partitions.owned, threads: config.pipelineThreads).map { partitions in
-                try EventPipeline(partitions: partitions, jetStream: jetStream, output: NATSPipelineOutput(connection: connection, jetStream: jetStream), state: state, metrics: metrics, config: config, logger: logger)
+                try EventPipeline(partitions: partitions, jetStream: jetStream, output: NATSPipelineOutput(connection: connection, jetStream: jetStream), leases: leases.board,
+                                  state: state, metrics: metrics, config: config, logger: logger)
             }
         })
         let typing = TypingRelay(connection: connection, state: state, metrics: metrics, partitions: config.partitions.owned, partitionCount: config.partitions.count, window: config.typingWindow, logger: logger)
@@ -161,18 +171,20 @@ public final class FanoutService: Service {
             metrics.ready.record(1)
         }
         logger.info("fan-out ready", metadata: [
-            "replica": "\(config.replicaID)", "partitions": "\(config.partitions)",
+            "replica": "\(config.replicaID)", "process": "\(leases.process)", "partitions": "\(config.partitions)",
             "cold_start_s": "\(String(format: "%.3f", seconds))", "channels": "\(stats.channels)",
             "memberships": "\(stats.memberships)", "table_bytes": "\(stats.tableBytes)",
             "bytes_per_membership": "\(String(format: "%.2f", stats.bytesPerMembership))",
             "online_users": "\(stats.onlineUsers)", "instances": "\(stats.instances)",
         ])
-        // Started together, stopped in reverse: pipelines first, inspection last.
-        return [inspection, gauges, snapshots, membershipFeed, presence, typing, pipelines]
+        // Started together, stopped in reverse: pipelines first (each confirms what it
+        // published), then the leases (released with the confirmed positions), inspection last.
+        return [inspection, gauges, snapshots, membershipFeed, presence, typing, leases, pipelines]
     }
 
     private func replica(ready: Bool) -> Inspection.Replica {
-        Inspection.Replica(id: config.replicaID, partitions: config.partitions.owned, partitionCount: config.partitions.count, ready: ready)
+        Inspection.Replica(id: config.replicaID, partitions: config.partitions.owned, partitionCount: config.partitions.count, ready: ready,
+                           activePartitions: board.withLock { $0 }?.activePartitions() ?? [])
     }
 
     /// Every owned partition's snapshot, loaded on the blocking pool side by side (each load

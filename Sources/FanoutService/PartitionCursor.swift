@@ -1,17 +1,27 @@
 import NATSClient
 import SwitchboardProto
 
-/// One partition's place in an event pipeline: its consumer, where the consumer's deliveries
-/// stand, the partition's channel chain, and what was published but not yet confirmed. Used
-/// from the pipeline's thread only.
+/// One partition's place in an event pipeline: whether this replica delivers it (holds its
+/// lease) or stands by, its consumer, where the consumer's deliveries stand, the partition's
+/// channel chain, and what was published but not yet confirmed. Used from the pipeline's
+/// thread only.
 struct PartitionCursor {
     let partition: Int
-    /// The partition's consumer in the pipeline's `PullFeed`.
+    /// The partition's slot in the pipeline's `PullFeed`.
     let consumer: Int
     /// `CHAT_EVENTS`' epoch (`StreamEpoch`) the consumer is bound on.
     var epoch: String
+    /// The consumer of the lease term being delivered; nil while standing by.
+    var term: String?
     var continuity: ConsumerContinuity
     var chain: ChannelChain
+    /// The chain holds every event of the partition up to here and none after (standing by;
+    /// while delivering, `continuity.takenThrough` says it).
+    var chainThrough: UInt64 = 0
+    /// Keeps the chain warm while standing by.
+    var follower: ChainFollower?
+    /// When the follower may be opened again after it failed.
+    var followAgainAt: ContinuousClock.Instant = .now
     /// Published in stream order and waiting for the flush that confirms them; acked then.
     var unconfirmed: [PartitionEvent] = []
     /// The consumer is gone (the server said so): when the pipeline next looks whether the
@@ -20,12 +30,33 @@ struct PartitionCursor {
     /// Messages not yet consumed, from the last delivery.
     var lag: UInt64 = 0
 
-    init(partition: Int, consumer: Int, epoch: String, start: PullSubscription.Start, chain: ChannelChain) {
+    /// A partition standing by, with an empty chain.
+    init(partition: Int, consumer: Int, epoch: String) {
         self.partition = partition
         self.consumer = consumer
         self.epoch = epoch
-        continuity = Self.continuity(from: start)
+        continuity = ConsumerContinuity(takenThrough: 0, lastConsumerSequence: 0)
+        chain = ChannelChain()
+    }
+
+    /// Starts delivering through `term`'s consumer, bound at `start`, with the chain standing at its ack floor.
+    mutating func activate(term: String, start: PullSubscription.Start, chain: ChannelChain, epoch: String) {
+        follower?.close()
+        follower = nil
+        self.term = term
+        self.epoch = epoch
         self.chain = chain
+        continuity = Self.continuity(from: start)
+        unconfirmed.removeAll()
+        recheckAt = nil
+    }
+
+    /// Stops delivering: what is unconfirmed stays unacked (the next holder delivers it again).
+    mutating func standBy() {
+        chainThrough = continuity.takenThrough
+        term = nil
+        unconfirmed.removeAll()
+        recheckAt = nil
     }
 
     /// What a consumer that was just bound tells: everything up to its ack floor was taken,

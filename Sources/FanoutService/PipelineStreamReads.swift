@@ -9,20 +9,28 @@ import SwitchboardProto
 /// each partition's chain at start-up, events whose deliveries went missing, and the stream's
 /// state when a consumer is gone.
 extension EventPipeline {
-    /// Relinks the partition's chain from what its stream holds up to the consumer's ack
-    /// floor; the events after it come through the consumer and are linked as they are taken.
-    /// One read of the partition's stored events at start-up (logged with its time). Nil
-    /// when asked to stop first; read failures are retried with back-off.
-    func rebuildChain(partition: Int, through ackFloor: UInt64, stop: StopSignal) -> ChannelChain? {
-        guard ackFloor > 0 else { return ChannelChain() }
+    /// Links the partition's events after `chainThrough` up to the consumer's ack floor into
+    /// `chain` (which holds everything up to `chainThrough`) and moves `chainThrough` to the
+    /// floor; the events after the floor come through the consumer and are linked as they are
+    /// taken. At a takeover from a warm standby this is a short tail; from a cold one, one read
+    /// of the partition's stored events (logged with its time). False when asked to stop first;
+    /// read failures are retried with back-off from where the read got to.
+    func extendChain(_ chain: inout ChannelChain, through chainThrough: inout UInt64, partition: Int, to ackFloor: UInt64, stop: StopSignal) -> Bool {
+        guard ackFloor > chainThrough else { return true }
         let started = ContinuousClock.now
+        let from = chainThrough
         let partitionCount = config.partitions.count
         var backoff = RetryBackoff(initial: config.retryBackoff, maximum: config.retryBackoffMax)
+        var events = 0
         while !stop.isRaised {
             do {
-                var chain = ChannelChain()
-                var events = 0
-                let consumer = try jetStream.orderedConsumer(stream: StreamNames.events, filterSubject: Subjects.events(partition: partition), startSequence: 0, createTimeout: .seconds(30))
+                // An ordered consumer waits out its read timeout when nothing is there to read.
+                guard let first = try jetStream.nextMessage(stream: StreamNames.events, matching: Subjects.events(partition: partition), atOrAfter: chainThrough + 1),
+                      first.sequence <= ackFloor else {
+                    chainThrough = ackFloor
+                    return true
+                }
+                let consumer = try jetStream.orderedConsumer(stream: StreamNames.events, filterSubject: Subjects.events(partition: partition), startSequence: first.sequence, createTimeout: .seconds(30))
                 defer { consumer.close() }
                 var done = false
                 while !done && !stop.isRaised {
@@ -32,23 +40,25 @@ extension EventPipeline {
                         if case .event(let event) = StoredEvent.examine(subject: subject, payload: message.payload, partitionCount: partitionCount) {
                             _ = chain.link(channel: event.channelID, seq: message.streamSequence)
                         }
+                        chainThrough = message.streamSequence
                         events += 1
                         if message.streamSequence == ackFloor || message.numPending == 0 { done = true }
                     }
                     if read == 0 { done = true }  // nothing stored up to the floor (purged)
                 }
-                guard !stop.isRaised else { return nil }
-                logger.info("channel chain rebuilt from the stream", metadata: [
-                    "partition": "\(partition)", "through_seq": "\(ackFloor)", "events": "\(events)",
+                guard !stop.isRaised else { return false }
+                chainThrough = ackFloor
+                logger.info("channel chain read from the stream", metadata: [
+                    "partition": "\(partition)", "after_seq": "\(from)", "through_seq": "\(ackFloor)", "events": "\(events)",
                     "channels": "\(chain.channelCount)", "ms": "\((ContinuousClock.now - started).milliseconds)",
                 ])
-                return chain
+                return true
             } catch {
-                logger.warning("rebuilding the channel chain failed; retrying", metadata: ["partition": "\(partition)", "error": "\(error)"])
-                if stop.pause(backoff.next()) { return nil }
+                logger.warning("reading the channel chain failed; retrying", metadata: ["partition": "\(partition)", "from_seq": "\(chainThrough)", "error": "\(error)"])
+                if stop.pause(backoff.next()) { return false }
             }
         }
-        return nil
+        return false
     }
 
     /// Reads and takes the partition's events from `from` up to `before` (nil: the newest),
@@ -88,16 +98,17 @@ extension EventPipeline {
     func rebindMissing(_ hand: inout Hand) {
         let now = ContinuousClock.now
         for index in hand.cursors.indices {
-            guard let due = hand.cursors[index].recheckAt, now >= due else { continue }
+            guard let due = hand.cursors[index].recheckAt, now >= due, let term = hand.cursors[index].term,
+                  leases.grant(hand.cursors[index].partition)?.consumer == term else { continue }
             hand.cursors[index].recheckAt = now + .milliseconds(200)
             let cursor = hand.cursors[index]
             guard let created = try? jetStream.streamState(StreamNames.events).createdNs else { continue }
             let epoch = StreamEpoch.of(createdNs: created)
             let anew = epoch != cursor.epoch
             let taken = cursor.continuity.takenThrough
-            guard let start = try? Self.bind(jetStream, partition: cursor.partition, config: config, restartAtAckFloor: false, startAfter: anew ? nil : taken) else { continue }
+            guard let start = try? Self.bind(jetStream, partition: cursor.partition, consumer: term, config: config, startAfter: anew ? nil : taken) else { continue }
             if anew {
-                hand.cursors[index] = PartitionCursor(partition: cursor.partition, consumer: cursor.consumer, epoch: epoch, start: start, chain: ChannelChain())
+                hand.cursors[index].activate(term: term, start: start, chain: ChannelChain(), epoch: epoch)
                 metrics.streamsCreatedAnew.increment()
                 logger.notice("CHAT_EVENTS was created anew: consuming the new stream", metadata: [
                     "partition": "\(cursor.partition)", "epoch_from": "\(cursor.epoch)", "epoch_to": "\(epoch)",

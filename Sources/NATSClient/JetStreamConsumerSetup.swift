@@ -77,12 +77,12 @@ extension JetStream {
         if lookup == NATS_OK, let info {
             defer { jsConsumerInfo_Destroy(info) }
             keptAckFloor = info.pointee.AckFloor.Stream
-            keptConsumerSequence = info.pointee.Delivered.Consumer
+            keptConsumerSequence = info.pointee.AckFloor.Consumer
             if !restartAtAckFloor, let config = info.pointee.Config?.pointee,
                config.AckWait == ackWait, config.MaxAckPending == maxAckPending, config.MaxDeliver == maxDeliver,
                config.AckPolicy == ackPolicy,
                config.FilterSubject.map({ String(cString: $0) }) == filterSubject {
-                return PullSubscription.Start(ackFloor: info.pointee.AckFloor.Stream, lastConsumerSequence: info.pointee.Delivered.Consumer)
+                return PullSubscription.Start(ackFloor: info.pointee.AckFloor.Stream, lastConsumerSequence: info.pointee.AckFloor.Consumer)
             }
             exists = true
             if let config = info.pointee.Config?.pointee, restartAtAckFloor || config.AckPolicy != ackPolicy {

@@ -18,8 +18,10 @@ public final class PullSubscription: Sendable {
     public let start: Start
 
     /// A consumer's position: every message at or below `ackFloor` (a stream sequence) is
-    /// acked, and `lastConsumerSequence` deliveries were made (the next one is numbered one
-    /// more; 0 for a consumer that is new or was recreated).
+    /// acked, and the delivery numbered `lastConsumerSequence` is the last one acked (0 for a
+    /// consumer that is new or was recreated). Deliveries numbered after it that were made
+    /// before the bind went to someone else: a reader that sees its first delivery numbered
+    /// further on knows some went missing.
     public struct Start: Sendable, Equatable {
         public var ackFloor: UInt64
         public var lastConsumerSequence: UInt64

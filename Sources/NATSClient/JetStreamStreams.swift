@@ -122,6 +122,21 @@ extension JetStream {
         return StreamState(messages: state.Msgs, bytes: state.Bytes, firstSequence: state.FirstSeq, lastSequence: state.LastSeq, createdNs: info.pointee.Created)
     }
 
+    /// The ack floor (a stream sequence) of the durable consumer `durable` of `stream`, nil
+    /// when it does not exist.
+    public func consumerAckFloor(stream: String, durable: String) throws -> UInt64? {
+        try Self.validateStreamName(stream)
+        try Self.validateStreamName(durable, what: "durable name")
+        var options = callOptions()
+        var code = jsErrCode(0)
+        var info: UnsafeMutablePointer<jsConsumerInfo>?
+        let status = js_GetConsumerInfo(&info, context, stream, durable, &options, &code)
+        if code == JSConsumerNotFoundErr { return nil }
+        guard status == NATS_OK, let info else { throw jetStreamError(status, code: code, "consumer info of \(durable) on \(stream)") }
+        defer { jsConsumerInfo_Destroy(info) }
+        return info.pointee.AckFloor.Stream
+    }
+
     /// Deletes the durable consumer `durable` of `stream`; throws `.jetStream` with code
     /// 10014 when it does not exist.
     public func deleteConsumer(stream: String, durable: String) throws {

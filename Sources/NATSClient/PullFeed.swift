@@ -7,9 +7,9 @@ import Synchronization
 ///
 /// nats.c's fetch sends a request and waits for its answer on every call, one consumer per
 /// call; a thread serving many partitions would wait on each in turn, and every message would
-/// wait for a request round trip. Here consumer `i`'s requests name `<inbox>.<i>` as their reply
+/// wait for a request round trip. Here consumer `i`'s requests name `<inbox>.<i>_<generation>` as their reply
 /// subject (the JetStream pull protocol on core NATS): its messages arrive with their stream
-/// subject and an ack subject naming the consumer, its status messages on `<inbox>.<i>`. Acks
+/// subject and an ack subject naming the consumer, its status messages on that reply subject. Acks
 /// are published to the ack subject (`+ACK`), as nats.c's own ack does.
 ///
 /// `read` and `restart` are meant for one consuming thread; acks may come from any.
@@ -35,7 +35,13 @@ public final class PullFeed: Sendable {
 
     private struct State {
         var credits: [PullCredit]
+        /// No requests go out for these (gone, or paused by the reader).
         var gone: [Bool]
+        var consumerIndex: [String: Int]
+        var requestSubjects: [String]
+        /// Counts each slot's consumers: requests reply to `<inbox>.<slot>_<generation>`, so a
+        /// status about a former consumer's request is told apart from the current one's.
+        var generations: [Int]
         var reconnects: UInt64 = 0
         var reconnectsChecked: ContinuousClock.Instant = .now
     }
@@ -43,15 +49,15 @@ public final class PullFeed: Sendable {
     private let connection: NATSConnection
     private let subscription: SubscriptionHandle
     private let inbox: String
-    private let consumerIndex: [String: Int]
-    private let requestSubjects: [String]
+    private let stream: String
     private let requestBody: [UInt8]
     private let state: Mutex<State>
 
     /// Subscribes to the feed's inbox; no request goes out before the first `read`.
     /// `batch` is what one request asks for; `expires` how long it stays open; `heartbeat`
-    /// how often the server says an idle request is still there.
-    public init(connection: NATSConnection, stream: String, consumers: [String], batch: Int, expires: Duration = .seconds(10), heartbeat: Duration = .seconds(1)) throws {
+    /// how often the server says an idle request is still there. `paused`: no consumer gets
+    /// requests until it is `restart`ed.
+    public init(connection: NATSConnection, stream: String, consumers: [String], batch: Int, expires: Duration = .seconds(10), heartbeat: Duration = .seconds(1), paused: Bool = false) throws {
         try JetStream.validateStreamName(stream)
         for consumer in consumers { try JetStream.validateStreamName(consumer, what: "consumer name") }
         guard batch > 0 else { throw NATSError.invalidArgument("pull batch must be positive") }
@@ -59,12 +65,16 @@ public final class PullFeed: Sendable {
             throw NATSError.invalidArgument("a pull request must stay open for more than two heartbeats")
         }
         self.connection = connection
+        self.stream = stream
         inbox = connection.newInbox()
-        consumerIndex = Dictionary(consumers.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
-        requestSubjects = consumers.map { "$JS.API.CONSUMER.MSG.NEXT.\(stream).\($0)" }
         requestBody = Array("{\"batch\":\(batch),\"expires\":\(expires.natsNanoseconds),\"idle_heartbeat\":\(heartbeat.natsNanoseconds)}".utf8)
         let credit = PullCredit(batch: batch, expires: expires, heartbeat: heartbeat)
-        state = Mutex(State(credits: Array(repeating: credit, count: consumers.count), gone: Array(repeating: false, count: consumers.count)))
+        state = Mutex(State(
+            credits: Array(repeating: credit, count: consumers.count), gone: Array(repeating: paused, count: consumers.count),
+            consumerIndex: Dictionary(consumers.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first }),
+            requestSubjects: consumers.map { "$JS.API.CONSUMER.MSG.NEXT.\(stream).\($0)" },
+            generations: Array(repeating: 0, count: consumers.count)
+        ))
         var sub: OpaquePointer?
         let subject = "\(inbox).*"
         let status = natsConnection_SubscribeSync(&sub, connection.handle, subject)
@@ -101,6 +111,30 @@ public final class PullFeed: Sendable {
         }
     }
 
+    /// Slot `index` now reads consumer `name` (a consumer of a new term): requests for it go
+    /// out on the next `read`; what the old consumer still delivers is dropped.
+    public func restart(_ index: Int, consumer name: String) throws {
+        try JetStream.validateStreamName(name, what: "consumer name")
+        state.withLock { state in
+            if let old = state.consumerIndex.first(where: { $0.value == index })?.key { state.consumerIndex[old] = nil }
+            state.consumerIndex[name] = index
+            state.requestSubjects[index] = "$JS.API.CONSUMER.MSG.NEXT.\(stream).\(name)"
+            state.generations[index] += 1
+            state.gone[index] = false
+            state.credits[index].reset(at: .now)
+        }
+    }
+
+    /// Slot `index` gets no more requests, and what its consumer still delivers is dropped;
+    /// `restart` takes it up again.
+    public func pause(_ index: Int) {
+        state.withLock { state in
+            if let old = state.consumerIndex.first(where: { $0.value == index })?.key { state.consumerIndex[old] = nil }
+            state.gone[index] = true
+            state.credits[index].reset(at: .now)
+        }
+    }
+
     /// Acks `message` (and, for an ack-all consumer, everything before it).
     public func ack(_ message: Message) throws { try connection.publish(message.ackSubject, payload: Self.ackBody) }
 
@@ -116,14 +150,19 @@ public final class PullFeed: Sendable {
     private func take(_ msg: OpaquePointer, into batch: inout Batch) throws {
         let now = ContinuousClock.now
         if let reply = natsMsg_GetReply(msg), strncmp(reply, "$JS.ACK.", 8) == 0 {
-            let message = try Self.message(msg, ackSubject: String(cString: reply), consumerIndex: consumerIndex)
+            let consumerIndex = state.withLock { $0.consumerIndex }
+            // Nil: a consumer the feed no longer reads (paused, or a former term's).
+            guard let message = try Self.message(msg, ackSubject: String(cString: reply), consumerIndex: consumerIndex) else { return }
             state.withLock { $0.credits[message.consumer].received(at: now) }
             batch.messages.append(message)
             return
         }
-        // A status on <inbox>.<consumer>.
+        // A status on <inbox>.<slot>_<generation>, about the slot's current consumer or not.
         let subject = CMessage.subject(msg)
-        guard subject.hasPrefix(inbox + "."), let index = Int(subject.dropFirst(inbox.count + 1)), requestSubjects.indices.contains(index) else { return }
+        guard subject.hasPrefix(inbox + ".") else { return }
+        let token = subject.dropFirst(inbox.count + 1).split(separator: "_")
+        guard token.count == 2, let index = Int(token[0]), let generation = Int(token[1]),
+              state.withLock({ $0.gone.indices.contains(index) && !$0.gone[index] && $0.generations[index] == generation }) else { return }
         let headers = CMessage.headers(msg)
         let description = headers["Description"] ?? ""
         switch headers["Status"] ?? "" {
@@ -148,7 +187,7 @@ public final class PullFeed: Sendable {
         }
     }
 
-    private static func message(_ msg: OpaquePointer, ackSubject: String, consumerIndex: [String: Int]) throws -> Message {
+    private static func message(_ msg: OpaquePointer, ackSubject: String, consumerIndex: [String: Int]) throws -> Message? {
         var meta: UnsafeMutablePointer<jsMsgMetaData>?
         let status = natsMsg_GetMetaData(&meta, msg)
         guard status == NATS_OK, let meta else {
@@ -156,9 +195,7 @@ public final class PullFeed: Sendable {
         }
         defer { jsMsgMetaData_Destroy(meta) }
         let consumer = meta.pointee.Consumer.map { String(cString: $0) } ?? ""
-        guard let index = consumerIndex[consumer] else {
-            throw NATSError.malformedResponse(operation: "reading a pulled message", reason: "consumer \(consumer) is not one of this feed's")
-        }
+        guard let index = consumerIndex[consumer] else { return nil }
         let metadata = JetStreamMessage.Metadata(
             streamSequence: meta.pointee.Sequence.Stream, consumerSequence: meta.pointee.Sequence.Consumer,
             numDelivered: meta.pointee.NumDelivered, numPending: meta.pointee.NumPending, timestampNs: meta.pointee.Timestamp,
@@ -173,7 +210,7 @@ public final class PullFeed: Sendable {
         let now = ContinuousClock.now
         let checkReconnects = state.withLock { now - $0.reconnectsChecked >= .milliseconds(250) }
         let reconnects = checkReconnects ? connection.reconnectCount : nil
-        let due: [Int] = state.withLock { state in
+        let due: [(Int, String, String)] = state.withLock { state in
             if let reconnects {
                 state.reconnectsChecked = now
                 if reconnects != state.reconnects {
@@ -182,9 +219,10 @@ public final class PullFeed: Sendable {
                 }
             }
             return state.credits.indices.filter { !state.gone[$0] && state.credits[$0].needsRequest(at: now) }
+                .map { ($0, state.requestSubjects[$0], "\(inbox).\($0)_\(state.generations[$0])") }
         }
-        for index in due {
-            try connection.publish(requestSubjects[index], payload: requestBody, reply: "\(inbox).\(index)")
+        for (index, subject, reply) in due {
+            try connection.publish(subject, payload: requestBody, reply: reply)
             state.withLock { $0.credits[index].requested(at: now) }
         }
     }

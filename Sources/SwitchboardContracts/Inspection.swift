@@ -13,17 +13,22 @@ public enum Inspection {
         public var partitions: [Int]
         public var partitionCount: Int
         public var ready: Bool
+        /// The partitions this replica delivers (holds the lease of); empty on a warm standby.
+        /// Nil from replicas that do not report it.
+        public var activePartitions: [Int]?
 
-        public init(id: String, partitions: [Int], partitionCount: Int, ready: Bool) {
+        public init(id: String, partitions: [Int], partitionCount: Int, ready: Bool, activePartitions: [Int]? = nil) {
             self.id = id
             self.partitions = partitions
             self.partitionCount = partitionCount
             self.ready = ready
+            self.activePartitions = activePartitions
         }
 
         enum CodingKeys: String, CodingKey {
             case id, partitions, ready
             case partitionCount = "partition_count"
+            case activePartitions = "active_partitions"
         }
     }
 

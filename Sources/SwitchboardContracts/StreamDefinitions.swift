@@ -11,6 +11,8 @@ public enum StreamNames {
     public static let deadLetters = "CHAT_DLQ"
     /// Routing-table images and their manifests, `routing.snapshot.<p>.…`.
     public static let snapshots = "ROUTING_SNAPSHOTS"
+    /// Each partition's lease among the fan-out replicas that own it, `fanout.lease.<p>`.
+    public static let leases = "FANOUT_LEASES"
 
     /// The subject filters each stream is defined with (the second one of events and membership
     /// is the unpartitioned form that the stream's subject transform partitions).
@@ -19,6 +21,7 @@ public enum StreamNames {
         membership: ["chat.membership.*.*.*", "chat.membership.*.*"],
         deadLetters: ["chat.dlq.*"],
         snapshots: ["routing.snapshot.*.>"],
+        leases: ["fanout.lease.*"],
     ]
 }
 

@@ -113,6 +113,28 @@ public enum ConsumerNames {
     /// Prefix of the fan-out's durable pull consumers on `CHAT_EVENTS`.
     public static let fanoutPrefix = "fanout-p"
 
-    /// `fanout-p<p>`: the durable consumer of partition `p`.
+    /// `fanout-p<p>`: the durable consumer of partition `p` before replicas held leases
+    /// (a replica taking the partition over also takes over from this one).
     public static func fanout(partition: Int) -> String { "\(fanoutPrefix)\(partition)" }
+
+    /// `fanout-p<p>-<term>`: partition `p`'s consumer for one lease term. Every term has a
+    /// consumer of its own, so an ack a former holder sent late (buffered across a reconnect,
+    /// or sent after a pause) names a consumer that no longer exists instead of moving the
+    /// new holder's ack floor.
+    public static func fanout(partition: Int, term: String) -> String { "\(fanoutPrefix)\(partition)-\(term)" }
+}
+
+/// `fanout.lease.<p>`: the lease of partition `p` in `FANOUT_LEASES` (one message per
+/// subject; its stream sequence is the lease's revision).
+public enum LeaseSubjects {
+    public static let all = "fanout.lease.*"
+    static let root = "fanout.lease."
+
+    public static func lease(partition: Int) -> String { "\(root)\(partition)" }
+
+    /// The partition a lease subject names, nil for any other subject.
+    public static func partition(of subject: String) -> Int? {
+        guard subject.hasPrefix(root), let partition = Int(subject.dropFirst(root.count)), partition >= 0 else { return nil }
+        return partition
+    }
 }

@@ -23,6 +23,7 @@ struct Fanout: AsyncParsableCommand {
     @Option(help: "Partitions this replica owns, e.g. 0-15, 0-7 or 1,3,8-11. Default: all.") var partitions: String?
     @Option(help: "Own the ordinal-th share of the partitions among --replicas (StatefulSet pods: fanout-<ordinal>).") var ordinal: Int?
     @Option(help: "Number of replicas splitting the partitions (with --ordinal).") var replicas: Int?
+    @Option(help: "Replicas per share (with --ordinal): 2 runs each share as an active replica and a warm standby; ordinals N and N + replicas/copies share.") var copies = 1
     @Option(help: "Name of this replica in logs and inspection replies.") var replicaID: String?
     @Option(help: "host:port of /healthz, /readyz and /metrics.") var http = "127.0.0.1:9090"
     @Option(help: "Folder with the stream definitions (streams/*.json).") var streamsDir = "streams"
@@ -31,11 +32,12 @@ struct Fanout: AsyncParsableCommand {
     @Option(help: "...or this many seconds after the last one if anything changed.") var snapshotIntervalSeconds = 60
     @Option(help: "Threads consuming events; the owned partitions are dealt out among them.") var pipelineThreads = 1
     @Option(help: "Confirm (flush, then ack) deliveries at most this many milliseconds after the oldest unconfirmed one.") var ackIntervalMs = 50
+    @Option(help: "Replicas owning the same partitions stand by for each other: a standby takes a partition over once its lease went this many milliseconds unrenewed.") var leaseTakeoverMs = 1_000
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel = "info"
 
     static let environmentOptions = [
-        "nats-url", "redis-url", "redis-user", "redis-password-file", "partition-count", "partitions", "ordinal", "replicas", "replica-id", "http",
-        "streams-dir", "stream-replicas", "snapshot-every-changes", "snapshot-interval-seconds", "pipeline-threads", "ack-interval-ms", "log-level",
+        "nats-url", "redis-url", "redis-user", "redis-password-file", "partition-count", "partitions", "ordinal", "replicas", "copies", "replica-id", "http",
+        "streams-dir", "stream-replicas", "snapshot-every-changes", "snapshot-interval-seconds", "pipeline-threads", "ack-interval-ms", "lease-takeover-ms", "log-level",
     ] + NATSAccessOptions.environmentNames
 
     /// Parsed by hand so that `--help` prints the help and exits 0, and any invalid flag,
@@ -76,7 +78,7 @@ struct Fanout: AsyncParsableCommand {
         let owned: PartitionSet
         switch (partitions, ordinal, replicas) {
         case (let spec?, nil, nil): owned = try PartitionSet(spec, count: partitionCount)
-        case (nil, let ordinal?, let replicas?): owned = try PartitionSet.forOrdinal(ordinal, replicas: replicas, count: partitionCount)
+        case (nil, let ordinal?, let replicas?): owned = try PartitionSet.forOrdinal(ordinal, replicas: replicas, copies: copies, count: partitionCount)
         case (nil, nil, nil): owned = try PartitionSet("0-\(partitionCount - 1)", count: partitionCount)
         default: throw FanoutError.invalidConfiguration("use either --partitions or --ordinal with --replicas")
         }
@@ -99,6 +101,8 @@ struct Fanout: AsyncParsableCommand {
         guard (1...1_000).contains(ackIntervalMs) else { throw FanoutError.invalidConfiguration("--ack-interval-ms must be 1 to 1000 (well under the 5 s ack wait)") }
         config.pipelineThreads = pipelineThreads
         config.ackInterval = .milliseconds(ackIntervalMs)
+        guard (200...30_000).contains(leaseTakeoverMs) else { throw FanoutError.invalidConfiguration("--lease-takeover-ms must be 200 to 30000") }
+        config.leaseTakeoverAfter = .milliseconds(leaseTakeoverMs)
 
         LogSetup.bootstrap(label: "fanout", level: level)
         let registry = MetricsSetup.bootstrapPrometheus()

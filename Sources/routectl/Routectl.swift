@@ -78,12 +78,14 @@ struct Stats: ParsableCommand {
     @OptionGroup var connection: ConnectionOptions
 
     func run() throws {
-        let answers: Gathered<Inspection.Stats> = try gather(Inspection.statsSubject, payload: "", connection)
+        let answers: Gathered<Inspection.Stats> = try gather(Inspection.statsSubject, payload: "", connection, waitForStandbys: true)
         if connection.json { return try printJSON(answers.json) }
-        var rows = [["replica", "partitions", "ready", "users", "online", "channels", "memberships", "table bytes", "B/membership", "event lag"]]
+        // Standbys hold the same tables as the active replicas: totals count every replica's memory.
+        var rows = [["replica", "partitions", "active", "ready", "users", "online", "channels", "memberships", "table bytes", "B/membership", "event lag"]]
         for s in answers.replies {
             rows.append([
-                s.replica.id, PartitionRanges.describe(s.replica.partitions), s.replica.ready ? "yes" : "no",
+                s.replica.id, PartitionRanges.describe(s.replica.partitions),
+                s.replica.activePartitions.map { $0.isEmpty ? "standby" : PartitionRanges.describe($0) } ?? "?", s.replica.ready ? "yes" : "no",
                 "\(s.users)", "\(s.onlineUsers)", "\(s.channels)", "\(s.memberships)", "\(s.tableBytes)",
                 String(format: "%.2f", s.bytesPerMembership), "\(s.eventLag.values.reduce(0, +))",
             ])
@@ -91,7 +93,7 @@ struct Stats: ParsableCommand {
         let memberships = answers.replies.map(\.memberships).reduce(0, +)
         let bytes = answers.replies.map(\.tableBytes).reduce(0, +)
         rows.append([
-            "total", "", "", "", "", "\(answers.replies.map(\.channels).reduce(0, +))", "\(memberships)", "\(bytes)",
+            "total", "", "", "", "", "", "\(answers.replies.map(\.channels).reduce(0, +))", "\(memberships)", "\(bytes)",
             memberships == 0 ? "-" : String(format: "%.2f", Double(bytes) / Double(memberships)),
             "\(answers.replies.flatMap(\.eventLag.values).reduce(0, +))",
         ])
@@ -180,8 +182,9 @@ struct Gathered<Reply: Decodable> {
 }
 
 /// Sends one request and collects every replica's reply until all partitions are covered
-/// or the timeout passes.
-func gather<Reply: Decodable>(_ subject: String, payload: String, _ options: ConnectionOptions) throws -> Gathered<Reply> {
+/// or the timeout passes; with `waitForStandbys`, a little longer once they are covered, for
+/// the replies of replicas standing by for the same partitions.
+func gather<Reply: Decodable>(_ subject: String, payload: String, _ options: ConnectionOptions, waitForStandbys: Bool = false) throws -> Gathered<Reply> {
     let connection = try options.connect()
     defer { connection.close() }
     let inbox = connection.newInbox()
@@ -189,7 +192,7 @@ func gather<Reply: Decodable>(_ subject: String, payload: String, _ options: Con
     try connection.publish(subject, payload: Array(payload.utf8), reply: inbox)
     try connection.flush(timeout: .seconds(2))
 
-    let deadline = ContinuousClock.now + .milliseconds(Int(options.timeout * 1000))
+    var deadline = ContinuousClock.now + .milliseconds(Int(options.timeout * 1000))
     var replies: [Reply] = []
     var raw: [Any] = []
     var covered = Set<Int>()
@@ -216,7 +219,10 @@ func gather<Reply: Decodable>(_ subject: String, payload: String, _ options: Con
         raw.append(try JSONSerialization.jsonObject(with: data))
         covered.formUnion(replica.partitions)
         partitionCount = replica.partitionCount
-        if covered.count == replica.partitionCount { break }
+        if covered.count == replica.partitionCount {
+            guard waitForStandbys else { break }
+            deadline = min(deadline, ContinuousClock.now + .milliseconds(250))
+        }
     }
     guard let partitionCount else {
         throw RoutectlFailure(code: 2, message: "no fan-out replica answered \(subject) within \(options.timeout)s")

@@ -115,8 +115,12 @@ final class PipelineRig: @unchecked Sendable {
         configure(&config)
         config.retryBackoff = backoff
         config.retryBackoffMax = backoff * 10
+        // The rig's pipeline holds its partition's lease for the test's length, under the
+        // partition's plain consumer name.
+        let leases = LeaseBoard(partitions: [partition], process: "rig")
+        leases.post(partition, grant: .init(consumer: ConsumerNames.fanout(partition: partition), validUntil: .now + .seconds(3_600), replaced: nil), holder: nil)
         return try EventPipeline(
-            partitions: [partition], jetStream: jetStream, output: output, state: state,
+            partitions: [partition], jetStream: jetStream, output: output, leases: leases, state: state,
             metrics: FanoutMetrics(partitions: [partition]), config: config, logger: Self.logger
         )
     }

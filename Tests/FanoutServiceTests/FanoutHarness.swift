@@ -168,12 +168,28 @@ extension FanoutHarness {
 }
 
 /// Messages of a partition's durable consumer not yet acknowledged (pending plus unacked), from
-/// the JetStream API; nil when it does not answer.
+/// the JetStream API; nil when it does not answer. The consumer is the one the partition's
+/// lease entry names (the plain `fanout-p<p>` when there is none: a pipeline run in-process).
 func fanoutConsumerUnacked(_ connection: NATSConnection, partition: Int) -> Int? {
-    guard let reply = try? connection.request("$JS.API.CONSUMER.INFO.\(StreamNames.events).\(ConsumerNames.fanout(partition: partition))", payload: [], timeout: .seconds(2)),
+    let consumer = leaseConsumer(connection, partition: partition) ?? ConsumerNames.fanout(partition: partition)
+    guard let reply = try? connection.request("$JS.API.CONSUMER.INFO.\(StreamNames.events).\(consumer)", payload: [], timeout: .seconds(2)),
           let object = try? JSONSerialization.jsonObject(with: Data(reply.payload)) as? [String: Any] else { return nil }
     return (object["num_ack_pending"] as? Int ?? 0) + (object["num_pending"] as? Int ?? 0)
 }
+
+/// The partition's lease entry in `FANOUT_LEASES`, decoded; nil when there is none.
+func leaseEntry(_ connection: NATSConnection, partition: Int) -> [String: Any]? {
+    let request = Array("{\"last_by_subj\":\"\(LeaseSubjects.lease(partition: partition))\"}".utf8)
+    guard let reply = try? connection.request("$JS.API.STREAM.MSG.GET.\(StreamNames.leases)", payload: request, timeout: .seconds(2)),
+          let object = try? JSONSerialization.jsonObject(with: Data(reply.payload)) as? [String: Any],
+          let message = object["message"] as? [String: Any], let data = (message["data"] as? String).flatMap({ Data(base64Encoded: $0) }),
+          var entry = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return nil }
+    entry["revision"] = message["seq"]
+    return entry
+}
+
+/// The consumer the partition's lease entry names.
+func leaseConsumer(_ connection: NATSConnection, partition: Int) -> String? { leaseEntry(connection, partition: partition)?["consumer"] as? String }
 
 extension FanoutHarness {
     func stopFanout(_ name: String) { fanouts[name]?.process.stop() }

@@ -51,6 +51,10 @@ def check(directory):
     replicas = env(fc, "SWITCHBOARD_REPLICAS")
     if replicas is None or replicas.get("value") != str(fanout["spec"]["replicas"]):
         problems.append(f"fanout: SWITCHBOARD_REPLICAS ({replicas and replicas.get('value')}) must equal spec.replicas ({fanout['spec']['replicas']}), or partitions are unowned or owned twice")
+    copies = env(fc, "SWITCHBOARD_COPIES")
+    copies_value = int((copies or {}).get("value", "1"))
+    if copies_value < 2 or fanout["spec"]["replicas"] % copies_value != 0:
+        problems.append(f"fanout: SWITCHBOARD_COPIES ({copies_value}) must be 2 or more and divide spec.replicas ({fanout['spec']['replicas']}): every share needs a warm standby")
     ordinal = env(fc, "SWITCHBOARD_ORDINAL")
     if not ordinal or "pod-index" not in str(ordinal.get("valueFrom")):
         problems.append("fanout: SWITCHBOARD_ORDINAL must come from the pod-index label")

@@ -1,0 +1,109 @@
+import Foundation
+import Testing
+@testable import FanoutService
+
+/// The lease state machine alone: what a replica decides from what it reads, by its own clock.
+@Suite struct PartitionLeaseTests {
+    let timing = LeaseTiming(takeoverAfter: .milliseconds(1_000))
+    let t0 = ContinuousClock.now
+
+    func record(_ process: String, released: Bool? = nil, acked: UInt64 = 0) -> [UInt8] {
+        LeaseRecord(replica: "r-\(process)", process: process, consumer: "fanout-p3-\(process)-1", acked: acked, partitions: [3], released: released).encoded()
+    }
+
+    @Test func nothingIsDecidedBeforeTheStoreWasReadAndAMissingEntryIsAcquiredAtOnce() {
+        var lease = PartitionLease(partition: 3, timing: timing)
+        #expect(lease.due(at: t0) == nil)
+        lease.observe(revision: 0, payload: nil, at: t0, process: "me")
+        #expect(lease.due(at: t0) == .acquire(expect: 0))
+    }
+
+    @Test func aHolderRenewsOnTimeAndDeliversOnlyUntilItsLastWriteIsHalfATakeoverOld() {
+        var lease = PartitionLease(partition: 3, timing: timing)
+        lease.observe(revision: 0, payload: nil, at: t0, process: "me")
+        let mine = LeaseRecord.decode(record("me"))!
+        lease.wrote(.acquire(expect: 0), revision: 7, record: mine, sentAt: t0)
+        #expect(lease.holds(at: t0 + .milliseconds(10))?.consumer == mine.consumer)
+        #expect(lease.due(at: t0 + .milliseconds(100)) == nil)
+        #expect(lease.due(at: t0 + timing.renewEvery) == .renew(expect: 7))
+        // No renewal landed: the term ends on its own, before any observer may take over.
+        #expect(lease.holds(at: t0 + timing.holdFor) == nil)
+        #expect(timing.holdFor < timing.takeoverAfter)
+        lease.wrote(.renew(expect: 7), revision: 9, record: mine, sentAt: t0 + .milliseconds(300))
+        #expect(lease.holds(at: t0 + .milliseconds(700)) != nil)
+        #expect(lease.due(at: t0 + .milliseconds(700)) == .renew(expect: 9))
+    }
+
+    @Test func anotherHoldersEntryIsTakenOverOnlyAfterItStoppedChangingForTheTakeoverTime() {
+        var lease = PartitionLease(partition: 3, timing: timing)
+        lease.observe(revision: 4, payload: record("other"), at: t0, process: "me")
+        #expect(lease.due(at: t0 + .milliseconds(999)) == nil)
+        // A renewal seen restarts the clock.
+        lease.observe(revision: 5, payload: record("other"), at: t0 + .milliseconds(900), process: "me")
+        #expect(lease.due(at: t0 + .milliseconds(1_500)) == nil)
+        // The same revision read again does not.
+        lease.observe(revision: 5, payload: record("other"), at: t0 + .milliseconds(1_800), process: "me")
+        #expect(lease.due(at: t0 + .milliseconds(1_900)) == .acquire(expect: 5))
+        // A watch that lags a read cannot move the entry back.
+        lease.observe(revision: 4, payload: record("other"), at: t0 + .milliseconds(1_950), process: "me")
+        #expect(lease.revision == 5)
+    }
+
+    @Test func aReleasedEntryIsTakenAtOnceAndNamesWhereItsHolderStopped() {
+        var lease = PartitionLease(partition: 3, timing: timing)
+        lease.observe(revision: 8, payload: record("other", released: true, acked: 41), at: t0, process: "me")
+        #expect(lease.due(at: t0) == .acquire(expect: 8))
+        lease.wrote(.acquire(expect: 8), revision: 10, record: LeaseRecord.decode(record("me"))!, sentAt: t0)
+        #expect(lease.holding?.replaced?.acked == 41)
+        #expect(lease.holding?.replaced?.process == "other")
+    }
+
+    @Test func anotherProcessWritingOverTheTermEndsItAndARefusedWriteNeedsAFreshRead() {
+        var lease = PartitionLease(partition: 3, timing: timing)
+        lease.observe(revision: 0, payload: nil, at: t0, process: "me")
+        lease.wrote(.acquire(expect: 0), revision: 2, record: LeaseRecord.decode(record("me"))!, sentAt: t0)
+        // Its own write seen through the watch changes nothing.
+        lease.observe(revision: 2, payload: record("me"), at: t0 + .milliseconds(5), process: "me")
+        #expect(lease.holds(at: t0 + .milliseconds(5)) != nil)
+        lease.observe(revision: 3, payload: record("other"), at: t0 + .milliseconds(10), process: "me")
+        #expect(lease.holds(at: t0 + .milliseconds(10)) == nil)
+        #expect(lease.due(at: t0 + .milliseconds(10)) == nil)
+
+        var refused = PartitionLease(partition: 3, timing: timing)
+        refused.observe(revision: 0, payload: nil, at: t0, process: "me")
+        refused.refused()
+        #expect(refused.due(at: t0 + .seconds(5)) == nil, "nothing is written on a stale view")
+        refused.observe(revision: 6, payload: record("other"), at: t0 + .seconds(5), process: "me")
+        #expect(refused.due(at: t0 + .seconds(5)) == nil)
+    }
+
+    @Test func aCorruptEntryCountsAsHeldUntilItStopsChangingThenIsWrittenOver() {
+        var lease = PartitionLease(partition: 3, timing: timing)
+        lease.observe(revision: 12, payload: Array("not a lease".utf8), at: t0, process: "me")
+        #expect(lease.record == nil)
+        #expect(lease.due(at: t0 + .milliseconds(500)) == nil)
+        lease.observe(revision: 13, payload: [0xFF, 0x00], at: t0 + .milliseconds(800), process: "me")
+        #expect(lease.due(at: t0 + .milliseconds(1_700)) == nil)
+        #expect(lease.due(at: t0 + .milliseconds(1_800)) == .acquire(expect: 13))
+    }
+
+    @Test func recordsThatAreNotLeasesDoNotDecode() {
+        #expect(LeaseRecord.decode(Array("{}".utf8)) == nil)
+        #expect(LeaseRecord.decode(Array(#"{"replica":"a","process":"","consumer":"c","acked":1,"partitions":[]}"#.utf8)) == nil)
+        #expect(LeaseRecord.decode(Array(#"{"replica":"a","process":"p","consumer":"c","acked":-1,"partitions":[]}"#.utf8)) == nil)
+        let valid = LeaseRecord(replica: "a", process: "p", consumer: "c", acked: 1, partitions: [0, 1])
+        #expect(LeaseRecord.decode(valid.encoded()) == valid)
+    }
+}
+
+/// Ordinals into shares of the partitions, alone and in pairs.
+@Suite struct PartitionShareTests {
+    @Test func pairsOfOrdinalsOwnTheSameShareAndEveryPartitionHasAPair() throws {
+        let single = try (0..<2).map { try PartitionSet.forOrdinal($0, replicas: 2, count: 16).owned }
+        #expect(single == [Array(0...7), Array(8...15)])
+        let paired = try (0..<4).map { try PartitionSet.forOrdinal($0, replicas: 4, copies: 2, count: 16).owned }
+        #expect(paired == [Array(0...7), Array(8...15), Array(0...7), Array(8...15)])
+        #expect(throws: FanoutError.self) { try PartitionSet.forOrdinal(0, replicas: 3, copies: 2, count: 16) }
+        #expect(throws: FanoutError.self) { try PartitionSet.forOrdinal(0, replicas: 2, copies: 0, count: 16) }
+    }
+}

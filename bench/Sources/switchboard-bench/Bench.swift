@@ -7,6 +7,6 @@ struct SwitchboardBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchboard-bench",
         abstract: "Switchboard benchmarks on generated data and real servers.",
-        subcommands: [CoreBench.self, PipelineBench.self, ColdStartBench.self, NotifierBench.self, EndToEndBench.self, PeerBench.self]
+        subcommands: [CoreBench.self, PipelineBench.self, ColdStartBench.self, NotifierBench.self, EndToEndBench.self, PeerBench.self, FailoverBench.self]
     )
 }

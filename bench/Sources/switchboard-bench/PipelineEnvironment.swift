@@ -140,6 +140,20 @@ final class PipelineEnvironment: @unchecked Sendable {  // set up in init, mutat
         return started.readyAfter
     }
 
+    /// Starts another `fanout` owning every partition (a replica of a pair; the caller stops
+    /// it) and waits for /readyz.
+    func startReplica(name: String, executable: String, streamsDir: String, timeout: Duration = .seconds(120)) throws -> ServerProcess {
+        try ServerProcess.startService(
+            name: name, executable: executable, logURL: directory.appendingPathComponent("\(name).log"), readyTimeout: timeout
+        ) { httpPort in
+            [
+                "--nats-url", natsURL, "--redis-url", redisURL, "--partition-count", "\(partitionCount)",
+                "--partitions", "0-\(partitionCount - 1)", "--replica-id", name,
+                "--http", "127.0.0.1:\(httpPort)", "--streams-dir", streamsDir,
+            ]
+        }.process
+    }
+
     // MARK: JetStream helpers
 
     /// Messages of consumer `name` on `CHAT_EVENTS` not yet delivered plus not yet acked, or

@@ -76,6 +76,7 @@ extension EventPipeline {
         var backoff = RetryBackoff(initial: config.retryBackoff, maximum: config.retryBackoffMax)
         var reported = ContinuousClock.now
         while start < batch.count {
+            leases.turning(partitions)
             guard leases.grant(partition) != nil else {
                 logger.warning("partition lease ran out during a retry; its next holder delivers the rest", metadata: ["partition": "\(partition)", "events": "\(batch.count - start)"])
                 return true

@@ -109,6 +109,7 @@ final class EventPipeline: Service {
     private func consume(until stop: StopSignal) {
         var hand = Hand(cursors: partitions.enumerated().map { PartitionCursor(partition: $1, consumer: $0, epoch: startEpoch) })
         while !stop.isRaised {
+            leases.turning(partitions)
             guard takeUpLeases(&hand, stop: stop) else { return }
             var wait = hand.unconfirmedSince.map { max(.zero, $0 + config.ackInterval - .now) } ?? .milliseconds(500)
             // A standby partition's lease may come any moment: look again soon.

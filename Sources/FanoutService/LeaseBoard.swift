@@ -25,6 +25,8 @@ final class LeaseBoard: Sendable {
         var read = false
         /// The pipeline delivers the partition (took it over and holds it).
         var delivering = false
+        /// When the partition's pipeline last showed it is turning (nil: not started yet).
+        var turnedAt: ContinuousClock.Instant?
     }
 
     private let entries: Mutex<[Int: Entry]>
@@ -44,6 +46,17 @@ final class LeaseBoard: Sendable {
                 entry.read && (entry.delivering || entry.holder.map { $0.process != process && $0.released != true } ?? false)
             }
         }
+    }
+
+    /// The pipeline of `partitions` is turning (once per cycle, and while a long read or a
+    /// retry keeps it in one).
+    func turning(_ partitions: [Int], at now: ContinuousClock.Instant = .now) {
+        entries.withLock { entries in for partition in partitions { entries[partition]?.turnedAt = now } }
+    }
+
+    /// How long ago the partition's pipeline last turned (nil: it has not started).
+    func sinceTurned(_ partition: Int, at now: ContinuousClock.Instant = .now) -> Duration? {
+        entries.withLock { entries in entries[partition]?.turnedAt.map { now - $0 } }
     }
 
     /// The pipeline took the partition over (true) or stands by (false).

@@ -72,7 +72,18 @@ final class LeaseKeeper: Service {
             let now = ContinuousClock.now
             for partition in partitions {
                 turn.leases[partition]?.expire(at: now)
-                if let write = turn.leases[partition]?.due(at: now) { perform(write, partition: partition, turn: &turn) }
+                guard let write = turn.leases[partition]?.due(at: now) else { continue }
+                if let stalled = board.sinceTurned(partition, at: now), stalled >= timing.pipelineStall {
+                    // A wedged pipeline must not keep a healthy standby out: its lease lapses
+                    // and is not taken again until the pipeline turns.
+                    if turn.reported.insert("stalled \(partition) \(turn.leases[partition]?.revision ?? 0)").inserted {
+                        logger.error("the partition's pipeline has not turned for a while; letting its lease lapse so that a standby takes over", metadata: [
+                            "partition": "\(partition)", "stalled_ms": "\(stalled.milliseconds)",
+                        ])
+                    }
+                    continue
+                }
+                perform(write, partition: partition, turn: &turn)
             }
             postAll(turn)
         }

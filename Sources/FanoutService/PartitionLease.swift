@@ -44,6 +44,10 @@ struct LeaseTiming: Sendable {
     /// stopped before any observer may take over, with the difference as a margin for a
     /// thread that is descheduled between its check and its publish.
     var holdFor: Duration = .milliseconds(500)
+    /// A holder whose pipeline has not turned for this long is taken as wedged and stops
+    /// renewing (the pipeline's longest waits — a flush timeout, a retry's back-off — are well
+    /// under it), so that a healthy standby is not kept out.
+    var pipelineStall: Duration = .seconds(10)
 
     init() {}
 

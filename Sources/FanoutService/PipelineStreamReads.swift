@@ -34,6 +34,7 @@ extension EventPipeline {
                 defer { consumer.close() }
                 var done = false
                 while !done && !stop.isRaised {
+                    leases.turning(partitions)
                     let read = try consumer.read(limit: 1024, timeout: .seconds(1)) { message in
                         guard !done, message.streamSequence <= ackFloor else { done = true; return }
                         let subject = String(decoding: message.subject, as: UTF8.self)

@@ -1,4 +1,9 @@
 import Foundation
+import Logging
+import NATSClient
+import ServiceLifecycle
+import SwitchboardContracts
+import SwitchboardHarness
 import Testing
 @testable import FanoutService
 
@@ -105,5 +110,55 @@ import Testing
         #expect(paired == [Array(0...7), Array(8...15), Array(0...7), Array(8...15)])
         #expect(throws: FanoutError.self) { try PartitionSet.forOrdinal(0, replicas: 3, copies: 2, count: 16) }
         #expect(throws: FanoutError.self) { try PartitionSet.forOrdinal(0, replicas: 2, copies: 0, count: 16) }
+    }
+}
+
+/// The keeper against a real nats-server: what it holds follows the store and its pipeline.
+@Suite(.serialized) struct LeaseKeeperTests {
+    @Test func aHolderWhosePipelineStopsTurningLetsTheLeaseLapseWhileATurningOneKeepsIt() async throws {
+        let nats = try NATSServerFixture()
+        defer { nats.stop() }
+        let connection = try NATSConnection(options: .init(url: nats.url, name: "lease-test"))
+        defer { connection.close() }
+        let jetStream = try connection.jetStream()
+        _ = try StreamDefinitions(directory: RepositoryPaths.streams)
+            .apply(subjectTransforms: jetStream.serverSupportsStreamSubjectTransforms(), jetStream.applyStream(configJSON:))
+        var timing = LeaseTiming(takeoverAfter: .milliseconds(400))
+        timing.pipelineStall = .milliseconds(800)
+        var logger = Logger(label: "lease-test")
+        logger.logLevel = .critical
+        let keeper = LeaseKeeper(partitions: [0, 1], jetStream: jetStream, timing: timing, replicaID: "r", metrics: FanoutMetrics(partitions: [0, 1]), logger: logger)
+        let group = ServiceGroup(services: [keeper], logger: logger)
+        let task = Task { try await group.run() }
+        let board = keeper.board
+        // Waits block: on a thread of its own, not the pool the keeper's service needs.
+        let (acquired, lapsed, kept, renewedAfter) = await withCheckedContinuation { continuation in
+            Thread {
+                let acquired = eventually(timeout: .seconds(5)) {
+                    board.turning([0, 1])
+                    return board.grant(0) != nil && board.grant(1) != nil
+                }
+                // Partition 1's pipeline keeps turning; partition 0's has stopped.
+                let until = ContinuousClock.now + .seconds(2)
+                while ContinuousClock.now < until {
+                    board.turning([1])
+                    Thread.sleep(forTimeInterval: 0.05)
+                }
+                let lapsed = board.grant(0) == nil, kept = board.grant(1) != nil
+                let revision = leaseEntry(connection, partition: 0)?["revision"] as? Int
+                for _ in 0..<20 {
+                    board.turning([1])
+                    Thread.sleep(forTimeInterval: 0.05)
+                }
+                continuation.resume(returning: (acquired, lapsed, kept, leaseEntry(connection, partition: 0)?["revision"] as? Int != revision))
+            }.start()
+        }
+        #expect(acquired)
+        #expect(lapsed, "a wedged pipeline's lease lapses")
+        #expect(kept)
+        #expect(!renewedAfter, "partition 0 is neither renewed nor taken again while its pipeline does not turn")
+        await group.triggerGracefulShutdown()
+        try await task.value
+        #expect(leaseEntry(connection, partition: 1)?["released"] as? Bool == true, "a graceful stop releases what it holds")
     }
 }

@@ -23,5 +23,12 @@ struct ChannelChain {
         return prev
     }
 
+    /// Undoes `link` of the channel's last event `seq`, whose `prev` it returned (events are
+    /// unlinked newest first).
+    mutating func unlink(channel: String, seq: UInt64, prev: UInt64) {
+        guard last[channel] == seq else { return }
+        last[channel] = prev == 0 ? nil : prev
+    }
+
     var channelCount: Int { last.count }
 }

@@ -68,9 +68,10 @@ extension EventPipeline {
 
     /// Delivers and acks one partition's `batch` in order, one delivery per inbox message,
     /// flushing each try and retrying from its first unflushed event until every event is
-    /// flushed or dead-lettered. False when asked to stop during a retry: the unflushed rest
-    /// is left unacked.
-    func deliver(_ batch: [PartitionEvent], partition: Int, epoch: String, plan: inout PlanBuffer, stop: StopSignal) -> Bool {
+    /// flushed or dead-lettered. Ends early, with the unflushed rest left unacked, when asked
+    /// to stop or when the partition's lease runs out; returns how it ended and how many
+    /// leading events were acked.
+    func deliver(_ batch: [PartitionEvent], partition: Int, epoch: String, plan: inout PlanBuffer, stop: StopSignal) -> (end: RetryEnd, acked: Int) {
         var start = 0
         var tries = 0
         var backoff = RetryBackoff(initial: config.retryBackoff, maximum: config.retryBackoffMax)
@@ -79,7 +80,7 @@ extension EventPipeline {
             leases.turning(partitions)
             guard leases.grant(partition) != nil else {
                 logger.warning("partition lease ran out during a retry; its next holder delivers the rest", metadata: ["partition": "\(partition)", "events": "\(batch.count - start)"])
-                return true
+                return (.leaseLost, start)
             }
             let (done, failure) = attempt(batch[start...], partition: partition, epoch: epoch, plan: &plan)
             if done > 0 {
@@ -106,12 +107,14 @@ extension EventPipeline {
             keepHeld(batch[start...], reported: &reported)
             if stop.pause(backoff.next()) {
                 logger.warning("stopping during a retry; unflushed events stay unacked", metadata: ["partition": "\(partition)", "events": "\(batch.count - start)"])
-                return false
+                return (.stopped, start)
             }
             keepHeld(batch[start...], reported: &reported)
         }
-        return true
+        return (.done, start)
     }
+
+    enum RetryEnd { case done, stopped, leaseLost }
 
     /// One try at `events`: publishes their deliveries in order, one per message, up to the
     /// first failure, then flushes. Returns how many leading events are done (flushed,

@@ -229,7 +229,8 @@ final class EventPipeline: Service {
         if failure == nil {
             do { try inboxes.publishAll(publishInboxMessage) } catch { failure = "publish failed: \(error)" }
         }
-        for index in fresh.indices where !fresh[index].isEmpty && !lost.contains(index) { hand.cursors[index].unconfirmed += fresh[index] }
+        for index in fresh.indices where !fresh[index].isEmpty { hand.cursors[index].unconfirmed += fresh[index] }
+        // Unpublished, they stay unconfirmed: standing by unlinks them from the chain.
         for index in lost { standBy(index, &hand, reason: "its lease ran out before a publish") }
         if hand.unconfirmedSince == nil, hand.cursors.contains(where: { !$0.unconfirmed.isEmpty }) { hand.unconfirmedSince = .now }
         if published > 0 { hand.publishedSinceConfirm = true }
@@ -258,6 +259,7 @@ final class EventPipeline: Service {
                 continue
             }
             acknowledge(hand.cursors[index].unconfirmed[...], partition: hand.cursors[index].partition, epoch: hand.cursors[index].epoch)
+            hand.cursors[index].confirmed(hand.cursors[index].unconfirmed[...])
             hand.cursors[index].unconfirmed.removeAll(keepingCapacity: true)
         }
         metrics.confirmations.increment()
@@ -275,8 +277,14 @@ final class EventPipeline: Service {
         ])
         for index in hand.cursors.indices where !hand.cursors[index].unconfirmed.isEmpty {
             let cursor = hand.cursors[index]
-            guard deliver(cursor.unconfirmed, partition: cursor.partition, epoch: cursor.epoch, plan: &hand.plan, stop: stop) else { return false }
-            hand.cursors[index].unconfirmed.removeAll(keepingCapacity: true)
+            let (end, acked) = deliver(cursor.unconfirmed, partition: cursor.partition, epoch: cursor.epoch, plan: &hand.plan, stop: stop)
+            hand.cursors[index].confirmed(cursor.unconfirmed[..<acked])
+            hand.cursors[index].unconfirmed.removeFirst(acked)
+            switch end {
+            case .done: break
+            case .stopped: return false
+            case .leaseLost: standBy(index, &hand, reason: "its lease ran out during a retry")
+            }
         }
         hand.unconfirmedSince = nil
         hand.publishedSinceConfirm = false

@@ -139,7 +139,7 @@ public final class FanoutService: Service {
         let presence = PresenceFeed(redisURL: config.redisURL, state: state, metrics: metrics, instanceTimeout: config.instanceTimeout, logger: logger)
         try await presence.warm()
 
-        let leases = LeaseKeeper(partitions: config.partitions.owned, jetStream: jetStream, timing: config.leaseTiming, replicaID: config.replicaID, metrics: metrics, logger: logger)
+        let leases = try LeaseKeeper(partitions: config.partitions.owned, connection: connection, timing: config.leaseTiming, replicaID: config.replicaID, metrics: metrics, logger: logger)
         board.withLock { $0 = leases.board }
         let pipelines = PartitionPipelines(pipelines: try await blocking { [state, metrics, logger] in
             try PartitionPipelines.groups(config.partitions.owned, threads: config.pipelineThreads).map { partitions in

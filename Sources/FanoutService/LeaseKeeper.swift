@@ -30,16 +30,17 @@ final class LeaseKeeper: Service {
     /// When a store failure was last logged: an outage is one line a second, not one per turn.
     private let lastFailureLogged = Mutex<ContinuousClock.Instant?>(nil)
 
-    init(partitions: [Int], jetStream: JetStream, timing: LeaseTiming, replicaID: String, metrics: FanoutMetrics, logger: Logger) {
+    init(partitions: [Int], connection: NATSConnection, timing: LeaseTiming, replicaID: String, metrics: FanoutMetrics, logger: Logger) throws {
         self.partitions = partitions
-        self.jetStream = jetStream
+        storeTimeout = min(.seconds(1), timing.holdFor)
+        // A context of its own, so that every read and write waits at most `storeTimeout`.
+        jetStream = try connection.jetStream(timeout: storeTimeout)
         self.timing = timing
         self.replicaID = replicaID
         self.metrics = metrics
         self.logger = logger
         process = Self.newProcessID()
         board = LeaseBoard(partitions: partitions, process: process)
-        storeTimeout = min(.seconds(1), timing.holdFor)
     }
 
     func run() async {
@@ -63,7 +64,7 @@ final class LeaseKeeper: Service {
     }
 
     private func keep(until stop: StopSignal) {
-        var turn = Turn(leases: Dictionary(uniqueKeysWithValues: partitions.map { ($0, PartitionLease(partition: $0, timing: timing)) }),
+        var turn = Turn(leases: Dictionary(uniqueKeysWithValues: partitions.map { ($0, PartitionLease(partition: $0, timing: timing, process: process)) }),
                         unread: Set(partitions))
         let tick = min(.milliseconds(50), timing.renewEvery / 2)
         while !stop.isRaised {
@@ -83,7 +84,8 @@ final class LeaseKeeper: Service {
                     }
                     continue
                 }
-                perform(write, partition: partition, turn: &turn)
+                // The store did not answer: the other writes of this turn would wait as long.
+                guard perform(write, partition: partition, turn: &turn) else { break }
             }
             postAll(turn)
         }
@@ -112,6 +114,7 @@ final class LeaseKeeper: Service {
                 turn.unread.remove(partition)
             } catch {
                 storeFailed("reading a lease failed", partition: partition, error: error)
+                return  // the others would wait as long
             }
         }
     }
@@ -141,7 +144,7 @@ final class LeaseKeeper: Service {
 
     private func observe(_ partition: Int, revision: UInt64, payload: [UInt8]?, turn: inout Turn) {
         let held = turn.leases[partition]?.holding != nil
-        turn.leases[partition]?.observe(revision: revision, payload: payload, at: .now, process: process)
+        turn.leases[partition]?.observe(revision: revision, payload: payload, at: .now)
         guard let lease = turn.leases[partition] else { return }
         if held, lease.holding == nil {
             metrics.leasesLost.increment()
@@ -177,15 +180,21 @@ final class LeaseKeeper: Service {
         }
     }
 
-    private func perform(_ write: PartitionLease.Write, partition: Int, turn: inout Turn, released: Bool = false) {
-        guard let lease = turn.leases[partition] else { return }
+    /// False when the store did not answer (a refused write is an answer).
+    @discardableResult
+    private func perform(_ write: PartitionLease.Write, partition: Int, turn: inout Turn, released: Bool = false) -> Bool {
+        guard let lease = turn.leases[partition] else { return true }
         let expect: UInt64
         let consumer: String
         switch write {
         case .acquire(let revision):
             expect = revision
-            let term = (turn.terms[partition] ?? 0) + 1
-            consumer = ConsumerNames.fanout(partition: partition, term: "\(process)-\(term)")
+            if let own = lease.record, own.process == process {
+                // Its own term taken back: the same consumer, still where this process left it.
+                consumer = own.consumer
+            } else {
+                consumer = ConsumerNames.fanout(partition: partition, term: "\(process)-\((turn.terms[partition] ?? 0) + 1)")
+            }
         case .renew(let revision):
             expect = revision
             consumer = lease.holding?.consumer ?? ""
@@ -201,7 +210,7 @@ final class LeaseKeeper: Service {
                                             headers: ["Nats-Expected-Last-Subject-Sequence": "\(expect)"], timeout: storeTimeout)
             turn.leases[partition]?.wrote(write, revision: ack.sequence, record: record, sentAt: sentAt)
             if case .acquire = write {
-                turn.terms[partition] = (turn.terms[partition] ?? 0) + 1
+                if lease.record?.process != process { turn.terms[partition] = (turn.terms[partition] ?? 0) + 1 }
                 metrics.leasesAcquired.increment()
                 logger.notice("partition lease acquired", metadata: [
                     "partition": "\(partition)", "consumer": "\(consumer)",
@@ -217,7 +226,9 @@ final class LeaseKeeper: Service {
             turn.unread.insert(partition)
         } catch {
             storeFailed("writing a lease failed", partition: partition, error: error)
+            return false
         }
+        return true
     }
 
     private func postAll(_ turn: Turn) {

@@ -24,6 +24,8 @@ struct PartitionCursor {
     var followAgainAt: ContinuousClock.Instant = .now
     /// Published in stream order and waiting for the flush that confirms them; acked then.
     var unconfirmed: [PartitionEvent] = []
+    /// The newest event confirmed (acked or covered by an ack) in this term.
+    var confirmedThrough: UInt64 = 0
     /// The consumer is gone (the server said so): when the pipeline next looks whether the
     /// stream was created anew or the consumer must be created again.
     var recheckAt: ContinuousClock.Instant?
@@ -47,13 +49,24 @@ struct PartitionCursor {
         self.epoch = epoch
         self.chain = chain
         continuity = Self.continuity(from: start)
+        confirmedThrough = start.ackFloor
         unconfirmed.removeAll()
         recheckAt = nil
     }
 
-    /// Stops delivering: what is unconfirmed stays unacked (the next holder delivers it again).
+    /// `events` (the oldest unconfirmed ones) were confirmed.
+    mutating func confirmed(_ events: ArraySlice<PartitionEvent>) {
+        if let newest = events.last?.streamSequence { confirmedThrough = max(confirmedThrough, newest) }
+    }
+
+    /// Stops delivering: what is unconfirmed stays unacked (the next holder delivers it again),
+    /// and is unlinked from the chain, newest first, so that the chain stands where the
+    /// partition was confirmed — where the next term resumes, even when it is this replica's again.
     mutating func standBy() {
-        chainThrough = continuity.takenThrough
+        for event in unconfirmed.reversed() where event.streamSequence > confirmedThrough {
+            if case .event(let chatEvent, let prev) = event.content { chain.unlink(channel: chatEvent.channelID, seq: event.streamSequence, prev: prev) }
+        }
+        chainThrough = confirmedThrough
         term = nil
         unconfirmed.removeAll()
         recheckAt = nil

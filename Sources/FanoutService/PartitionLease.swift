@@ -86,6 +86,8 @@ struct PartitionLease {
 
     let partition: Int
     let timing: LeaseTiming
+    /// This process's id in lease entries.
+    let process: String
     /// The store's entry as last read: revision (0: none), its record (nil: none or unreadable).
     private(set) var revision: UInt64 = 0
     private(set) var record: LeaseRecord?
@@ -93,14 +95,15 @@ struct PartitionLease {
     private(set) var unchangedSince: ContinuousClock.Instant?
     private(set) var holding: Holding?
 
-    init(partition: Int, timing: LeaseTiming) {
+    init(partition: Int, timing: LeaseTiming, process: String) {
         self.partition = partition
         self.timing = timing
+        self.process = process
     }
 
     /// What the store holds now. An older revision than one already seen is ignored (a watch
     /// that lags a read). Another process's write over this replica's term ends the term.
-    mutating func observe(revision: UInt64, payload: [UInt8]?, at now: ContinuousClock.Instant, process: String) {
+    mutating func observe(revision: UInt64, payload: [UInt8]?, at now: ContinuousClock.Instant) {
         guard unchangedSince == nil || revision > self.revision || (revision == 0 && self.revision == 0) else { return }
         if unchangedSince == nil || revision != self.revision { unchangedSince = now }
         self.revision = revision
@@ -114,7 +117,9 @@ struct PartitionLease {
             return now >= holding.renewAt ? .renew(expect: holding.revision) : nil
         }
         guard let unchangedSince else { return nil }
-        if revision == 0 || record?.released == true { return .acquire(expect: revision) }
+        // Nobody else holds an entry that is this process's own (a term that ran out while the
+        // store was unreachable): taken back at once, like a missing or released one.
+        if revision == 0 || record?.released == true || record?.process == process { return .acquire(expect: revision) }
         return now - unchangedSince >= timing.takeoverAfter ? .acquire(expect: revision) : nil
     }
 

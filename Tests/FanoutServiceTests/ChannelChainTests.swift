@@ -16,6 +16,13 @@ import Testing
         #expect(chain.link(channel: "a", seq: 7) == 0)  // linked already: not linked again
         #expect(chain.link(channel: "a", seq: 9) == 7)
         #expect(chain.channelCount == 2)
+        // Unlinked newest first (what a replica that stands by does with its unconfirmed events).
+        chain.unlink(channel: "a", seq: 9, prev: 7)
+        chain.unlink(channel: "b", seq: 4, prev: 0)
+        #expect(chain.link(channel: "a", seq: 9) == 7)
+        #expect(chain.link(channel: "b", seq: 4) == 0)
+        chain.unlink(channel: "a", seq: 3, prev: 0)  // not the channel's last: nothing changes
+        #expect(chain.link(channel: "a", seq: 10) == 9)
     }
 
     @Test func deliveriesChainPerChannelSkipPoisonCarryTheEpochAndSurviveARestart() async throws {

@@ -4,6 +4,7 @@ import NATSClient
 import ServiceLifecycle
 import SwitchboardContracts
 import SwitchboardHarness
+import Synchronization
 import Testing
 @testable import FanoutService
 
@@ -17,15 +18,15 @@ import Testing
     }
 
     @Test func nothingIsDecidedBeforeTheStoreWasReadAndAMissingEntryIsAcquiredAtOnce() {
-        var lease = PartitionLease(partition: 3, timing: timing)
+        var lease = PartitionLease(partition: 3, timing: timing, process: "me")
         #expect(lease.due(at: t0) == nil)
-        lease.observe(revision: 0, payload: nil, at: t0, process: "me")
+        lease.observe(revision: 0, payload: nil, at: t0)
         #expect(lease.due(at: t0) == .acquire(expect: 0))
     }
 
     @Test func aHolderRenewsOnTimeAndDeliversOnlyUntilItsLastWriteIsHalfATakeoverOld() {
-        var lease = PartitionLease(partition: 3, timing: timing)
-        lease.observe(revision: 0, payload: nil, at: t0, process: "me")
+        var lease = PartitionLease(partition: 3, timing: timing, process: "me")
+        lease.observe(revision: 0, payload: nil, at: t0)
         let mine = LeaseRecord.decode(record("me"))!
         lease.wrote(.acquire(expect: 0), revision: 7, record: mine, sentAt: t0)
         #expect(lease.holds(at: t0 + .milliseconds(10))?.consumer == mine.consumer)
@@ -40,23 +41,23 @@ import Testing
     }
 
     @Test func anotherHoldersEntryIsTakenOverOnlyAfterItStoppedChangingForTheTakeoverTime() {
-        var lease = PartitionLease(partition: 3, timing: timing)
-        lease.observe(revision: 4, payload: record("other"), at: t0, process: "me")
+        var lease = PartitionLease(partition: 3, timing: timing, process: "me")
+        lease.observe(revision: 4, payload: record("other"), at: t0)
         #expect(lease.due(at: t0 + .milliseconds(999)) == nil)
         // A renewal seen restarts the clock.
-        lease.observe(revision: 5, payload: record("other"), at: t0 + .milliseconds(900), process: "me")
+        lease.observe(revision: 5, payload: record("other"), at: t0 + .milliseconds(900))
         #expect(lease.due(at: t0 + .milliseconds(1_500)) == nil)
         // The same revision read again does not.
-        lease.observe(revision: 5, payload: record("other"), at: t0 + .milliseconds(1_800), process: "me")
+        lease.observe(revision: 5, payload: record("other"), at: t0 + .milliseconds(1_800))
         #expect(lease.due(at: t0 + .milliseconds(1_900)) == .acquire(expect: 5))
         // A watch that lags a read cannot move the entry back.
-        lease.observe(revision: 4, payload: record("other"), at: t0 + .milliseconds(1_950), process: "me")
+        lease.observe(revision: 4, payload: record("other"), at: t0 + .milliseconds(1_950))
         #expect(lease.revision == 5)
     }
 
     @Test func aReleasedEntryIsTakenAtOnceAndNamesWhereItsHolderStopped() {
-        var lease = PartitionLease(partition: 3, timing: timing)
-        lease.observe(revision: 8, payload: record("other", released: true, acked: 41), at: t0, process: "me")
+        var lease = PartitionLease(partition: 3, timing: timing, process: "me")
+        lease.observe(revision: 8, payload: record("other", released: true, acked: 41), at: t0)
         #expect(lease.due(at: t0) == .acquire(expect: 8))
         lease.wrote(.acquire(expect: 8), revision: 10, record: LeaseRecord.decode(record("me"))!, sentAt: t0)
         #expect(lease.holding?.replaced?.acked == 41)
@@ -64,30 +65,43 @@ import Testing
     }
 
     @Test func anotherProcessWritingOverTheTermEndsItAndARefusedWriteNeedsAFreshRead() {
-        var lease = PartitionLease(partition: 3, timing: timing)
-        lease.observe(revision: 0, payload: nil, at: t0, process: "me")
+        var lease = PartitionLease(partition: 3, timing: timing, process: "me")
+        lease.observe(revision: 0, payload: nil, at: t0)
         lease.wrote(.acquire(expect: 0), revision: 2, record: LeaseRecord.decode(record("me"))!, sentAt: t0)
         // Its own write seen through the watch changes nothing.
-        lease.observe(revision: 2, payload: record("me"), at: t0 + .milliseconds(5), process: "me")
+        lease.observe(revision: 2, payload: record("me"), at: t0 + .milliseconds(5))
         #expect(lease.holds(at: t0 + .milliseconds(5)) != nil)
-        lease.observe(revision: 3, payload: record("other"), at: t0 + .milliseconds(10), process: "me")
+        lease.observe(revision: 3, payload: record("other"), at: t0 + .milliseconds(10))
         #expect(lease.holds(at: t0 + .milliseconds(10)) == nil)
         #expect(lease.due(at: t0 + .milliseconds(10)) == nil)
 
-        var refused = PartitionLease(partition: 3, timing: timing)
-        refused.observe(revision: 0, payload: nil, at: t0, process: "me")
+        var refused = PartitionLease(partition: 3, timing: timing, process: "me")
+        refused.observe(revision: 0, payload: nil, at: t0)
         refused.refused()
         #expect(refused.due(at: t0 + .seconds(5)) == nil, "nothing is written on a stale view")
-        refused.observe(revision: 6, payload: record("other"), at: t0 + .seconds(5), process: "me")
+        refused.observe(revision: 6, payload: record("other"), at: t0 + .seconds(5))
         #expect(refused.due(at: t0 + .seconds(5)) == nil)
     }
 
+    @Test func itsOwnTermThatRanOutIsTakenBackAtOnceAndAnotherProcessOfTheSameReplicaIdIsNotItsOwn() {
+        var lease = PartitionLease(partition: 3, timing: timing, process: "me")
+        lease.observe(revision: 0, payload: nil, at: t0)
+        lease.wrote(.acquire(expect: 0), revision: 2, record: LeaseRecord.decode(record("me"))!, sentAt: t0)
+        // The store was unreachable: no renewal landed and the term ran out.
+        lease.expire(at: t0 + timing.holdFor)
+        #expect(lease.holding == nil)
+        #expect(lease.due(at: t0 + timing.holdFor) == .acquire(expect: 2))
+        var twin = PartitionLease(partition: 3, timing: timing, process: "me-too")
+        twin.observe(revision: 2, payload: record("me"), at: t0)
+        #expect(twin.due(at: t0 + .milliseconds(999)) == nil)
+    }
+
     @Test func aCorruptEntryCountsAsHeldUntilItStopsChangingThenIsWrittenOver() {
-        var lease = PartitionLease(partition: 3, timing: timing)
-        lease.observe(revision: 12, payload: Array("not a lease".utf8), at: t0, process: "me")
+        var lease = PartitionLease(partition: 3, timing: timing, process: "me")
+        lease.observe(revision: 12, payload: Array("not a lease".utf8), at: t0)
         #expect(lease.record == nil)
         #expect(lease.due(at: t0 + .milliseconds(500)) == nil)
-        lease.observe(revision: 13, payload: [0xFF, 0x00], at: t0 + .milliseconds(800), process: "me")
+        lease.observe(revision: 13, payload: [0xFF, 0x00], at: t0 + .milliseconds(800))
         #expect(lease.due(at: t0 + .milliseconds(1_700)) == nil)
         #expect(lease.due(at: t0 + .milliseconds(1_800)) == .acquire(expect: 13))
     }
@@ -124,32 +138,33 @@ import Testing
         _ = try StreamDefinitions(directory: RepositoryPaths.streams)
             .apply(subjectTransforms: jetStream.serverSupportsStreamSubjectTransforms(), jetStream.applyStream(configJSON:))
         var timing = LeaseTiming(takeoverAfter: .milliseconds(400))
-        timing.pipelineStall = .milliseconds(800)
+        timing.pipelineStall = .seconds(2)
         var logger = Logger(label: "lease-test")
         logger.logLevel = .critical
-        let keeper = LeaseKeeper(partitions: [0, 1], jetStream: jetStream, timing: timing, replicaID: "r", metrics: FanoutMetrics(partitions: [0, 1]), logger: logger)
+        let keeper = try LeaseKeeper(partitions: [0, 1], connection: connection, timing: timing, replicaID: "r", metrics: FanoutMetrics(partitions: [0, 1]), logger: logger)
         let group = ServiceGroup(services: [keeper], logger: logger)
         let task = Task { try await group.run() }
         let board = keeper.board
-        // Waits block: on a thread of its own, not the pool the keeper's service needs.
+        // Partition 1's pipeline turns all along, until the keeper has stopped; partition 0's
+        // only until its lease is taken.
+        let stopTurning = Atomic<Bool>(false)
+        Thread {
+            while !stopTurning.load(ordering: .relaxed) {
+                board.turning([1])
+                Thread.sleep(forTimeInterval: 0.05)
+            }
+        }.start()
+        // Waits block: on a thread of their own, not the pool the keeper's service needs.
         let (acquired, lapsed, kept, renewedAfter) = await withCheckedContinuation { continuation in
             Thread {
-                let acquired = eventually(timeout: .seconds(5)) {
-                    board.turning([0, 1])
+                let acquired = eventually(timeout: .seconds(10)) {
+                    board.turning([0])
                     return board.grant(0) != nil && board.grant(1) != nil
                 }
-                // Partition 1's pipeline keeps turning; partition 0's has stopped.
-                let until = ContinuousClock.now + .seconds(2)
-                while ContinuousClock.now < until {
-                    board.turning([1])
-                    Thread.sleep(forTimeInterval: 0.05)
-                }
-                let lapsed = board.grant(0) == nil, kept = board.grant(1) != nil
+                let lapsed = eventually(timeout: .seconds(10)) { board.grant(0) == nil }
+                let kept = board.grant(1) != nil
                 let revision = leaseEntry(connection, partition: 0)?["revision"] as? Int
-                for _ in 0..<20 {
-                    board.turning([1])
-                    Thread.sleep(forTimeInterval: 0.05)
-                }
+                Thread.sleep(forTimeInterval: 1)
                 continuation.resume(returning: (acquired, lapsed, kept, leaseEntry(connection, partition: 0)?["revision"] as? Int != revision))
             }.start()
         }
@@ -159,6 +174,7 @@ import Testing
         #expect(!renewedAfter, "partition 0 is neither renewed nor taken again while its pipeline does not turn")
         await group.triggerGracefulShutdown()
         try await task.value
+        stopTurning.store(true, ordering: .relaxed)
         #expect(leaseEntry(connection, partition: 1)?["released"] as? Bool == true, "a graceful stop releases what it holds")
     }
 }

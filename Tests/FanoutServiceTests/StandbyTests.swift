@@ -36,7 +36,7 @@ import Testing
         let published = traffic.stop()
         #expect(eventually(timeout: .seconds(10)) { Set(harness.deliveries("n1").map(\.streamSeq)).count >= published.count })
         #expect(harness.deliveries("n1").count == published.count, "one holder: no event delivered twice")
-        try checkChains(harness.deliveries("n1"), published: published)
+        checkChains(harness.deliveries("n1"), published: published)
     }
 
     @Test func killingTheActiveReplicaUnderTrafficHandsEveryPartitionToTheStandby() throws {
@@ -52,9 +52,8 @@ import Testing
         print("takeover after SIGKILL: deliveries again after \(ContinuousClock.now - killed)  (polled)")
         Thread.sleep(forTimeInterval: 1.5)
         let published = traffic.stop()
-        #expect(eventually(timeout: .seconds(15)) { Set(harness.deliveries("n1").map(\.streamSeq)).isSuperset(of: published.map(\.seq)) })
+        expectEveryEventArrives(harness, published)
         #expect(activeByReplica(harness)["fanout-b"]?.count == 16)
-        try checkChains(harness.deliveries("n1"), published: published)
         #expect(harness.fanoutLog("fanout-b").contains("partition taken over: delivering it"))
     }
 
@@ -69,8 +68,7 @@ import Testing
         #expect(eventually(timeout: .seconds(10)) { activeByReplica(harness)["fanout-b"]?.count == 16 })
         Thread.sleep(forTimeInterval: 1)
         let published = traffic.stop()
-        #expect(eventually(timeout: .seconds(15)) { Set(harness.deliveries("n1").map(\.streamSeq)).isSuperset(of: published.map(\.seq)) })
-        try checkChains(harness.deliveries("n1"), published: published)
+        expectEveryEventArrives(harness, published)
         #expect(harness.fanoutLog("fanout-a").contains("partition lease released"))
         // Released with what was confirmed: the standby had nothing left to redeliver.
         #expect(harness.deliveries("n1").count == published.count, "a graceful hand-over repeats nothing")
@@ -91,9 +89,8 @@ import Testing
         #expect(eventually(timeout: .seconds(10)) { activeByReplica(harness)["fanout-a"] == [] })
         Thread.sleep(forTimeInterval: 1)
         let published = traffic.stop()
-        #expect(eventually(timeout: .seconds(15)) { Set(harness.deliveries("n1").map(\.streamSeq)).isSuperset(of: published.map(\.seq)) })
+        expectEveryEventArrives(harness, published)
         #expect(activeByReplica(harness)["fanout-b"]?.count == 16)
-        try checkChains(harness.deliveries("n1"), published: published)
     }
 
     @Test func bothReplicasRestartingTogetherShareOutEachPartitionOnce() throws {
@@ -113,8 +110,7 @@ import Testing
         let active = activeByReplica(harness)
         #expect(Set(active["fanout-a"] ?? []).isDisjoint(with: active["fanout-b"] ?? []), "never two holders of one partition")
         let published = traffic.stop()
-        #expect(eventually(timeout: .seconds(15)) { Set(harness.deliveries("n1").map(\.streamSeq)).isSuperset(of: published.map(\.seq)) })
-        try checkChains(harness.deliveries("n1"), published: published)
+        expectEveryEventArrives(harness, published)
     }
 
     /// The lease stream gone (JetStream cannot store leases): every holder stops delivering
@@ -140,8 +136,7 @@ import Testing
         })
         let active = activeByReplica(harness)
         #expect(Set(active["fanout-a"] ?? []).isDisjoint(with: active["fanout-b"] ?? []))
-        #expect(eventually(timeout: .seconds(15)) { Set(harness.deliveries("n1").map(\.streamSeq)).isSuperset(of: published.map(\.seq)) })
-        try checkChains(harness.deliveries("n1"), published: published)
+        expectEveryEventArrives(harness, published)
     }
 
     /// Bad input: a corrupt lease entry, a replica id used by two processes, and partition
@@ -170,8 +165,14 @@ import Testing
         let published = traffic.stop()
         #expect(eventually(timeout: .seconds(15)) { Set(harness.deliveries("n1").map(\.streamSeq)).count >= published.count })
         #expect(harness.deliveries("n1").count == published.count)
-        try checkChains(harness.deliveries("n1"), published: published)
+        checkChains(harness.deliveries("n1"), published: published)
     }
+}
+
+/// Waits until every published event reached n1, then checks its chains (`checkChains`).
+func expectEveryEventArrives(_ harness: FanoutHarness, _ published: [(channel: String, seq: UInt64)], sourceLocation: SourceLocation = #_sourceLocation) {
+    #expect(eventually(timeout: .seconds(15)) { Set(harness.deliveries("n1").map(\.streamSeq)).isSuperset(of: published.map(\.seq)) }, sourceLocation: sourceLocation)
+    checkChains(harness.deliveries("n1"), published: published, sourceLocation: sourceLocation)
 }
 
 /// Active partitions per replica id, from every replica's stats reply.
@@ -199,7 +200,7 @@ func allStats(_ harness: FanoutHarness) -> [Inspection.Stats] {
 /// Checks what a client on n1 would: per channel, in arrival order, every event it had not
 /// seen links to the last one it had (`prev`), every duplicate repeats a seq it saw with the
 /// same `prev`, and every published event arrived.
-func checkChains(_ deliveries: [Delivery], published: [(channel: String, seq: UInt64)]) throws {
+func checkChains(_ deliveries: [Delivery], published: [(channel: String, seq: UInt64)], sourceLocation: SourceLocation = #_sourceLocation) {
     var last: [String: UInt64] = [:]
     var prevOf: [UInt64: UInt64] = [:]
     var broken: [String] = []
@@ -214,9 +215,9 @@ func checkChains(_ deliveries: [Delivery], published: [(channel: String, seq: UI
         }
         last[delivery.channelID] = max(last[delivery.channelID] ?? 0, delivery.streamSeq)
     }
-    #expect(broken.isEmpty, "\(broken.prefix(5))")
+    #expect(broken.isEmpty, "\(broken.prefix(5))", sourceLocation: sourceLocation)
     let missing = published.filter { prevOf[$0.seq] == nil }
-    #expect(missing.isEmpty, "lost: \(missing.prefix(5))")
+    #expect(missing.isEmpty, "lost: \(missing.prefix(5))", sourceLocation: sourceLocation)
 }
 
 /// Chat events published round-robin over `channels` at a steady rate from a thread of its own.

@@ -137,7 +137,8 @@ import Testing
         let jetStream = try connection.jetStream()
         _ = try StreamDefinitions(directory: RepositoryPaths.streams)
             .apply(subjectTransforms: jetStream.serverSupportsStreamSubjectTransforms(), jetStream.applyStream(configJSON:))
-        var timing = LeaseTiming(takeoverAfter: .milliseconds(400))
+        // The deployment's timing (a 500 ms store timeout), with a shorter stall bound.
+        var timing = LeaseTiming()
         timing.pipelineStall = .seconds(2)
         var logger = Logger(label: "lease-test")
         logger.logLevel = .critical

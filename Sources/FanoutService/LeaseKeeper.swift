@@ -99,8 +99,7 @@ final class LeaseKeeper: Service {
         for partition in partitions { board.post(partition, grant: nil, holder: nil) }
         for partition in partitions {
             guard let write = turn.leases[partition]?.release(at: .now) else { continue }
-            perform(write, partition: partition, turn: &turn, released: true)
-            if turn.leases[partition]?.holding != nil {
+            if perform(write, partition: partition, turn: &turn, released: true), turn.leases[partition]?.record?.released == true {
                 logger.info("partition lease released", metadata: ["partition": "\(partition)"])
             }
         }

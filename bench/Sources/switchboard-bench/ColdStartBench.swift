@@ -88,7 +88,8 @@ struct ColdStartBench: ParsableCommand {
 
     func run() throws {
         let header = RunHeader.begin("cold-start")
-        let servers = ["nats-server", "redis-server"].map(Self.version).joined(separator: ", ")
+        // The nats-server the fixtures run (SWITCHBOARD_NATS_SERVER), not the one on PATH.
+        let servers = [NATSServerBinary.path, "redis-server"].map(Self.version).joined(separator: ", ")
         print("servers: \(servers)")
 
         let definitions = try StreamDefinitions(directory: streamsDir)

@@ -158,7 +158,7 @@ let package = Package(
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "SwitchboardHarness", "SwitchboardContracts"], swiftSettings: strict),
         .testTarget(
             name: "FanoutServiceTests",
-            dependencies: ["FanoutService", "SwitchboardHarness", "SwitchboardProto", "SwitchboardContracts"],
+            dependencies: ["FanoutService", "ServiceSupport", "SwitchboardHarness", "SwitchboardProto", "SwitchboardContracts"],
             exclude: ["Peers"],
             swiftSettings: strict
         ),

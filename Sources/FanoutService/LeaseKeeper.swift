@@ -63,7 +63,9 @@ final class LeaseKeeper: Service {
         var reported: Set<String> = []
     }
 
-    private func keep(until stop: StopSignal) {
+    /// The keeper's loop, on the calling thread, until `stop` is raised; then it releases what
+    /// it holds. `run` calls it on a thread of its own.
+    func keep(until stop: StopSignal) {
         var turn = Turn(leases: Dictionary(uniqueKeysWithValues: partitions.map { ($0, PartitionLease(partition: $0, timing: timing, process: process)) }),
                         unread: Set(partitions))
         let tick = min(.milliseconds(50), timing.renewEvery / 2)

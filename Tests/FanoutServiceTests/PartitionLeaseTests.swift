@@ -1,7 +1,7 @@
 import Foundation
 import Logging
 import NATSClient
-import ServiceLifecycle
+import ServiceSupport
 import SwitchboardContracts
 import SwitchboardHarness
 import Synchronization
@@ -129,7 +129,7 @@ import Testing
 
 /// The keeper against a real nats-server: what it holds follows the store and its pipeline.
 @Suite(.serialized) struct LeaseKeeperTests {
-    @Test func aHolderWhosePipelineStopsTurningLetsTheLeaseLapseWhileATurningOneKeepsIt() async throws {
+    @Test func aHolderWhosePipelineStopsTurningLetsTheLeaseLapseWhileATurningOneKeepsIt() throws {
         let nats = try NATSServerFixture()
         defer { nats.stop() }
         let connection = try NATSConnection(options: .init(url: nats.url, name: "lease-test"))
@@ -143,11 +143,11 @@ import Testing
         var logger = Logger(label: "lease-test")
         logger.logLevel = .critical
         let keeper = try LeaseKeeper(partitions: [0, 1], connection: connection, timing: timing, replicaID: "r", metrics: FanoutMetrics(partitions: [0, 1]), logger: logger)
-        let group = ServiceGroup(services: [keeper], logger: logger)
-        let task = Task { try await group.run() }
         let board = keeper.board
-        // Partition 1's pipeline turns all along, until the keeper has stopped; partition 0's
-        // only until its lease is taken.
+        // The keeper's loop and partition 1's turning pipeline on threads of their own (the
+        // cooperative pool is shared with every other test).
+        let stop = StopSignal(), stopped = DispatchSemaphore(value: 0)
+        Thread { keeper.keep(until: stop); stopped.signal() }.start()
         let stopTurning = Atomic<Bool>(false)
         Thread {
             while !stopTurning.load(ordering: .relaxed) {
@@ -155,26 +155,18 @@ import Testing
                 Thread.sleep(forTimeInterval: 0.05)
             }
         }.start()
-        // Waits block: on a thread of their own, not the pool the keeper's service needs.
-        let (acquired, lapsed, kept, renewedAfter) = await withCheckedContinuation { continuation in
-            Thread {
-                let acquired = eventually(timeout: .seconds(10)) {
-                    board.turning([0])
-                    return board.grant(0) != nil && board.grant(1) != nil
-                }
-                let lapsed = eventually(timeout: .seconds(10)) { board.grant(0) == nil }
-                let kept = board.grant(1) != nil
-                let revision = leaseEntry(connection, partition: 0)?["revision"] as? Int
-                Thread.sleep(forTimeInterval: 1)
-                continuation.resume(returning: (acquired, lapsed, kept, leaseEntry(connection, partition: 0)?["revision"] as? Int != revision))
-            }.start()
-        }
-        #expect(acquired)
-        #expect(lapsed, "a wedged pipeline's lease lapses")
-        #expect(kept)
-        #expect(!renewedAfter, "partition 0 is neither renewed nor taken again while its pipeline does not turn")
-        await group.triggerGracefulShutdown()
-        try await task.value
+        // Partition 0's pipeline turns only until its lease is taken.
+        #expect(eventually(timeout: .seconds(10)) {
+            board.turning([0])
+            return board.grant(0) != nil && board.grant(1) != nil
+        })
+        #expect(eventually(timeout: .seconds(10)) { board.grant(0) == nil }, "a wedged pipeline's lease lapses")
+        #expect(board.grant(1) != nil)
+        let revision = leaseEntry(connection, partition: 0)?["revision"] as? Int
+        Thread.sleep(forTimeInterval: 1)
+        #expect(leaseEntry(connection, partition: 0)?["revision"] as? Int == revision, "partition 0 is neither renewed nor taken again while its pipeline does not turn")
+        stop.raise()
+        stopped.wait()
         stopTurning.store(true, ordering: .relaxed)
         #expect(leaseEntry(connection, partition: 1)?["released"] as? Bool == true, "a graceful stop releases what it holds")
     }

@@ -41,17 +41,22 @@ struct PartitionCursor {
         chain = ChannelChain()
     }
 
-    /// Starts delivering through `term`'s consumer, bound at `start`, with the chain standing at its ack floor.
-    mutating func activate(term: String, start: PullSubscription.Start, chain: ChannelChain, epoch: String) {
+    /// Starts delivering through `term`'s consumer, bound at `start`; the chain stands at its ack floor.
+    mutating func activate(term: String, start: PullSubscription.Start, epoch: String) {
         follower?.close()
         follower = nil
         self.term = term
         self.epoch = epoch
-        self.chain = chain
         continuity = Self.continuity(from: start)
         confirmedThrough = start.ackFloor
         unconfirmed.removeAll()
         recheckAt = nil
+    }
+
+    /// Lends the chain and its position to `body` in place (an array element's two properties
+    /// cannot be passed `inout` side by side, and a copy would copy the chain's storage).
+    mutating func withChain<T>(_ body: (inout ChannelChain, inout UInt64) throws -> T) rethrows -> T {
+        try body(&chain, &chainThrough)
     }
 
     /// `events` (the oldest unconfirmed ones) were confirmed.

@@ -74,20 +74,15 @@ extension EventPipeline {
                 hand.cursors[index].chain = ChannelChain()
                 hand.cursors[index].chainThrough = 0
             }
-            // Moved out and back, so that the chain's storage is not copied.
-            var chain = hand.cursors[index].chain
-            hand.cursors[index].chain = ChannelChain()
-            var through = hand.cursors[index].chainThrough
-            let extended = extendChain(&chain, through: &through, partition: partition, to: floor, stop: stop)
-            hand.cursors[index].chain = chain
-            hand.cursors[index].chainThrough = through
+            let extended = hand.cursors[index].withChain { chain, through in
+                extendChain(&chain, through: &through, partition: partition, to: floor, stop: stop)
+            }
             guard extended else { return false }
             // The lease may have gone while the chain was read.
             guard leases.grant(partition)?.consumer == grant.consumer else { return true }
             let start = try Self.bind(jetStream, partition: partition, consumer: grant.consumer, config: config, startAfter: floor)
             for name in previous { _ = try? jetStream.deleteConsumer(stream: StreamNames.events, durable: name) }
-            hand.cursors[index].chain = ChannelChain()
-            hand.cursors[index].activate(term: grant.consumer, start: start, chain: chain, epoch: epoch)
+            hand.cursors[index].activate(term: grant.consumer, start: start, epoch: epoch)
             try feed.restart(hand.cursors[index].consumer, consumer: grant.consumer)
             leases.delivering(partition, true)
             logger.notice("partition taken over: delivering it", metadata: [
@@ -115,15 +110,10 @@ extension EventPipeline {
                     guard now >= hand.cursors[index].followAgainAt else { continue }
                     hand.cursors[index].follower = try ChainFollower(jetStream: jetStream, partition: partition, after: hand.cursors[index].chainThrough, partitionCount: config.partitions.count)
                 }
-                // Moved out and back, so that the chain's storage is not copied.
-                var chain = hand.cursors[index].chain
-                hand.cursors[index].chain = ChannelChain()
-                var through = hand.cursors[index].chainThrough
-                defer {
-                    hand.cursors[index].chain = chain
-                    hand.cursors[index].chainThrough = through
+                guard let follower = hand.cursors[index].follower else { continue }
+                try hand.cursors[index].withChain { chain, through in
+                    try follower.advance(chain: &chain, through: &through, confirmed: confirmed, budget: budget)
                 }
-                try hand.cursors[index].follower?.advance(chain: &chain, through: &through, confirmed: confirmed, budget: budget)
             } catch {
                 hand.cursors[index].follower?.close()
                 hand.cursors[index].follower = nil

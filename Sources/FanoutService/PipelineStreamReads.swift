@@ -109,7 +109,9 @@ extension EventPipeline {
             let taken = cursor.continuity.takenThrough
             guard let start = try? Self.bind(jetStream, partition: cursor.partition, consumer: term, config: config, startAfter: anew ? nil : taken) else { continue }
             if anew {
-                hand.cursors[index].activate(term: term, start: start, chain: ChannelChain(), epoch: epoch)
+                hand.cursors[index].chain = ChannelChain()
+                hand.cursors[index].chainThrough = 0
+                hand.cursors[index].activate(term: term, start: start, epoch: epoch)
                 metrics.streamsCreatedAnew.increment()
                 logger.notice("CHAT_EVENTS was created anew: consuming the new stream", metadata: [
                     "partition": "\(cursor.partition)", "epoch_from": "\(cursor.epoch)", "epoch_to": "\(epoch)",

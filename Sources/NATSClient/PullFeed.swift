@@ -150,11 +150,15 @@ public final class PullFeed: Sendable {
     private func take(_ msg: OpaquePointer, into batch: inout Batch) throws {
         let now = ContinuousClock.now
         if let reply = natsMsg_GetReply(msg), strncmp(reply, "$JS.ACK.", 8) == 0 {
-            let consumerIndex = state.withLock { $0.consumerIndex }
             // Nil: a consumer the feed no longer reads (paused, or a former term's).
-            guard let message = try Self.message(msg, ackSubject: String(cString: reply), consumerIndex: consumerIndex) else { return }
-            state.withLock { $0.credits[message.consumer].received(at: now) }
-            batch.messages.append(message)
+            let message = try Self.message(msg, ackSubject: String(cString: reply)) { consumer in
+                state.withLock { state in
+                    guard let index = state.consumerIndex[consumer] else { return nil }
+                    state.credits[index].received(at: now)
+                    return index
+                }
+            }
+            if let message { batch.messages.append(message) }
             return
         }
         // A status on <inbox>.<slot>_<generation>, about the slot's current consumer or not.
@@ -187,7 +191,8 @@ public final class PullFeed: Sendable {
         }
     }
 
-    private static func message(_ msg: OpaquePointer, ackSubject: String, consumerIndex: [String: Int]) throws -> Message? {
+    /// The delivered message, for the slot `slot` gives its consumer's name; nil when it gives none.
+    private static func message(_ msg: OpaquePointer, ackSubject: String, slot: (String) -> Int?) throws -> Message? {
         var meta: UnsafeMutablePointer<jsMsgMetaData>?
         let status = natsMsg_GetMetaData(&meta, msg)
         guard status == NATS_OK, let meta else {
@@ -195,7 +200,7 @@ public final class PullFeed: Sendable {
         }
         defer { jsMsgMetaData_Destroy(meta) }
         let consumer = meta.pointee.Consumer.map { String(cString: $0) } ?? ""
-        guard let index = consumerIndex[consumer] else { return nil }
+        guard let index = slot(consumer) else { return nil }
         let metadata = JetStreamMessage.Metadata(
             streamSequence: meta.pointee.Sequence.Stream, consumerSequence: meta.pointee.Sequence.Consumer,
             numDelivered: meta.pointee.NumDelivered, numPending: meta.pointee.NumPending, timestampNs: meta.pointee.Timestamp,

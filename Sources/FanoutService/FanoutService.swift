@@ -32,8 +32,8 @@ public final class FanoutService: Service {
     private let metrics: FanoutMetrics
     let state: RoutingState
     private let readyFlag = Atomic<Bool>(false)
-    /// The partitions' leases once the keeper exists (inspection reports the active ones).
-    private let board = Mutex<LeaseBoard?>(nil)
+    /// The owned partitions' leases (inspection reports the active ones, `/readyz` waits for them).
+    private let board: LeaseBoard
     private let started = ContinuousClock.now
 
     public init(config: FanoutConfig, logger: Logger) {
@@ -41,11 +41,12 @@ public final class FanoutService: Service {
         self.logger = logger
         metrics = FanoutMetrics(partitions: config.partitions.owned)
         state = RoutingState(partitions: config.partitions.owned, partitionCount: config.partitions.count)
+        board = LeaseBoard(partitions: config.partitions.owned)
     }
 
     /// True once the routing table is warm and every owned partition is delivered here or
     /// held by another replica this one stands by for (`/readyz`).
-    public var isReady: Bool { readyFlag.load(ordering: .relaxed) && (board.withLock { $0 }?.settled() ?? false) }
+    public var isReady: Bool { readyFlag.load(ordering: .relaxed) && board.settled() }
 
     /// Bounds the services' wind-down after SIGTERM, so the process exits even when NATS is gone.
     static let shutdownBudget: Duration = .seconds(8)
@@ -139,8 +140,7 @@ public final class FanoutService: Service {
         let presence = PresenceFeed(redisURL: config.redisURL, state: state, metrics: metrics, instanceTimeout: config.instanceTimeout, logger: logger)
         try await presence.warm()
 
-        let leases = try LeaseKeeper(partitions: config.partitions.owned, connection: connection, timing: config.leaseTiming, replicaID: config.replicaID, metrics: metrics, logger: logger)
-        board.withLock { $0 = leases.board }
+        let leases = try LeaseKeeper(board: board, connection: connection, timing: config.leaseTiming, replicaID: config.replicaID, metrics: metrics, logger: logger)
         let pipelines = PartitionPipelines(pipelines: try await blocking { [state, metrics, logger] in
             try PartitionPipelines.groups(config.partitions.owned, threads: config.pipelineThreads).map { partitions in
                 try EventPipeline(partitions: partitions, jetStream: jetStream, output: NATSPipelineOutput(connection: connection, jetStream: jetStream), leases: leases.board,
@@ -184,7 +184,7 @@ public final class FanoutService: Service {
 
     private func replica(ready: Bool) -> Inspection.Replica {
         Inspection.Replica(id: config.replicaID, partitions: config.partitions.owned, partitionCount: config.partitions.count, ready: ready,
-                           activePartitions: board.withLock { $0 }?.activePartitions() ?? [])
+                           activePartitions: board.activePartitions())
     }
 
     /// Every owned partition's snapshot, loaded on the blocking pool side by side (each load

@@ -32,10 +32,18 @@ final class LeaseBoard: Sendable {
     private let entries: Mutex<[Int: Entry]>
     /// This process's id in lease entries.
     let process: String
+    let partitions: [Int]
 
-    init(partitions: [Int], process: String) {
+    init(partitions: [Int], process: String = LeaseBoard.newProcessID()) {
         self.process = process
+        self.partitions = partitions
         entries = Mutex(Dictionary(uniqueKeysWithValues: partitions.map { ($0, Entry()) }))
+    }
+
+    /// Eight random base-36 characters: tells apart processes, also two with one replica id.
+    static func newProcessID() -> String {
+        let alphabet = Array("0123456789abcdefghijklmnopqrstuvwxyz")
+        return String((0..<8).map { _ in alphabet[Int.random(in: 0..<alphabet.count)] })
     }
 
     /// Every partition is either delivered here or held by another process: the replica is

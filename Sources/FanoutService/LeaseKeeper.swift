@@ -30,8 +30,11 @@ final class LeaseKeeper: Service {
     /// When a store failure was last logged: an outage is one line a second, not one per turn.
     private let lastFailureLogged = Mutex<ContinuousClock.Instant?>(nil)
 
-    init(partitions: [Int], connection: NATSConnection, timing: LeaseTiming, replicaID: String, metrics: FanoutMetrics, logger: Logger) throws {
-        self.partitions = partitions
+    /// `board` names this process (`LeaseBoard.process`) and holds the partitions it keeps.
+    init(board: LeaseBoard, connection: NATSConnection, timing: LeaseTiming, replicaID: String, metrics: FanoutMetrics, logger: Logger) throws {
+        partitions = board.partitions
+        self.board = board
+        process = board.process
         storeTimeout = min(.seconds(1), timing.holdFor)
         // A context of its own, so that every read and write waits at most `storeTimeout`.
         jetStream = try connection.jetStream(timeout: storeTimeout)
@@ -39,8 +42,6 @@ final class LeaseKeeper: Service {
         self.replicaID = replicaID
         self.metrics = metrics
         self.logger = logger
-        process = Self.newProcessID()
-        board = LeaseBoard(partitions: partitions, process: process)
     }
 
     func run() async {
@@ -257,9 +258,4 @@ final class LeaseKeeper: Service {
 
     /// JetStream's "wrong last sequence": the entry changed since the revision a write named.
     static let wrongLastSequence = 10071
-
-    private static func newProcessID() -> String {
-        let alphabet = Array("0123456789abcdefghijklmnopqrstuvwxyz")
-        return String((0..<8).map { _ in alphabet[Int.random(in: 0..<alphabet.count)] })
-    }
 }

@@ -142,7 +142,7 @@ import Testing
         timing.pipelineStall = .seconds(2)
         var logger = Logger(label: "lease-test")
         logger.logLevel = .critical
-        let keeper = try LeaseKeeper(partitions: [0, 1], connection: connection, timing: timing, replicaID: "r", metrics: FanoutMetrics(partitions: [0, 1]), logger: logger)
+        let keeper = try LeaseKeeper(board: LeaseBoard(partitions: [0, 1]), connection: connection, timing: timing, replicaID: "r", metrics: FanoutMetrics(partitions: [0, 1]), logger: logger)
         let board = keeper.board
         // The keeper's loop and partition 1's turning pipeline on threads of their own (the
         // cooperative pool is shared with every other test).

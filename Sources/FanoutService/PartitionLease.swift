@@ -45,9 +45,11 @@ struct LeaseTiming: Sendable {
     /// thread that is descheduled between its check and its publish.
     var holdFor: Duration = .milliseconds(500)
     /// A holder whose pipeline has not turned for this long is taken as wedged and stops
-    /// renewing (the pipeline's longest waits — a flush timeout, a retry's back-off — are well
-    /// under it), so that a healthy standby is not kept out.
-    var pipelineStall: Duration = .seconds(10)
+    /// renewing, so that a healthy standby is not kept out. Well above the pipeline's longest
+    /// legitimate waits while NATS is in trouble: JetStream requests of 5 s one after another,
+    /// a consumer created with a 30 s timeout (10 s was seen to be too short when a NATS node
+    /// died: the pipeline waited that long in such calls and gave its leases up).
+    var pipelineStall: Duration = .seconds(60)
 
     init() {}
 

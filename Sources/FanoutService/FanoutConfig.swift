@@ -7,12 +7,14 @@ import SwitchboardContracts
 public enum FanoutError: Error, CustomStringConvertible {
     case invalidConfiguration(String)
     case snapshotCorrupt(partition: Int, reason: String)
+    case dictionaryUnusable(String, reason: String)
     case startup(stage: String, reason: String)
 
     public var description: String {
         switch self {
         case .invalidConfiguration(let why): "invalid configuration: \(why)"
         case .snapshotCorrupt(let partition, let reason): "routing snapshot of partition \(partition) is unusable: \(reason)"
+        case .dictionaryUnusable(let dictionary, let reason): "snapshot user dictionary \(dictionary) is unusable: \(reason)"
         case .startup(let stage, let reason): "start-up failed during \(stage): \(reason)"
         }
     }

@@ -127,12 +127,13 @@ public final class FanoutService: Service {
         }
 
         let store = SnapshotStore(jetStream: jetStream)
-        let starts = await loadSnapshots(store: store)
+        let snapshots = await SnapshotLoader(store: store, state: state, partitions: config.partitions.owned, partitionCount: config.partitions.count,
+                                             replicaID: config.replicaID, logger: logger).load()
 
         let replayStarted = ContinuousClock.now
         let gauges = TableGauges(state: state, metrics: metrics)
         let membershipFeed = try await blocking { [state, metrics, logger] in
-            try MembershipFeed(startSequences: starts, jetStream: jetStream, state: state, metrics: metrics, gauges: gauges, logger: logger)
+            try MembershipFeed(startSequences: snapshots.starts, jetStream: jetStream, state: state, metrics: metrics, gauges: gauges, logger: logger)
         }
         await membershipFeed.catchUp()
         logger.info("membership replayed", metadata: ["ms": "\((ContinuousClock.now - replayStarted).milliseconds)"])
@@ -159,7 +160,7 @@ public final class FanoutService: Service {
         // The server has the typing and inspection subscriptions before the replica says it
         // is ready: a request right after /readyz answers 200 finds a responder.
         try await blocking { try connection.flush(timeout: .seconds(5)) }
-        let snapshots = SnapshotWriter(store: store, state: state, metrics: metrics, config: config, logger: logger)
+        let snapshotWriter = SnapshotWriter(store: store, state: state, metrics: metrics, config: config, plan: snapshots.plan, logger: logger)
 
         state.compact()
         let seconds = Double((ContinuousClock.now - started).nanoseconds) / 1e9
@@ -179,45 +180,11 @@ public final class FanoutService: Service {
         ])
         // Started together, stopped in reverse: pipelines first (each confirms what it
         // published), then the leases (released with the confirmed positions), inspection last.
-        return [inspection, gauges, snapshots, membershipFeed, presence, typing, leases, pipelines]
+        return [inspection, gauges, snapshotWriter, membershipFeed, presence, typing, leases, pipelines]
     }
 
     private func replica(ready: Bool) -> Inspection.Replica {
         Inspection.Replica(id: config.replicaID, partitions: config.partitions.owned, partitionCount: config.partitions.count, ready: ready,
                            activePartitions: board.activePartitions())
-    }
-
-    /// Every owned partition's snapshot, loaded on the blocking pool side by side (each load
-    /// decodes and builds its own partition; only interning user ids is serialized);
-    /// partition → the sequence to replay from.
-    private func loadSnapshots(store: SnapshotStore) async -> [Int: UInt64] {
-        await withTaskGroup(of: (Int, UInt64).self) { group in
-            for partition in config.partitions.owned {
-                group.addTask { [self] in
-                    (partition, (try? await blocking { [self] in loadSnapshot(partition: partition, store: store) }) ?? 0)
-                }
-            }
-            var starts: [Int: UInt64] = [:]
-            for await (partition, start) in group { starts[partition] = start }
-            return starts
-        }
-    }
-
-    /// The sequence to replay membership from: one past the snapshot's, or 0 (everything).
-    private func loadSnapshot(partition: Int, store: SnapshotStore) -> UInt64 {
-        do {
-            guard let manifest = try store.readManifest(partition: partition) else { return 0 }
-            guard manifest.partitionCount == config.partitions.count else {
-                throw FanoutError.snapshotCorrupt(partition: partition, reason: "written for \(manifest.partitionCount) partitions")
-            }
-            let image = try store.readImage(manifest)
-            try state.load(image: image, partition: partition, sequence: manifest.membershipSequence)
-            logger.info("snapshot loaded", metadata: ["partition": "\(partition)", "membership_seq": "\(manifest.membershipSequence)", "bytes": "\(image.count)"])
-            return manifest.membershipSequence + 1
-        } catch {
-            logger.warning("snapshot not used; replaying the partition from the start", metadata: ["partition": "\(partition)", "reason": "\(error)"])
-            state.resetPartition(partition)
-            return 0
-        }
     }
 }

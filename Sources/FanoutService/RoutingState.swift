@@ -137,17 +137,33 @@ final class RoutingState: @unchecked Sendable {  // `table` and `progress` are o
 
     // MARK: snapshots
 
-    /// Loads a partition image in three steps, so that several images load side by side:
-    /// decoding and building its channel table need no lock, only interning its users does.
+    /// Loads a partition image, decoded and built outside the lock so that several load side
+    /// by side. `dictionary` holds the table ids of the writer's dictionary entries (see
+    /// `internDictionary`); a version 1 image interns its own users instead.
     /// `sequence` is the membership sequence the image covers: the partition's position until
     /// the feed applies a later change.
-    func load(image: [UInt8], partition: Int, sequence: UInt64) throws {
+    func load(image: [UInt8], partition: Int, sequence: UInt64, dictionary: [UInt32]?) throws {
         let decoded = try RoutingImage.decode(image, partition: partition, partitionCount: partitionCount)
-        let userIDs = lock.write { table.internUsers(of: decoded) }
-        let channels = try decoded.channelTable(globalUserIDs: userIDs)
+        let userIDs: [UInt32]
+        if decoded.dictionaryUsers == nil {
+            userIDs = lock.write { table.internUsers(of: decoded) }
+        } else {
+            guard let dictionary else { throw FanoutError.snapshotCorrupt(partition: partition, reason: "the image refers to a user dictionary its manifest does not name") }
+            userIDs = dictionary
+        }
+        let channels = try decoded.channelTable(userIDs: userIDs)
         try lock.write {
             try table.install(channels, partition: partition)
             progress[partition]?.sequence = sequence
+        }
+    }
+
+    /// Interns a dictionary's users in order; returns their table ids (dictionary id → table id).
+    func internDictionary(_ segments: [UserDictionary.Segment]) -> [UInt32] {
+        lock.write {
+            var ids: [UInt32] = []
+            for segment in segments { ids += table.internUsers(of: segment) }
+            return ids
         }
     }
 
@@ -163,8 +179,14 @@ final class RoutingState: @unchecked Sendable {  // `table` and `progress` are o
         lock.write { table.compact() }
     }
 
-    func image(partition: Int) -> ([UInt8], UInt64) {
-        lock.read { (RoutingImage.encode(table, partition: partition), progress[partition]?.sequence ?? 0) }
+    /// The partition's image, the membership sequence it covers and the dictionary entries it needs.
+    func image(partition: Int) -> (image: [UInt8], sequence: UInt64, users: Int) {
+        lock.read { (RoutingImage.encode(table, partition: partition), progress[partition]?.sequence ?? 0, table.users.count) }
+    }
+
+    /// A dictionary segment of the table's users from id `first` on (see `UserDictionary.segment`).
+    func dictionarySegment(lineage: UInt64, from first: Int, maxBytes: Int) -> (bytes: [UInt8], end: Int) {
+        lock.read { UserDictionary.segment(of: table.users, lineage: lineage, from: first, maxBytes: maxBytes) }
     }
 
     func partitionsDueForSnapshot(everyChanges: Int, interval: Duration) -> [Int] {

@@ -1,5 +1,6 @@
 import Foundation
 import NATSClient
+import RoutingCore
 import SwitchboardContracts
 
 /// Reads and writes routing-table images in the `ROUTING_SNAPSHOTS` stream.
@@ -10,10 +11,45 @@ import SwitchboardContracts
 /// is written last, so a reader that trusts only the manifest never sees a half-written
 /// image; the generation (the membership sequence the image covers) keeps a new image's
 /// chunks apart from the old ones until the old ones are purged.
+///
+/// The user ids the images refer to are the writing replica's `UserDictionary`, stored once
+/// per replica as segments on `routing.snapshot.users.<replica>.<slot>.<segment>`; a manifest
+/// names the dictionary (replica, slot, lineage) and how many of its entries the image needs,
+/// and the segments it needs are written before it.
 public struct SnapshotStore: Sendable {
     public static let stream = StreamNames.snapshots
     /// JetStream's default max message size is 1 MB; stay under it with headers.
     public static let chunkBytes = 1_000_000
+
+    /// The dictionary slots of a replica: a new lineage is written into the one its loaded
+    /// images did not refer to, so those stay readable until they are rewritten.
+    public static let dictionarySlots = ["a", "b"]
+
+    /// Which dictionary an image's member ids refer to.
+    public struct DictionaryReference: Codable, Sendable, Hashable {
+        /// `replicaToken` of the writing replica.
+        public var replica: String
+        public var slot: String
+        /// The writing interner's lineage, hex.
+        public var lineage: String
+        /// Entries the image needs (ids below this).
+        public var users: Int
+        /// Bytes of the dictionary's segments written by then (what the image costs on top of its own bytes).
+        public var bytes: Int
+
+        /// The dictionary itself, without how much of it an image needs.
+        var source: Source { Source(replica: replica, slot: slot, lineage: lineage) }
+
+        struct Source: Hashable, CustomStringConvertible {
+            var replica: String
+            var slot: String
+            var lineage: String
+            var description: String { "\(replica).\(slot) lineage \(lineage)" }
+        }
+    }
+
+    /// A replica id as one subject token.
+    public static func replicaToken(_ replicaID: String) -> String { String(fnv1a64(Array(replicaID.utf8)), radix: 16) }
 
     /// What a reader needs to find, check and trust an image.
     public struct Manifest: Codable, Sendable, Equatable {
@@ -28,9 +64,11 @@ public struct SnapshotStore: Sendable {
         public var checksum: String
         public var createdAtMs: Int64
         public var replica: String
+        /// Absent for a version 1 image, which lists its own users.
+        public var dictionary: DictionaryReference?
 
         enum CodingKeys: String, CodingKey {
-            case partition, generation, chunks, bytes, checksum, replica
+            case partition, generation, chunks, bytes, checksum, replica, dictionary
             case partitionCount = "partition_count"
             case membershipSequence = "membership_seq"
             case createdAtMs = "created_at_ms"
@@ -46,7 +84,7 @@ public struct SnapshotStore: Sendable {
     }
 
     /// Publishes `image` for `partition`, then its manifest, then purges older chunks.
-    public func write(image: [UInt8], partition: Int, partitionCount: Int, membershipSequence: UInt64, replica: String) throws -> Manifest {
+    public func write(image: [UInt8], partition: Int, partitionCount: Int, membershipSequence: UInt64, replica: String, dictionary: DictionaryReference?) throws -> Manifest {
         let previous = try? readManifest(partition: partition)
         let generation = membershipSequence
         let chunkCount = max(1, (image.count + Self.chunkBytes - 1) / Self.chunkBytes)
@@ -59,7 +97,7 @@ public struct SnapshotStore: Sendable {
             partition: partition, partitionCount: partitionCount, generation: generation,
             membershipSequence: membershipSequence, chunks: chunkCount, bytes: image.count,
             checksum: String(fnv1a64(image), radix: 16), createdAtMs: Int64(Date().timeIntervalSince1970 * 1000),
-            replica: replica
+            replica: replica, dictionary: dictionary
         )
         _ = try jetStream.publish(SnapshotSubjects.manifest(partition: partition), payload: Array(try JSONEncoder().encode(manifest)), timeout: timeout)
         if let previous, previous.generation != generation {
@@ -92,7 +130,48 @@ public struct SnapshotStore: Sendable {
         guard (1...maxChunks).contains(manifest.chunks), manifest.bytes >= 0, manifest.bytes <= manifest.chunks * chunkBytes else {
             throw .snapshotCorrupt(partition: partition, reason: "manifest claims \(manifest.chunks) chunks of \(manifest.bytes) bytes")
         }
+        if let dictionary = manifest.dictionary {
+            guard dictionarySlots.contains(dictionary.slot), UInt64(dictionary.lineage, radix: 16) != nil, UInt64(dictionary.replica, radix: 16) != nil,
+                  (0...Int(UInt32.max)).contains(dictionary.users), dictionary.bytes >= 0 else {
+                throw .snapshotCorrupt(partition: partition, reason: "manifest names an impossible dictionary (\(dictionary.replica).\(dictionary.slot), lineage \(dictionary.lineage), \(dictionary.users) users)")
+            }
+        }
         return manifest
+    }
+
+    // MARK: user dictionaries
+
+    public func writeDictionarySegment(_ bytes: [UInt8], replica: String, slot: String, index: Int) throws {
+        _ = try jetStream.publish(SnapshotSubjects.dictionarySegment(replica: replica, slot: slot, index: index), payload: bytes, timeout: timeout)
+    }
+
+    public func purgeDictionary(replica: String, slot: String) throws {
+        try jetStream.purge(stream: Self.stream, subject: SnapshotSubjects.dictionarySlot(replica: replica, slot: slot))
+    }
+
+    /// The segments holding at least the first `reference.users` entries, checked against
+    /// the lineage and each other (consecutive ids).
+    public func readDictionary(_ reference: DictionaryReference) throws -> [UserDictionary.Segment] {
+        guard let lineage = UInt64(reference.lineage, radix: 16) else { throw FanoutError.dictionaryUnusable(reference.source.description, reason: "lineage is not hex") }
+        var segments: [UserDictionary.Segment] = []
+        var covered = 0
+        while covered < reference.users {
+            guard segments.count < Self.maxChunks else { throw FanoutError.dictionaryUnusable(reference.source.description, reason: "more than \(Self.maxChunks) segments") }
+            let subject = SnapshotSubjects.dictionarySegment(replica: reference.replica, slot: reference.slot, index: segments.count)
+            guard let message = try jetStream.lastMessage(stream: Self.stream, subject: subject) else {
+                throw FanoutError.dictionaryUnusable(reference.source.description, reason: "segment \(subject) is missing (\(covered) of \(reference.users) users found)")
+            }
+            let segment: UserDictionary.Segment
+            do {
+                segment = try UserDictionary.decode(message.payload, lineage: lineage, first: covered)
+            } catch {
+                throw FanoutError.dictionaryUnusable(reference.source.description, reason: "\(subject): \(error)")
+            }
+            guard segment.end > covered else { throw FanoutError.dictionaryUnusable(reference.source.description, reason: "\(subject) is empty") }
+            covered = segment.end
+            segments.append(segment)
+        }
+        return segments
     }
 
     /// The image a manifest describes, checked against its size and checksum.

@@ -1,16 +1,20 @@
 import SwitchboardContracts
 
-/// A partition's channel table as bytes, for snapshots: self-contained (user ids as
-/// strings, since interned indices are per process) and compact (members delta-coded).
+/// A partition's channel table as bytes, for snapshots: compact (members delta-coded) and
+/// checked on load.
 ///
-/// Layout (all integers LEB128 varints):
-/// `"SBRT" 1` · partition · userCount · users (length, UTF-8)… · channelCount ·
+/// Layout, version 2 (all integers LEB128 varints):
+/// `"SBRT" 2` · partition · dictionaryUsers · channelCount ·
 /// channels (length, UTF-8, deletedVersion + 1 or 0, memberCount, member gaps…)…
-/// where members are indices into the image's user list, ascending, each as the gap to the
-/// previous one minus one (the first as is).
+/// where members are ids of the writer's `UserDictionary` (all below dictionaryUsers),
+/// ascending, each as the gap to the previous one minus one (the first as is).
+///
+/// Version 1, still read, listed its own users instead: `"SBRT" 1` · partition · userCount ·
+/// users (length, UTF-8)… · channels as above, members as indices into that list.
 public enum RoutingImage {
     static let magic: [UInt8] = Array("SBRT".utf8)
-    static let version: UInt8 = 1
+    static let version: UInt8 = 2
+    static let selfContained: UInt8 = 1
 
     public enum DecodeError: Error, Equatable, CustomStringConvertible {
         case badHeader
@@ -26,20 +30,13 @@ public enum RoutingImage {
         }
     }
 
-    /// Serializes `partition` of `table`.
+    /// Serializes `partition` of `table`; its members are ids of `table.users`, whose first
+    /// `table.users.count` entries the image's dictionary must hold.
     public static func encode(_ table: RoutingTable, partition: Int) -> [UInt8] {
-        guard let channels = table.partitions[partition] else { return header(partition) + [0, 0] }
-        // The users this partition references, in global id order, renumbered densely.
-        var referenced = Set<UInt32>()
-        for set in channels.members { set.forEach { referenced.insert($0) } }
-        let globalIDs = referenced.sorted()
-        var local = [UInt32: UInt32](minimumCapacity: globalIDs.count)
-        for (index, id) in globalIDs.enumerated() { local[id] = UInt32(index) }
-
         var bytes = header(partition)
-        bytes.reserveCapacity(globalIDs.count * 12 + channels.membershipCount * 2)
-        Varint.append(UInt64(globalIDs.count), to: &bytes)
-        for id in globalIDs { appendString(table.users.string(id), to: &bytes) }
+        Varint.append(UInt64(table.users.count), to: &bytes)
+        guard let channels = table.partitions[partition] else { return bytes + [0] }
+        bytes.reserveCapacity(bytes.count + channels.members.count * 12 + channels.membershipCount * 2)
         Varint.append(UInt64(channels.members.count), to: &bytes)
         for index in channels.members.indices {
             let channel = UInt32(index)
@@ -49,10 +46,8 @@ public enum RoutingImage {
             Varint.append(UInt64(set.count), to: &bytes)
             var previous: UInt32?
             set.forEach { user in
-                // Global order is preserved by the renumbering, so local ids ascend too.
-                let id = local[user]!
-                Varint.append(previous.map { id - $0 - 1 } ?? id, to: &bytes)
-                previous = id
+                Varint.append(previous.map { user - $0 - 1 } ?? user, to: &bytes)
+                previous = user
             }
         }
         return bytes
@@ -69,36 +64,47 @@ public enum RoutingImage {
         bytes.append(contentsOf: string.utf8)
     }
 
-    /// Replaces `partition` of `table` with the image's content. Validates everything it
-    /// reads: a corrupt image throws and leaves the table unchanged.
-    public static func load(_ image: [UInt8], partition: Int, into table: inout RoutingTable) throws(DecodeError) {
+    /// Replaces `partition` of `table` with the image's content. `dictionary` maps the
+    /// writer's dictionary ids to ids of `table.users` (a version 1 image needs none).
+    /// Validates everything it reads: a corrupt image throws and leaves the table unchanged.
+    public static func load(_ image: [UInt8], partition: Int, into table: inout RoutingTable, dictionary: [UInt32] = []) throws(DecodeError) {
         guard table.partitions[partition] != nil else { throw .invalid("partition \(partition) is not owned") }
         let decoded = try decode(image, partition: partition, partitionCount: table.partitionCount)
         var users = table.users
-        let channels = try decoded.channelTable(globalUserIDs: decoded.intern(into: &users))
+        let ids = decoded.dictionaryUsers == nil ? decoded.intern(into: &users) : dictionary
+        let channels = try decoded.channelTable(userIDs: ids)
         table.users = users
         table.partitions[partition] = channels
     }
 
     /// Reads and checks a whole image without any table, so that images decode side by side;
-    /// only `Decoded.intern` needs the (shared) user interner.
+    /// only interning a version 1 image's own users (`Decoded.intern`) needs the shared interner.
     public static func decode(_ image: [UInt8], partition: Int, partitionCount: Int) throws(DecodeError) -> Decoded {
         var reader = Reader(bytes: image)
-        guard image.count > magic.count, Array(image[0..<magic.count]) == magic, image[magic.count] == version else { throw .badHeader }
+        guard image.count > magic.count, Array(image[0..<magic.count]) == magic, [version, selfContained].contains(image[magic.count]) else { throw .badHeader }
+        let listsUsers = image[magic.count] == selfContained
         reader.offset = magic.count + 1
         let imagePartition = try reader.varint()
         guard imagePartition == UInt64(partition) else { throw .invalid("written for partition \(imagePartition), not \(partition)") }
 
-        let userCount = try reader.count(limit: image.count)
         var users: [Range<Int>] = []
-        users.reserveCapacity(userCount)
-        for _ in 0..<userCount {
-            let range = try reader.stringRange()
-            guard image.withUnsafeBufferPointer({ Identifier.isValid(UnsafeBufferPointer(rebasing: $0[range])) }) else {
-                throw .invalid("user id '\(String(decoding: image[range].prefix(80), as: UTF8.self))'")
+        var dictionaryUsers: Int?
+        if listsUsers {
+            let userCount = try reader.count(limit: image.count)
+            users.reserveCapacity(userCount)
+            for _ in 0..<userCount {
+                let range = try reader.stringRange()
+                guard image.withUnsafeBufferPointer({ Identifier.isValid(UnsafeBufferPointer(rebasing: $0[range])) }) else {
+                    throw .invalid("user id '\(String(decoding: image[range].prefix(80), as: UTF8.self))'")
+                }
+                users.append(range)
             }
-            users.append(range)
+        } else {
+            let count = try reader.varint()
+            guard count <= UInt64(UInt32.max) else { throw .invalid("dictionary of \(count) users") }
+            dictionaryUsers = Int(count)
         }
+        let bound = UInt64(dictionaryUsers ?? users.count)
         let channelCount = try reader.count(limit: image.count)
         var channels: [Decoded.Channel] = []
         channels.reserveCapacity(channelCount)
@@ -111,25 +117,27 @@ public enum RoutingImage {
             let memberCount = try reader.count(limit: image.count)
             var members: [UInt32] = []
             members.reserveCapacity(memberCount)
-            var local: UInt64 = 0
+            var member: UInt64 = 0
             for index in 0..<memberCount {
                 let gap = try reader.varint()
                 // Checked before adding: a gap near 2^64 must not overflow into a small index.
-                guard gap < UInt64(users.count) else { throw .invalid("member gap \(gap) beyond \(users.count) users") }
-                local = index == 0 ? gap : local + gap + 1
-                guard local < UInt64(users.count) else { throw .invalid("member index \(local) beyond \(users.count) users") }
-                members.append(UInt32(local))
+                guard gap < bound else { throw .invalid("member gap \(gap) beyond \(bound) users") }
+                member = index == 0 ? gap : member + gap + 1
+                guard member < bound else { throw .invalid("member index \(member) beyond \(bound) users") }
+                members.append(UInt32(member))
             }
             channels.append(Decoded.Channel(name: name, deletedAt: deleted == 0 ? nil : deleted - 1, members: members))
         }
         guard reader.offset == image.count else { throw .invalid("\(image.count - reader.offset) trailing bytes") }
-        return Decoded(partition: partition, image: image, users: users, channels: channels)
+        return Decoded(partition: partition, dictionaryUsers: dictionaryUsers, image: image, users: users, channels: channels)
     }
 
-    /// A checked image: its user ids (as ranges of the image) and channels with members as
-    /// indices into that user list (ascending, in range).
+    /// A checked image: channels with members as ids of the writer's dictionary (version 2)
+    /// or as indices into the image's own user list (version 1), ascending and in range.
     public struct Decoded: Sendable {
         public let partition: Int
+        /// The dictionary entries the image needs (version 2); nil when it lists its own users.
+        public let dictionaryUsers: Int?
         let image: [UInt8]
         let users: [Range<Int>]
         let channels: [Channel]
@@ -140,25 +148,27 @@ public enum RoutingImage {
             var members: [UInt32]
         }
 
-        /// Interns the image's users; returns their ids, in image order.
+        /// Interns a version 1 image's own users; returns their ids, in image order.
         public func intern(into interner: inout StringInterner) -> [UInt32] {
             image.withUnsafeBufferPointer { bytes in
                 users.map { interner.intern(bytes: UnsafeBufferPointer(rebasing: bytes[$0])) }
             }
         }
 
-        /// The partition's channel table, given the ids `intern` returned.
-        public func channelTable(globalUserIDs global: [UInt32]) throws(DecodeError) -> ChannelTable {
-            guard global.count == users.count else { throw .invalid("\(global.count) user ids for \(users.count) users") }
+        /// The partition's channel table, given the table ids of the image's members: the
+        /// dictionary's (version 2) or what `intern` returned (version 1).
+        public func channelTable(userIDs ids: [UInt32]) throws(DecodeError) -> ChannelTable {
+            let needed = dictionaryUsers ?? users.count
+            guard ids.count >= needed else { throw .invalid("\(ids.count) user ids for \(needed) users") }
             var table = ChannelTable()
             var scratch: [UInt32] = []
             for channel in channels {
                 scratch.removeAll(keepingCapacity: true)
-                for local in channel.members { scratch.append(global[Int(local)]) }
-                // Global ids ascend with local ones unless this process interned users earlier.
+                for member in channel.members { scratch.append(ids[Int(member)]) }
+                // Table ids ascend with the image's unless this process interned users earlier.
                 if !RoutingImage.isAscending(scratch) {
                     scratch.sort()
-                    // Only a user listed twice in the image maps two members to one id.
+                    // Only a user listed twice maps two members to one id.
                     guard RoutingImage.isAscending(scratch) else { throw .invalid("channel '\(channel.name)' lists a user twice (duplicate user ids)") }
                 }
                 let index = table.internChannel(channel.name)
@@ -218,9 +228,14 @@ public enum RoutingImage {
 }
 
 extension RoutingTable {
-    /// Interns a decoded image's users (see `RoutingImage.Decoded.intern`).
+    /// Interns a version 1 image's users (see `RoutingImage.Decoded.intern`).
     public mutating func internUsers(of image: RoutingImage.Decoded) -> [UInt32] {
         image.intern(into: &users)
+    }
+
+    /// Interns a dictionary segment's users; returns their ids, in order.
+    public mutating func internUsers(of segment: UserDictionary.Segment) -> [UInt32] {
+        segment.intern(into: &users)
     }
 
     /// Replaces an owned partition's channel table (built by `RoutingImage.Decoded.channelTable`).

@@ -65,6 +65,12 @@ public struct StringInterner: Sendable {
         return arena.withUnsafeBufferPointer { String(decoding: UnsafeBufferPointer(rebasing: $0[range]), as: UTF8.self) }
     }
 
+    /// The UTF-8 bytes of string `id`, lent to `body`.
+    public func withUTF8<R>(_ id: UInt32, _ body: (UnsafeBufferPointer<UInt8>) throws -> R) rethrows -> R {
+        let range = self.range(Int(id))
+        return try arena.withUnsafeBufferPointer { try body(UnsafeBufferPointer(rebasing: $0[range])) }
+    }
+
     private func range(_ id: Int) -> Range<Int> {
         let start = id == 0 ? 0 : Int(ends[id - 1])
         return start..<Int(ends[id])

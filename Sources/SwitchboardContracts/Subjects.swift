@@ -92,7 +92,9 @@ public enum Subjects {
 }
 
 /// Subjects of the `ROUTING_SNAPSHOTS` stream: per partition `p`, an image's chunks on
-/// `routing.snapshot.<p>.<generation>.<index>` and its manifest on `routing.snapshot.<p>.manifest`.
+/// `routing.snapshot.<p>.<generation>.<index>` and its manifest on `routing.snapshot.<p>.manifest`;
+/// per replica, the user dictionary its images refer to, in two slots (one being written while
+/// the other may still be referenced) on `routing.snapshot.users.<replica>.<slot>.<segment>`.
 public enum SnapshotSubjects {
     static let root = "routing.snapshot"
 
@@ -105,6 +107,16 @@ public enum SnapshotSubjects {
     /// Every chunk of one generation (what is purged once a newer manifest is written).
     public static func generation(partition: Int, generation: UInt64) -> String {
         "\(root).\(partition).\(generation).>"
+    }
+
+    /// `replica` is a hash of the replica id (any string), so it is always one subject token.
+    public static func dictionarySegment(replica: String, slot: String, index: Int) -> String {
+        "\(root).users.\(replica).\(slot).\(index)"
+    }
+
+    /// Every segment of one dictionary slot (purged before a new lineage is written into it).
+    public static func dictionarySlot(replica: String, slot: String) -> String {
+        "\(root).users.\(replica).\(slot).>"
     }
 }
 

@@ -1,3 +1,4 @@
+import FanoutService
 import Foundation
 import NATSClient
 import RoutingCore
@@ -116,6 +117,63 @@ import Testing
         let fromSnapshot = try harness.tableFingerprint(channels: (0..<23).map { "chan\($0)" })
         #expect(fromReplay == fromSnapshot)
         #expect(fromReplay.values.reduce(0, +) == 300 - 40 - duplicateJoins())
+    }
+
+    /// Images share one user dictionary per replica: a restart interns it once, a new process
+    /// writes its own lineage into the other slot (the loaded images stay readable), a third
+    /// start with images naming both slots loads both and rewrites the ones its slot held,
+    /// and a corrupt dictionary sends only its partitions to a full replay.
+    @Test func snapshotImagesShareAUserDictionaryThatSurvivesRestartsAndCorruption() throws {
+        let harness = try FanoutHarness()
+        defer { harness.stop() }
+        let channels = (0..<23).map { "chan\($0)" }
+        for index in 0..<300 { try harness.join("user\(index % 37)", "chan\(index % 23)") }
+        let partitions = Set(channels.map { Partitioner.partition(of: $0, count: FanoutHarness.partitionCount) })
+        let store = SnapshotStore(jetStream: harness.jetStream)
+        func dictionaries() -> [Int: SnapshotStore.DictionaryReference] {
+            var found: [Int: SnapshotStore.DictionaryReference] = [:]
+            for partition in partitions { found[partition] = (try? store.readManifest(partition: partition))??.dictionary }
+            return found
+        }
+        let snapshotEveryChange = ["--snapshot-every-changes", "1", "--snapshot-interval-seconds", "1"]
+
+        let first = try harness.startFanout(extra: snapshotEveryChange)
+        #expect(eventually(timeout: .seconds(15)) { dictionaries().count == partitions.count })
+        let written = dictionaries()
+        #expect(Set(written.values.map(\.slot)) == ["a"] && Set(written.values.map(\.lineage)).count == 1, "\(written)")
+        #expect(written.values.allSatisfy { $0.users == 37 && $0.bytes > 37 * 6 }, "\(written)")
+        let expected = try harness.tableFingerprint(channels: channels)
+        first.stop()
+
+        // Second process: loads the dictionary once, writes its own lineage into slot b.
+        let second = try harness.startFanout(extra: snapshotEveryChange)
+        #expect(harness.fanoutLog().components(separatedBy: "snapshot dictionary loaded").count - 1 == 1, "\(harness.fanoutLog())")
+        #expect(harness.fanoutLog().components(separatedBy: "snapshot loaded").count - 1 == partitions.count)
+        #expect(try harness.tableFingerprint(channels: channels) == expected)
+        try harness.join("newcomer", "chan0")
+        let changed = Partitioner.partition(of: "chan0", count: FanoutHarness.partitionCount)
+        #expect(eventually(timeout: .seconds(15)) { dictionaries()[changed]?.slot == "b" })
+        #expect(dictionaries().filter { $0.value.slot == "a" }.count == partitions.count - 1)
+        let secondLineage = try #require(dictionaries()[changed]?.lineage)
+        var withNewcomer = expected
+        withNewcomer["chan0"]! += 1
+        second.stop()
+
+        // Third: slot b is named by one image, a by the rest; it loads both and takes b over,
+        // rewriting that one image at once with its own lineage.
+        let third = try harness.startFanout(extra: snapshotEveryChange)
+        #expect(harness.fanoutLog().components(separatedBy: "snapshot dictionary loaded").count - 1 == 2, "\(harness.fanoutLog())")
+        #expect(try harness.tableFingerprint(channels: channels) == withNewcomer)
+        #expect(eventually(timeout: .seconds(15)) { dictionaries()[changed].map { $0.slot == "b" && $0.lineage != secondLineage } == true })
+        third.stop()
+
+        // Slot a's first segment corrupted: its images are replayed, the table is the same.
+        let replica = SnapshotStore.replicaToken("fanout-a")
+        _ = try harness.jetStream.publish(SnapshotSubjects.dictionarySegment(replica: replica, slot: "a", index: 0), payload: Array("SBUD garbage".utf8))
+        try harness.startFanout()
+        #expect(harness.fanoutLog().contains("snapshot dictionary not used"), "\(harness.fanoutLog())")
+        #expect(harness.fanoutLog().components(separatedBy: "snapshot not used").count - 1 == partitions.count - 1)
+        #expect(try harness.tableFingerprint(channels: channels) == withNewcomer)
     }
 
     /// 300 joins over (user % 37, chan % 23) pairs repeat some pairs; leaves hit distinct ones.

@@ -190,20 +190,24 @@ let instanceNames = ["n0", "n1", "n2"]
         let p = Partitioner.partition(of: "general", count: partitionCount)
         let image = RoutingImage.encode(table, partition: p)
         var fresh = self.table()
+        let ids = try fresh.internDictionary(of: table)
         for cut in [0, 3, 5, image.count / 2, image.count - 1] {
-            #expect(throws: RoutingImage.DecodeError.self) { try RoutingImage.load(Array(image[0..<cut]), partition: p, into: &fresh) }
+            #expect(throws: RoutingImage.DecodeError.self) { try RoutingImage.load(Array(image[0..<cut]), partition: p, into: &fresh, dictionary: ids) }
         }
-        #expect(throws: RoutingImage.DecodeError.self) { try RoutingImage.load(image + [0], partition: p, into: &fresh) }
-        #expect(throws: RoutingImage.DecodeError.self) { try RoutingImage.load(image, partition: (p + 1) % partitionCount, into: &fresh) }
+        #expect(throws: RoutingImage.DecodeError.self) { try RoutingImage.load(image + [0], partition: p, into: &fresh, dictionary: ids) }
+        #expect(throws: RoutingImage.DecodeError.self) { try RoutingImage.load(image, partition: (p + 1) % partitionCount, into: &fresh, dictionary: ids) }
+        // An image needs the dictionary entries it names.
+        #expect(throws: RoutingImage.DecodeError.self) { try RoutingImage.load(image, partition: p, into: &fresh, dictionary: []) }
         #expect(fresh.membershipCount == 0)
         var rng = SplitMix64(seed: 1)
         for _ in 0..<2000 {
             var noisy = image
             noisy[Int(rng.next() % UInt64(noisy.count))] = UInt8(truncatingIfNeeded: rng.next())
             var target = self.table()
-            _ = try? RoutingImage.load(noisy, partition: p, into: &target)
+            let targetIDs = try target.internDictionary(of: table)
+            _ = try? RoutingImage.load(noisy, partition: p, into: &target, dictionary: targetIDs)
         }
-        try RoutingImage.load(image, partition: p, into: &fresh)
+        try RoutingImage.load(image, partition: p, into: &fresh, dictionary: ids)
         #expect(fresh.isMember(partition: p, channel: "general", user: "alice"))
     }
 
@@ -247,8 +251,9 @@ let instanceNames = ["n0", "n1", "n2"]
             }
             var plan = PlanBuffer()
             var restored = self.table()
+            let ids = (try? restored.internDictionary(of: table)) ?? []
             for partition in 0..<partitionCount {
-                try? RoutingImage.load(RoutingImage.encode(table, partition: partition), partition: partition, into: &restored)
+                try? RoutingImage.load(RoutingImage.encode(table, partition: partition), partition: partition, into: &restored, dictionary: ids)
             }
             #expect(table.membershipCount == model.members.values.reduce(0) { $0 + $1.count })
             for channel in channelNames {

@@ -89,10 +89,12 @@ struct SnapshotLoader: Sendable {
         let started = ContinuousClock.now
         let reference = SnapshotStore.DictionaryReference(replica: source.replica, slot: source.slot, lineage: source.lineage, users: users, bytes: 0)
         do {
-            let segments = try await blocking { [store] in try store.readDictionary(reference) }
-            let ids = state.internDictionary(segments)
+            let (ids, segments) = try await blocking { [store, state] in
+                let segments = try store.readDictionary(reference)
+                return (state.internDictionary(segments), segments.count)
+            }
             logger.info("snapshot dictionary loaded", metadata: [
-                "dictionary": "\(source)", "users": "\(ids.count)", "segments": "\(segments.count)", "ms": "\((ContinuousClock.now - started).milliseconds)",
+                "dictionary": "\(source)", "users": "\(ids.count)", "segments": "\(segments)", "ms": "\((ContinuousClock.now - started).milliseconds)",
             ])
             return .success(ids)
         } catch {

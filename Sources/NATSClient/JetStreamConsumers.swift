@@ -102,13 +102,11 @@ public final class OrderedConsumer: Sendable {
         while count < limit {
             guard let msg = try subscription.nextMessage(timeoutMilliseconds: count == 0 ? timeout.natsTimeoutMilliseconds : 0) else { break }
             defer { natsMsg_Destroy(msg) }
-            var meta: UnsafeMutablePointer<jsMsgMetaData>?
-            let parsed = natsMsg_GetMetaData(&meta, msg)
-            guard parsed == NATS_OK, let meta else {
-                throw NATSError.malformedResponse(operation: "reading JetStream metadata of \(name)", reason: "reply subject \(CMessage.reply(msg) ?? "none"): \(statusText(parsed))")
+            let reply = natsMsg_GetReply(msg)
+            guard let reply, let meta = JetStreamAckSubject(UnsafeBufferPointer(start: UnsafeRawPointer(reply).assumingMemoryBound(to: UInt8.self), count: strlen(reply))) else {
+                throw NATSError.malformedResponse(operation: "reading JetStream metadata of \(name)", reason: "reply subject \(CMessage.reply(msg) ?? "none") is not a JetStream ack subject")
             }
-            let streamSequence = meta.pointee.Sequence.Stream, numPending = meta.pointee.NumPending
-            jsMsgMetaData_Destroy(meta)
+            let streamSequence = meta.streamSequence, numPending = meta.numPending
             let subject = natsMsg_GetSubject(msg)
             let subjectBytes = subject.map { UnsafeBufferPointer(start: UnsafeRawPointer($0).assumingMemoryBound(to: UInt8.self), count: strlen($0)) }
             let payload = UnsafeBufferPointer(start: natsMsg_GetData(msg).map { UnsafeRawPointer($0).assumingMemoryBound(to: UInt8.self) },

@@ -90,15 +90,7 @@ public enum RoutingImage {
         var users: [Range<Int>] = []
         var dictionaryUsers: Int?
         if listsUsers {
-            let userCount = try reader.count(limit: image.count)
-            users.reserveCapacity(userCount)
-            for _ in 0..<userCount {
-                let range = try reader.stringRange()
-                guard image.withUnsafeBufferPointer({ Identifier.isValid(UnsafeBufferPointer(rebasing: $0[range])) }) else {
-                    throw .invalid("user id '\(String(decoding: image[range].prefix(80), as: UTF8.self))'")
-                }
-                users.append(range)
-            }
+            users = try reader.userIDs()
         } else {
             let count = try reader.varint()
             guard count <= UInt64(UInt32.max) else { throw .invalid("dictionary of \(count) users") }
@@ -216,6 +208,21 @@ public enum RoutingImage {
 
         mutating func string() throws(DecodeError) -> String {
             String(decoding: bytes[try stringRange()], as: UTF8.self)
+        }
+
+        /// A count, then that many user ids (length, UTF-8), each checked: their ranges.
+        mutating func userIDs() throws(DecodeError) -> [Range<Int>] {
+            let count = try count(limit: bytes.count)
+            var users: [Range<Int>] = []
+            users.reserveCapacity(count)
+            for _ in 0..<count {
+                let range = try stringRange()
+                guard bytes.withUnsafeBufferPointer({ Identifier.isValid(UnsafeBufferPointer(rebasing: $0[range])) }) else {
+                    throw .invalid("user id '\(String(decoding: bytes[range].prefix(80), as: UTF8.self))'")
+                }
+                users.append(range)
+            }
+            return users
         }
 
         mutating func stringRange() throws(DecodeError) -> Range<Int> {

@@ -63,16 +63,7 @@ public enum UserDictionary {
         guard written == lineage else { throw .invalid("dictionary segment of lineage \(String(written, radix: 16)), not \(String(lineage, radix: 16))") }
         let start = try reader.varint()
         guard start == UInt64(first) else { throw .invalid("dictionary segment starts at id \(start), expected \(first)") }
-        let count = try reader.count(limit: bytes.count)
-        var users: [Range<Int>] = []
-        users.reserveCapacity(count)
-        for _ in 0..<count {
-            let range = try reader.stringRange()
-            guard bytes.withUnsafeBufferPointer({ Identifier.isValid(UnsafeBufferPointer(rebasing: $0[range])) }) else {
-                throw .invalid("user id '\(String(decoding: bytes[range].prefix(80), as: UTF8.self))'")
-            }
-            users.append(range)
-        }
+        let users = try reader.userIDs()
         guard reader.offset == bytes.count else { throw .invalid("\(bytes.count - reader.offset) trailing bytes in a dictionary segment") }
         return Segment(first: first, bytes: bytes, users: users)
     }

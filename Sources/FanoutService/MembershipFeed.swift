@@ -28,6 +28,8 @@ final class MembershipFeed: Service {
 
     /// Owned partition → the first stream sequence it still needs.
     let startSequences: [Int: UInt64]
+    /// The same by partition number (0: not owned), read for every message of a replay.
+    private let startByPartition: [UInt64]
     private let jetStream: JetStream
     private let reader = Mutex<OrderedConsumer?>(nil)
     /// The last stream sequence read (applied or skipped); a new consumer continues after it.
@@ -42,6 +44,9 @@ final class MembershipFeed: Service {
     /// Creates the consumer (a blocking call: the server may take long to create it on a large stream).
     init(startSequences: [Int: UInt64], jetStream: JetStream, state: RoutingState, metrics: FanoutMetrics, gauges: TableGauges, logger: Logger) throws {
         self.startSequences = startSequences.mapValues { max($0, 1) }
+        var starts = [UInt64](repeating: 0, count: (startSequences.keys.max() ?? -1) + 1)
+        for (partition, start) in self.startSequences { starts[partition] = start }
+        startByPartition = starts
         self.jetStream = jetStream
         self.state = state
         self.metrics = metrics
@@ -109,8 +114,8 @@ final class MembershipFeed: Service {
                     numPending = message.numPending
                     lastSequence.store(message.streamSequence, ordering: .relaxed)
                     // Another replica's partition, or one this replica's snapshot already covers.
-                    guard let partition = Subjects.membershipPartition(message.subject),
-                          let start = startSequences[partition], message.streamSequence >= start else { return }
+                    guard let partition = Subjects.membershipPartition(message.subject), startByPartition.indices.contains(partition),
+                          case let start = startByPartition[partition], start > 0, message.streamSequence >= start else { return }
                     batch.append(RoutingState.MembershipRecord(partition: partition, sequence: message.streamSequence, subject: message.subject, payload: message.payload))
                 }
             } catch {

@@ -71,8 +71,17 @@ final class RoutingState: @unchecked Sendable {  // `table` and `progress` are o
     func apply(_ records: [MembershipRecord]) -> [(record: MembershipRecord, error: StateError)] {
         var rejected: [(record: MembershipRecord, error: StateError)] = []
         lock.write {
+            // Consecutive records mostly share a partition (a replay reads channel by channel):
+            // its progress is advanced once per run of them.
+            var run: (partition: Int, sequence: UInt64, count: Int)?
+            defer { if let run { advance(run.partition, to: run.sequence, changes: run.count) } }
             for record in records {
-                defer { advance(record.partition, to: record.sequence) }
+                if let current = run, current.partition == record.partition {
+                    run = (current.partition, max(current.sequence, record.sequence), current.count + 1)
+                } else {
+                    if let run { advance(run.partition, to: run.sequence, changes: run.count) }
+                    run = (record.partition, record.sequence, 1)
+                }
                 do {
                     let change = try record.change.get()
                     let state: RoutingTable.MembershipState = switch change.state {
@@ -91,10 +100,10 @@ final class RoutingState: @unchecked Sendable {  // `table` and `progress` are o
         return rejected
     }
 
-    private func advance(_ partition: Int, to sequence: UInt64) {
+    private func advance(_ partition: Int, to sequence: UInt64, changes: Int) {
         guard var entry = progress[partition] else { return }
         entry.sequence = max(entry.sequence, sequence)
-        entry.changesSinceSnapshot += 1
+        entry.changesSinceSnapshot += changes
         progress[partition] = entry
     }
 

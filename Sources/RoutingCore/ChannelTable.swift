@@ -89,32 +89,81 @@ public struct ChannelTable: Sendable {
 }
 
 /// The versions of the most recent (channel, user) changes, oldest forgotten first.
+///
+/// A ring of the remembered pairs with an open-addressing index over it (linear probing,
+/// backward-shift deletion): every membership a replay applies passes through here, and a
+/// `Dictionary` hashed each pair three times (look up, insert, forget the oldest).
 struct RecentVersions: Sendable {
     private let limit: Int
-    private var versions: [UInt64: UInt64] = [:]
-    private var order: [UInt64] = []
+    private var keys: [UInt64] = []
+    private var versions: [UInt64] = []
+    /// The ring slot the next new pair takes once the ring is full.
     private var next = 0
+    /// Ring slot + 1, or 0 for an empty bucket; at least twice `limit` buckets.
+    private var index: [UInt32]
+    private let shift: UInt64
 
-    init(limit: Int) { self.limit = limit }
+    init(limit: Int) {
+        precondition(limit > 0)
+        self.limit = limit
+        var bits = 1
+        while 1 << bits < 2 * limit { bits += 1 }
+        index = Array(repeating: 0, count: 1 << bits)
+        shift = UInt64(64 - bits)
+    }
 
-    var byteCount: Int { versions.capacity * 24 + order.capacity * 8 }
+    var byteCount: Int { keys.capacity * 8 + versions.capacity * 8 + index.capacity * 4 }
 
     /// False when `version` is lower than the remembered version of the same pair.
     mutating func accept(channel: UInt32, user: UInt32, version: UInt64) -> Bool {
         let key = UInt64(channel) << 32 | UInt64(user)
-        if let known = versions[key] {
-            guard version >= known else { return false }
-            versions[key] = version
-            return true
+        var bucket = home(key)
+        while index[bucket] != 0 {
+            let slot = Int(index[bucket] - 1)
+            if keys[slot] == key {
+                guard version >= versions[slot] else { return false }
+                versions[slot] = version
+                return true
+            }
+            bucket = (bucket + 1) & (index.count - 1)
         }
-        if order.count < limit {
-            order.append(key)
+        let slot: Int
+        if keys.count < limit {
+            slot = keys.count
+            keys.append(key)
+            versions.append(version)
         } else {
-            versions[order[next]] = nil
-            order[next] = key
+            slot = next
             next = (next + 1) % limit
+            forget(slot)
+            keys[slot] = key
+            versions[slot] = version
+            // Forgetting may have shifted entries into the probe path: find the free bucket again.
+            bucket = home(key)
+            while index[bucket] != 0 { bucket = (bucket + 1) & (index.count - 1) }
         }
-        versions[key] = version
+        index[bucket] = UInt32(slot + 1)
         return true
+    }
+
+    private func home(_ key: UInt64) -> Int { Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> shift) }
+
+    /// Removes ring slot `slot`'s pair from the index, shifting later entries of its probe run back.
+    private mutating func forget(_ slot: Int) {
+        let mask = index.count - 1
+        var hole = home(keys[slot])
+        while index[hole] != UInt32(slot + 1) { hole = (hole + 1) & mask }
+        var probe = hole
+        while true {
+            probe = (probe + 1) & mask
+            guard index[probe] != 0 else { break }
+            let wanted = home(keys[Int(index[probe] - 1)])
+            // An entry may move into the hole only if its home is not in (hole, probe] cyclically.
+            let staysPut = hole <= probe ? (hole < wanted && wanted <= probe) : (hole < wanted || wanted <= probe)
+            if staysPut { continue }
+            index[hole] = index[probe]
+            hole = probe
+        }
+        index[hole] = 0
     }
 }

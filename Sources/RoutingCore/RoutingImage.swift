@@ -68,7 +68,7 @@ public enum RoutingImage {
     /// writer's dictionary ids to ids of `table.users` (a version 1 image needs none).
     /// Validates everything it reads: a corrupt image throws and leaves the table unchanged.
     public static func load(_ image: [UInt8], partition: Int, into table: inout RoutingTable, dictionary: [UInt32] = []) throws(DecodeError) {
-        guard table.partitions[partition] != nil else { throw .invalid("partition \(partition) is not owned") }
+        guard table.partitions.owns(partition) else { throw .invalid("partition \(partition) is not owned") }
         let decoded = try decode(image, partition: partition, partitionCount: table.partitionCount)
         var users = table.users
         let ids = decoded.dictionaryUsers == nil ? decoded.intern(into: &users) : dictionary
@@ -247,7 +247,7 @@ extension RoutingTable {
 
     /// Replaces an owned partition's channel table (built by `RoutingImage.Decoded.channelTable`).
     public mutating func install(_ channels: ChannelTable, partition: Int) throws(RoutingImage.DecodeError) {
-        guard partitions[partition] != nil else { throw .invalid("partition \(partition) is not owned") }
+        guard partitions.owns(partition) else { throw .invalid("partition \(partition) is not owned") }
         partitions[partition] = channels
     }
 }

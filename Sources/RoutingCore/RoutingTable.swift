@@ -5,14 +5,14 @@ import SwitchboardContracts
 /// known notifier instances.
 public struct RoutingTable: Sendable {
     public internal(set) var users = StringInterner()
-    public internal(set) var partitions: [Int: ChannelTable] = [:]
+    public internal(set) var partitions: PartitionTables
     public private(set) var presence = PresenceTable()
     public private(set) var instances = InstanceRegistry()
     public let partitionCount: Int
 
     public init(partitions owned: [Int], partitionCount: Int) {
         self.partitionCount = partitionCount
-        for partition in owned { partitions[partition] = ChannelTable() }
+        partitions = PartitionTables(owned: owned, count: partitionCount)
     }
 
     // MARK: membership
@@ -41,7 +41,7 @@ public struct RoutingTable: Sendable {
     public mutating func applyMembership(partition: Int, channel: String, user: String, state: MembershipState, version: UInt64) throws(ApplyError) -> ChannelTable.Outcome {
         if let problem = Identifier.problem(channel, kind: "channel") { throw .invalidID(problem) }
         let expected = Partitioner.partition(of: channel, count: partitionCount)
-        guard expected == partition, partitions[partition] != nil else {
+        guard expected == partition, partitions.owns(partition) else {
             throw .wrongPartition(channel: channel, expected: expected, got: partition)
         }
         if state == .channelDeleted {
@@ -49,12 +49,14 @@ public struct RoutingTable: Sendable {
             return partitions[partition]!.delete(channel: index, version: version)
         }
         if let problem = Identifier.problem(user, kind: "user") { throw .invalidID(problem) }
-        let channelIndex = partitions[partition]!.internChannel(channel)
         let userIndex = users.intern(user)
-        switch state {
-        case .joined: return partitions[partition]!.join(channel: channelIndex, user: userIndex, version: version)
-        case .left: return partitions[partition]!.leave(channel: channelIndex, user: userIndex, version: version)
-        case .channelDeleted: return .unchanged
+        return partitions.modify(partition) { table in
+            let channelIndex = table.internChannel(channel)
+            return switch state {
+            case .joined: table.join(channel: channelIndex, user: userIndex, version: version)
+            case .left: table.leave(channel: channelIndex, user: userIndex, version: version)
+            case .channelDeleted: .unchanged
+            }
         }
     }
 
@@ -64,7 +66,7 @@ public struct RoutingTable: Sendable {
     }
 
     public mutating func resetPartition(_ partition: Int) {
-        guard partitions[partition] != nil else { return }
+        guard partitions.owns(partition) else { return }
         partitions[partition] = ChannelTable()
     }
 

@@ -82,9 +82,16 @@ public struct ChannelTable: Sendable {
         deletedAt[channel] = version
     }
 
-    /// Drops growth slack from every member set (after a bulk load).
+    /// Drops growth slack from every member set and the channel ids (after a bulk load).
     public mutating func compact() {
         for index in members.indices { members[index].compact() }
+        names.compact()
+        if members.capacity > members.count {
+            var trimmed: [MemberSet] = []
+            trimmed.reserveCapacity(members.count)
+            trimmed.append(contentsOf: members)
+            members = trimmed
+        }
     }
 }
 

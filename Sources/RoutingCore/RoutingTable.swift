@@ -72,6 +72,7 @@ public struct RoutingTable: Sendable {
 
     public mutating func compact() {
         for partition in partitions.keys { partitions[partition]!.compact() }
+        users.compact()
     }
 
     // MARK: presence

@@ -28,6 +28,23 @@ public struct StringInterner: Sendable {
     /// Bytes held by the arena, the offsets and the table.
     public var byteCount: Int { arena.capacity + starts.capacity * 4 + buckets.capacity * 4 }
 
+    /// Drops the arena's and offsets' growth slack (after a bulk load): appending doubles
+    /// capacity, so without this up to half of the arena can be empty.
+    public mutating func compact() {
+        arena = Self.exactCopy(arena)
+        starts = Self.exactCopy(starts)
+    }
+
+    private static func exactCopy<T: BitwiseCopyable>(_ array: [T]) -> [T] {
+        guard array.capacity > array.count else { return array }
+        return array.withUnsafeBufferPointer { source in
+            Array(unsafeUninitializedCapacity: source.count) { target, initialized in
+                _ = target.initialize(fromContentsOf: source)
+                initialized = source.count
+            }
+        }
+    }
+
     /// The id of `string`, interning it if new.
     public mutating func intern(_ string: String) -> UInt32 {
         var string = string

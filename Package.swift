@@ -154,7 +154,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "SwitchboardProtoTests", dependencies: ["SwitchboardProto", "SwitchboardHarness"], swiftSettings: strict),
-        .testTarget(name: "NATSClientTests", dependencies: ["NATSClient", "SwitchboardHarness", "SwitchboardContracts"], swiftSettings: strict),
+        .testTarget(name: "NATSClientTests", dependencies: ["NATSClient", "SwitchboardHarness", "SwitchboardContracts", .product(name: "PropertyBased", package: "swift-property-based")], swiftSettings: strict),
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "SwitchboardHarness", "SwitchboardContracts"], swiftSettings: strict),
         .testTarget(
             name: "FanoutServiceTests",

@@ -70,7 +70,9 @@ final class RoutingState: @unchecked Sendable {  // `table` and `progress` are o
     /// returns them with why.
     func apply(_ records: [MembershipRecord]) -> [(record: MembershipRecord, error: StateError)] {
         var rejected: [(record: MembershipRecord, error: StateError)] = []
+        let users = records.compactMap { try? $0.change.get().userID }
         lock.write {
+            table.prefetchUsers(users)
             // Consecutive records mostly share a partition (a replay reads channel by channel):
             // its progress is advanced once per run of them.
             var run: (partition: Int, sequence: UInt64, count: Int)?

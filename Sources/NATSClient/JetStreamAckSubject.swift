@@ -11,13 +11,20 @@ public struct JetStreamAckSubject: Equatable, Sendable {
     public var timestampNs: Int64
     public var numPending: UInt64
 
-    static let prefix = Array("$JS.ACK.".utf8)
+    /// `$JS.ACK.` as one little-endian word: the prefix is checked with one load.
+    static let prefixWord: UInt64 = 0x2E4B_4341_2E53_4A24
+    static let prefixLength = 8
+    static let dot = UInt8(ascii: ".")
 
-    /// The fields of `subject`, or nil when it is not a JetStream ack subject.
+    /// The fields of `subject`, or nil when it is not a JetStream ack subject. Every replayed
+    /// message is parsed here, so it is two tight passes over the bytes (count the tokens, then
+    /// read the five numbers in place) rather than slices and generic helpers.
     public init?(_ subject: UnsafeBufferPointer<UInt8>) {
-        guard subject.count > Self.prefix.count, subject.starts(with: Self.prefix) else { return nil }
-        var tokens = 1
-        for byte in subject where byte == UInt8(ascii: ".") { tokens += 1 }
+        let end = subject.count
+        guard end > Self.prefixLength, let base = subject.baseAddress,
+              UnsafeRawPointer(base).loadUnaligned(as: UInt64.self) == Self.prefixWord.littleEndian else { return nil }
+        var tokens = 3  // `$JS`, `ACK` and the one after them
+        for index in Self.prefixLength..<end where base[index] == Self.dot { tokens += 1 }
         // The stream's token: 2 in the original form (9 tokens), 4 in the one with a domain (12 or more).
         let streamToken: Int
         switch tokens {
@@ -26,12 +33,21 @@ public struct JetStreamAckSubject: Equatable, Sendable {
         default: return nil
         }
         var numbers: (UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0)
-        var token = 0
-        var start = 0
-        for index in 0...subject.count where index == subject.count || subject[index] == UInt8(ascii: ".") {
+        var position = Self.prefixLength
+        for token in 2..<tokens {
+            var index = position
             let field = token - streamToken - 2
-            if (0..<5).contains(field) {
-                guard let value = Self.decimal(UnsafeBufferPointer(rebasing: subject[start..<index])) else { return nil }
+            if field >= 0 && field < 5 {
+                var value: UInt64 = 0
+                while index < end, base[index] != Self.dot {
+                    let digit = base[index] &- UInt8(ascii: "0")
+                    guard digit < 10 else { return nil }
+                    let (times10, overflow) = value.multipliedReportingOverflow(by: 10)
+                    let (sum, carry) = times10.addingReportingOverflow(UInt64(digit))
+                    guard !overflow, !carry else { return nil }
+                    value = sum
+                    index += 1
+                }
                 switch field {
                 case 0: numbers.0 = value
                 case 1: numbers.1 = value
@@ -39,11 +55,11 @@ public struct JetStreamAckSubject: Equatable, Sendable {
                 case 3: numbers.3 = value
                 default: numbers.4 = value
                 }
-            } else if index == start {
-                return nil  // an empty stream, consumer or other token
+            } else {
+                while index < end, base[index] != Self.dot { index += 1 }
             }
-            token += 1
-            start = index + 1
+            guard index > position else { return nil }  // an empty token
+            position = index + 1
         }
         guard numbers.3 <= UInt64(Int64.max) else { return nil }
         numDelivered = numbers.0
@@ -51,18 +67,5 @@ public struct JetStreamAckSubject: Equatable, Sendable {
         consumerSequence = numbers.2
         timestampNs = Int64(numbers.3)
         numPending = numbers.4
-    }
-
-    private static func decimal(_ digits: UnsafeBufferPointer<UInt8>) -> UInt64? {
-        guard !digits.isEmpty, digits.count <= 20 else { return nil }
-        var value: UInt64 = 0
-        for digit in digits {
-            guard (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(digit) else { return nil }
-            let (times10, overflow) = value.multipliedReportingOverflow(by: 10)
-            let (sum, carry) = times10.addingReportingOverflow(UInt64(digit - UInt8(ascii: "0")))
-            guard !overflow, !carry else { return nil }
-            value = sum
-        }
-        return value
     }
 }

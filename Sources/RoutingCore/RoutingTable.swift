@@ -65,6 +65,9 @@ public struct RoutingTable: Sendable {
         return table.members[Int(channelIndex)].contains(userIndex)
     }
 
+    /// Warms the user index for a batch about to be applied (see `StringInterner.prefetch`).
+    public mutating func prefetchUsers(_ ids: [String]) { users.prefetch(ids) }
+
     public mutating func resetPartition(_ partition: Int) {
         guard partitions.owns(partition) else { return }
         partitions[partition] = ChannelTable()

@@ -1,4 +1,5 @@
 @testable import NATSClient
+import PropertyBased
 import Testing
 
 @Suite struct JetStreamAckSubjectTests {
@@ -26,6 +27,36 @@ import Testing
             "$JS.ACK.S.C.1.2.3.9223372036854775808.5",  // a timestamp beyond Int64
         ] {
             #expect(parse(subject) == nil, "\(subject)")
+        }
+    }
+
+    /// The reading of ADR-15 spelled out with `split`: what the parser must agree with.
+    static func reference(_ subject: String) -> [UInt64]? {
+        let tokens = subject.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+        guard tokens.count > 2, tokens[0] == "$JS", tokens[1] == "ACK", !tokens.contains(where: \.isEmpty) else { return nil }
+        let streamToken: Int
+        switch tokens.count {
+        case 9: streamToken = 2
+        case 11...: streamToken = 4
+        default: return nil
+        }
+        var numbers: [UInt64] = []
+        for token in tokens[(streamToken + 2)..<(streamToken + 7)] {
+            guard token.utf8.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }), let value = UInt64(token) else { return nil }
+            numbers.append(value)
+        }
+        return numbers[3] <= UInt64(Int64.max) ? numbers : nil
+    }
+
+    @Test func agreesWithASplitReadingOfTheTokens() async {
+        let pieces = ["0", "7", "42", "1764000000123456789", "18446744073709551615", "18446744073709551616", "9223372036854775808",
+                      "", "S", "x9Yz", "-1", "+5", "1a", "9:", "/0", "$JS", "ACK", "$JS.ACK"]
+        await propertyCheck(count: 2000, input: Gen.int(in: 0...pieces.count - 1).array(of: 0...14)) { choices in
+            // Mostly well-formed prefixes, so that the token rules are what is exercised.
+            let body = choices.map { pieces[$0] }.joined(separator: ".")
+            let subject = choices.first.map { $0 % 4 == 0 } ?? false ? body : "$JS.ACK." + body
+            let parsed = parse(subject).map { [$0.numDelivered, $0.streamSequence, $0.consumerSequence, UInt64($0.timestampNs), $0.numPending] }
+            #expect(parsed == Self.reference(subject), "\(subject)")
         }
     }
 }

@@ -23,6 +23,7 @@ import Testing
         let before = interner.byteCount
         interner.compact()
         #expect(interner.byteCount < before)
+        interner.prefetch(names + ["never interned", ""])
         for (index, name) in names.enumerated() {
             #expect(interner.id(of: name) == UInt32(index))
             #expect(interner.string(UInt32(index)) == name)

@@ -45,6 +45,9 @@ struct CoreBench: ParsableCommand {
                       heavyUsers: 10, heavyUserChannels: 100_000, online: max(100, memberships / 200), instances: 16)
     }
 
+    /// Memberships per applied batch: the fan-out's membership feed reads up to this many at once.
+    static let applyBatch = 1_024
+
     func memory(_ target: Int) throws {
         let dataset = Dataset(Self.shape(memberships: target))
         let users = (0..<dataset.shape.users).map(Dataset.userID)
@@ -55,9 +58,21 @@ struct CoreBench: ParsableCommand {
         let rssBefore = Machine.residentBytes
         var table = RoutingTable(partitions: Array(0..<Self.partitionCount), partitionCount: Self.partitionCount)
         let started = ContinuousClock.now
-        try dataset.forEachMembership { channel, user in
-            try table.applyMembership(partition: partitions[channel], channel: channels[channel], user: users[user], state: .joined, version: 1)
+        // In batches, as the fan-out's membership feed applies them (its user index warmed per batch).
+        var batch: [(channel: Int, user: Int)] = []
+        batch.reserveCapacity(Self.applyBatch)
+        func applyBatch() throws {
+            table.prefetchUsers(batch.map { users[$0.user] })
+            for (channel, user) in batch {
+                try table.applyMembership(partition: partitions[channel], channel: channels[channel], user: users[user], state: .joined, version: 1)
+            }
+            batch.removeAll(keepingCapacity: true)
         }
+        try dataset.forEachMembership { channel, user in
+            batch.append((channel, user))
+            if batch.count == Self.applyBatch { try applyBatch() }
+        }
+        try applyBatch()
         let applySeconds = (ContinuousClock.now - started).seconds
         table.compact()
         let rssTable = Machine.residentBytes - rssBefore

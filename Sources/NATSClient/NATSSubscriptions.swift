@@ -46,15 +46,21 @@ extension NATSConnection {
 /// Holds a subscription's handler for the C callback (see `NATSConnection.subscribe`).
 final class SubscriptionHandlerBox: Sendable {
     let handler: @Sendable (NATSMessage) -> Void
+    /// The C messages already copied, destroyed in groups (what is left goes with the box);
+    /// used on the subscription's delivery thread only.
+    let releaser = MessageReleaser()
     init(_ handler: @escaping @Sendable (NATSMessage) -> Void) { self.handler = handler }
 }
 
-/// nats.c's message callback: copies the message into Swift, frees the C one, calls the handler.
+/// nats.c's message callback: copies the message into Swift, hands the C one to the box's
+/// releaser, calls the handler.
 private let deliverToHandler: natsMsgHandler = { _, _, msg, closure in
     guard let msg else { return }
-    let message = NATSMessage(consuming: msg)
-    guard let closure else { return }
-    Unmanaged<SubscriptionHandlerBox>.fromOpaque(closure).takeUnretainedValue().handler(message)
+    guard let closure else { return natsMsg_Destroy(msg) }
+    let box = Unmanaged<SubscriptionHandlerBox>.fromOpaque(closure).takeUnretainedValue()
+    let message = NATSMessage(copying: msg)
+    box.releaser.release(msg)
+    box.handler(message)
 }
 
 /// nats.c's on-complete callback: the subscription is closed and its handler returned.

@@ -52,6 +52,8 @@ public final class PullFeed: Sendable {
     private let stream: String
     private let requestBody: [UInt8]
     private let state: Mutex<State>
+    /// Read messages, destroyed in groups; used by `read` only (one consuming thread).
+    private let released = MessageReleaser()
 
     /// Subscribes to the feed's inbox; no request goes out before the first `read`.
     /// `batch` is what one request asks for; `expires` how long it stays open; `heartbeat`
@@ -95,7 +97,7 @@ public final class PullFeed: Sendable {
             let wait: Int64 = waited ? 0 : timeout.natsTimeoutMilliseconds
             waited = true
             guard let msg = try subscription.nextMessage(timeoutMilliseconds: wait) else { break }
-            defer { natsMsg_Destroy(msg) }
+            defer { released.release(msg) }
             try take(msg, into: &batch)
         }
         try topUp()

@@ -86,12 +86,7 @@ public struct ChannelTable: Sendable {
     public mutating func compact() {
         for index in members.indices { members[index].compact() }
         names.compact()
-        if members.capacity > members.count {
-            var trimmed: [MemberSet] = []
-            trimmed.reserveCapacity(members.count)
-            trimmed.append(contentsOf: members)
-            members = trimmed
-        }
+        members = members.withoutSlack()
     }
 }
 

@@ -33,18 +33,8 @@ public struct StringInterner: Sendable {
     /// Drops the arena's and offsets' growth slack (after a bulk load): appending doubles
     /// capacity, so without this up to half of the arena can be empty.
     public mutating func compact() {
-        arena = Self.exactCopy(arena)
-        starts = Self.exactCopy(starts)
-    }
-
-    private static func exactCopy<T: BitwiseCopyable>(_ array: [T]) -> [T] {
-        guard array.capacity > array.count else { return array }
-        return array.withUnsafeBufferPointer { source in
-            Array(unsafeUninitializedCapacity: source.count) { target, initialized in
-                _ = target.initialize(fromContentsOf: source)
-                initialized = source.count
-            }
-        }
+        arena = arena.withoutSlack()
+        starts = starts.withoutSlack()
     }
 
     /// The id of `string`, interning it if new.
@@ -152,5 +142,17 @@ public struct StringInterner: Sendable {
             }
         }
         buckets = bigger
+    }
+}
+
+extension Array {
+    /// The same elements in storage of their count (after a bulk load: appending doubles
+    /// capacity, so up to half of a grown array can be empty).
+    func withoutSlack() -> [Element] {
+        guard capacity > count else { return self }
+        var trimmed: [Element] = []
+        trimmed.reserveCapacity(count)
+        trimmed.append(contentsOf: self)
+        return trimmed
     }
 }

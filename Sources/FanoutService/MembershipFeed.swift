@@ -16,8 +16,11 @@ import Synchronization
 /// block, which took over 60 s at 20 M memberships, and each filtered consumer reads the whole
 /// stream anyway. Other replicas' partitions are skipped here instead.
 ///
-/// Its reads block in nats.c, so it reads on a dedicated thread: first in `catchUp()` (the
-/// warm-up waits for it), then live in `run()` until graceful shutdown.
+/// The replay reads through a `StreamScan` (its own connection, parsed in place: nats.c's
+/// per-message hand-off was over a third of a replay's CPU); live, and whenever the scan
+/// cannot serve (TLS, nkeys, a failure while reading), through nats.c's ordered consumer, from
+/// just after the last sequence read. Reads block, so they run on a dedicated thread: first in
+/// `catchUp()` (the warm-up waits for it), then live in `run()` until graceful shutdown.
 final class MembershipFeed: Service {
     /// With nothing at all to replay, the first read waits this long before calling the
     /// feed caught up.
@@ -31,7 +34,7 @@ final class MembershipFeed: Service {
     /// The same by partition number (0: not owned), read for every message of a replay.
     private let startByPartition: [UInt64]
     private let jetStream: JetStream
-    private let reader = Mutex<OrderedConsumer?>(nil)
+    private let reader = Mutex<(any OrderedStreamReader)?>(nil)
     /// The last stream sequence read (applied or skipped); a new consumer continues after it.
     /// Written by the feed thread only.
     private let lastSequence: Atomic<UInt64>
@@ -53,8 +56,15 @@ final class MembershipFeed: Service {
         self.gauges = gauges
         self.logger = logger
         lastSequence = Atomic((self.startSequences.values.min() ?? 1) - 1)
-        let consumer = try openConsumer()
-        reader.withLock { $0 = consumer }
+        let first: any OrderedStreamReader
+        do {
+            first = try StreamScan(jetStream: jetStream, stream: StreamNames.membership, startSequence: lastSequence.load(ordering: .relaxed) + 1)
+            logger.info("membership replay reads over a connection of its own", metadata: ["from_seq": "\(lastSequence.load(ordering: .relaxed) + 1)"])
+        } catch {
+            logger.notice("membership replay reads through the ordered consumer", metadata: ["reason": "\(error)"])
+            first = try openConsumer()
+        }
+        reader.withLock { $0 = first }
     }
 
     private func openConsumer() throws -> OrderedConsumer {
@@ -85,6 +95,8 @@ final class MembershipFeed: Service {
     /// Follows the stream live until graceful shutdown.
     func run() async {
         await DedicatedThread.run(name: "membership") { [self] stop in
+            // The scan has no reconnect: live reading goes through nats.c.
+            if reader.withLock({ $0 is StreamScan }) { reopenConsumer(until: stop) }
             follow(until: stop, returningWhenCaughtUp: false)
             reader.withLock { $0?.close() }
         }
@@ -127,6 +139,9 @@ final class MembershipFeed: Service {
             if let readError {
                 if case NATSError.messagesDropped = readError {
                     logger.warning("membership reader fell behind; reading again after the last sequence", metadata: ["after_seq": "\(lastSequence.load(ordering: .relaxed))"])
+                    reopenConsumer(until: stop)
+                } else if consumer is StreamScan {
+                    logger.warning("membership scan failed; reading on through the ordered consumer", metadata: ["after_seq": "\(lastSequence.load(ordering: .relaxed))", "error": "\(readError)"])
                     reopenConsumer(until: stop)
                 } else {
                     logger.warning("membership read failed", metadata: ["error": "\(readError)"])

@@ -122,8 +122,9 @@ public final class JetStream: Sendable {
     // MARK: Raw API
 
     /// One JetStream API request (`$JS.API.<suffix>`) with a JSON reply; the reply's
-    /// `error` object becomes `NATSError.jetStream`.
-    func apiRequest(_ suffix: String, payload: [UInt8], operation: String) throws -> [String: JSONValue] {
+    /// `error` object becomes `NATSError.jetStream`. `timeout` (default: the context's) bounds it.
+    func apiRequest(_ suffix: String, payload: [UInt8], operation: String, timeout: Duration? = nil) throws -> [String: JSONValue] {
+        let timeout = timeout ?? self.timeout
         let reply: NATSMessage
         do {
             reply = try connection.request("\(apiPrefix).\(suffix)", payload: payload, timeout: timeout)

@@ -249,6 +249,13 @@ public final class NATSConnection: Sendable {
         return NATSMessage(consuming: reply)
     }
 
+    /// The URL of the server connected to now (as given, credentials included), or nil while disconnected.
+    var connectedURL: String? {
+        var buffer = [CChar](repeating: 0, count: 1_024)
+        guard natsConnection_GetConnectedUrl(handle, &buffer, buffer.count) == NATS_OK, buffer[0] != 0 else { return nil }
+        return String(cString: buffer)
+    }
+
     /// A unique inbox subject (`_INBOX.<nuid>`) for replies.
     public func newInbox() -> String {
         var inbox: UnsafeMutablePointer<natsInbox>?

@@ -25,6 +25,8 @@ public enum NATSError: Error, CustomStringConvertible, Sendable, Equatable {
     case messagesDropped(operation: String)
     /// Any other nats.c failure of `operation`, with the library's status text.
     case failed(operation: String, status: String)
+    /// What was asked needs something this client does not do (`what` says which).
+    case unsupported(String)
 
     public var description: String {
         switch self {
@@ -46,6 +48,8 @@ public enum NATSError: Error, CustomStringConvertible, Sendable, Equatable {
             "\(operation) dropped messages: the reader fell behind"
         case .failed(let operation, let status):
             "\(operation) failed: \(status)"
+        case .unsupported(let what):
+            "not supported: \(what)"
         }
     }
 }

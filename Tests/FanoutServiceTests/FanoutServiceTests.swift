@@ -111,6 +111,9 @@ import Testing
         let partitions = Set((0..<23).map { Partitioner.partition(of: "chan\($0)", count: FanoutHarness.partitionCount) })
         #expect(eventually(timeout: .seconds(15)) { harness.snapshotManifests() == partitions.count })
         let fromReplay = try harness.tableFingerprint(channels: (0..<23).map { "chan\($0)" })
+        // The replay read through the scan, and live changes after it through nats.c.
+        #expect(harness.fanoutLog().contains("membership replay reads over a connection of its own"), "\(harness.fanoutLog())")
+        #expect(!harness.fanoutLog().contains("membership scan failed"))
         first.stop()
         try harness.startFanout(name: "fanout-b")
         #expect(harness.fanoutLog("fanout-b").contains("snapshot loaded"))

@@ -253,7 +253,7 @@ public final class NATSConnection: Sendable {
     var connectedURL: String? {
         var buffer = [CChar](repeating: 0, count: 1_024)
         guard natsConnection_GetConnectedUrl(handle, &buffer, buffer.count) == NATS_OK, buffer[0] != 0 else { return nil }
-        return String(cString: buffer)
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     /// A unique inbox subject (`_INBOX.<nuid>`) for replies.

@@ -84,15 +84,24 @@ public enum ServerFrame: Equatable, Sendable {
         }
         let sizes = headers ? 2 : 1
         guard argumentCount == 2 + sizes || argumentCount == 3 + sizes else { throw .malformed("\(operation) line with \(argumentCount) arguments") }
-        let all = [arguments.0, arguments.1, arguments.2, arguments.3, arguments.4]
+        // A switch, not an array of the five: no allocation per message.
+        func argument(_ index: Int) -> Range<Int> {
+            switch index {
+            case 0: arguments.0
+            case 1: arguments.1
+            case 2: arguments.2
+            case 3: arguments.3
+            default: arguments.4
+            }
+        }
         let hasReply = argumentCount == 3 + sizes
-        guard let sid = number(base, all[1]) else { throw .malformed("\(operation) sid is not a number") }
+        guard let sid = number(base, argument(1)) else { throw .malformed("\(operation) sid is not a number") }
         let sizeIndex = hasReply ? 3 : 2
-        guard let first = number(base, all[sizeIndex]) else { throw .malformed("\(operation) size is not a number") }
+        guard let first = number(base, argument(sizeIndex)) else { throw .malformed("\(operation) size is not a number") }
         var headerSize = 0
         var total = first
         if headers {
-            guard let second = number(base, all[sizeIndex + 1]) else { throw .malformed("hmsg total size is not a number") }
+            guard let second = number(base, argument(sizeIndex + 1)) else { throw .malformed("hmsg total size is not a number") }
             guard first <= second else { throw .malformed("hmsg header size \(first) exceeds its total \(second)") }
             headerSize = first
             total = second
@@ -101,7 +110,7 @@ public enum ServerFrame: Equatable, Sendable {
         guard !overflow, end <= Int.max - 2 else { throw .malformed("\(operation) size \(total) too large") }
         guard end + 2 <= count else { return nil }
         guard base[end] == carriageReturn, base[end + 1] == lineFeed else { throw .malformed("\(operation) payload is not followed by \\r\\n") }
-        let message = ServerMessage(subject: all[0], sid: UInt64(sid), reply: hasReply ? all[2] : nil,
+        let message = ServerMessage(subject: argument(0), sid: UInt64(sid), reply: hasReply ? argument(2) : nil,
                                     headers: headers ? afterLine..<(afterLine + headerSize) : nil,
                                     payload: (afterLine + headerSize)..<end)
         return (.message(message), end + 2)
@@ -165,8 +174,8 @@ public enum HeaderBlock {
     /// The status code of the first line (100 for JetStream's flow control and heartbeats), or
     /// nil when it has none (an ordinary message's headers).
     public static func status(_ block: UnsafeBufferPointer<UInt8>) -> Int? {
-        let prefix = Array("NATS/1.0".utf8)
-        guard block.count > prefix.count + 1, Array(block[0..<prefix.count]) == prefix, block[prefix.count] == UInt8(ascii: " ") else { return nil }
+        let prefix = "NATS/1.0".utf8
+        guard block.count > prefix.count + 1, block.prefix(prefix.count).elementsEqual(prefix), block[prefix.count] == UInt8(ascii: " ") else { return nil }
         var value = 0
         var digits = 0
         var index = prefix.count + 1

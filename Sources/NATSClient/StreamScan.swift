@@ -149,8 +149,8 @@ public final class StreamScan: OrderedStreamReader, @unchecked Sendable {
         let bytes = UnsafeBufferPointer(start: buffer.baseAddress!.assumingMemoryBound(to: UInt8.self), count: filled)
         switch frame {
         case .message(let message):
-            if let headers = message.headers, HeaderBlock.status(UnsafeBufferPointer(rebasing: bytes[headers])) != nil {
-                try control(message, headers: UnsafeBufferPointer(rebasing: bytes[headers]), bytes)
+            if let headers = message.headers.map({ UnsafeBufferPointer(rebasing: bytes[$0]) }), HeaderBlock.status(headers) != nil {
+                try control(message, headers: headers, bytes)
                 return false
             }
             guard let reply = message.reply, let ack = JetStreamAckSubject(UnsafeBufferPointer(rebasing: bytes[reply])) else {

@@ -65,7 +65,10 @@ public final class FanoutService: Service {
                     onAsyncError: { error in
                         metrics.natsAsyncErrors.increment()
                         logger.error("NATS server reported an error", metadata: ["error": "\(error)"])
-                    }
+                    },
+                    // A read's deliveries are published together, then written at once: no
+                    // flusher-thread wake and 1 ms wait per read.
+                    sendAsap: true
                 ))
             }
         } catch {

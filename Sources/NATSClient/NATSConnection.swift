@@ -50,6 +50,13 @@ public final class NATSConnection: Sendable {
         /// Told of errors the server reports after connecting (a permission violation), on
         /// nats.c's callback thread, with the server's words.
         public var onAsyncError: (@Sendable (String) -> Void)?
+        /// Every publish (and pull request, ack, PING) is written to the socket by the calling
+        /// thread before the call returns. Otherwise nats.c buffers it and wakes its flusher
+        /// thread, which waits 1 ms for more before writing: two thread wakes and a millisecond
+        /// added to every burst of publishes. A process that publishes what one read produced
+        /// in one go (the fan-out) wants this; one that publishes many small messages one by
+        /// one from a tight loop pays a write per message with it.
+        public var sendAsap: Bool
 
         public init(
             url: String,
@@ -64,8 +71,10 @@ public final class NATSConnection: Sendable {
             onConnectionEvent: (@Sendable (ConnectionEvent) -> Void)? = nil,
             tls: TLS? = nil,
             authentication: Authentication = .init(),
-            onAsyncError: (@Sendable (String) -> Void)? = nil
+            onAsyncError: (@Sendable (String) -> Void)? = nil,
+            sendAsap: Bool = false
         ) {
+            self.sendAsap = sendAsap
             self.tls = tls
             self.authentication = authentication
             self.onAsyncError = onAsyncError
@@ -160,6 +169,7 @@ public final class NATSConnection: Sendable {
         try set(natsOptions_SetMaxPendingMsgs(opts, Int32(clamping: options.maxPendingMessages)), "max pending messages")
         try set(natsOptions_SetReconnectBufSize(opts, Int32(clamping: options.reconnectBufferBytes)), "reconnect buffer")
         try set(natsOptions_SetRetryOnFailedConnect(opts, false, nil, nil), "retry on failed connect")
+        try set(natsOptions_SetSendAsap(opts, options.sendAsap), "send as soon as possible")
         if let tls = options.tls {
             guard (tls.certFile == nil) == (tls.keyFile == nil) else {
                 throw NATSError.invalidArgument("a TLS client certificate needs both its certificate and its key file")

@@ -54,38 +54,21 @@ public final class StreamScan: OrderedStreamReader, @unchecked Sendable {
         try JetStream.validateStreamName(stream)
         let connection = jetStream.connection
         let options = connection.options
-        guard options.tls == nil else { throw NATSError.unsupported("stream scan over TLS") }
-        let authentication = options.authentication
-        guard authentication.nkeySeedFile == nil, authentication.credentialsFile == nil else { throw NATSError.unsupported("stream scan with an nkey or credentials") }
-        guard let url = connection.connectedURL else { throw NATSError.connectionClosed(operation: "stream scan of \(stream)") }
-        let endpoint = try ScanEndpoint(url: url)
+        let login = try PlainLogin(connection: connection, name: "\(options.name)-scan", purpose: "stream scan")
         self.jetStream = jetStream
         self.stream = stream
-        description = "stream scan of \(stream) from \(NATSConnection.redacted(url))"
-        fd = try ScanSocket.connect(host: endpoint.host, port: endpoint.port, timeout: options.connectTimeout, what: description)
+        description = "stream scan of \(stream) from \(login.redactedURL)"
+        fd = try ScanSocket.connect(host: login.host, port: login.port, timeout: options.connectTimeout, what: description)
         buffer = .allocate(byteCount: Self.initialBuffer, alignment: 16)
         let deliverSubject = connection.newInbox() + ".scan"
         // A failure from here on leaves the clean-up to deinit (the object is whole).
         do {
             _ = try waitFor(what: "server INFO", timeout: options.connectTimeout) { frame, bytes in
                 guard case .info(let range) = frame else { return false }
-                let json = try? JSONSerialization.jsonObject(with: Data(bytes[range])) as? [String: Any]
-                if json?["tls_required"] as? Bool == true { throw NATSError.unsupported("stream scan of a server that requires TLS") }
-                if json?["headers"] as? Bool == false { throw NATSError.unsupported("stream scan of a server without headers") }
+                try PlainLogin.checkInfo(bytes[range], purpose: "stream scan")
                 return true
             }
-            var connect: [String: Any] = ["verbose": false, "pedantic": false, "tls_required": false, "lang": "swift", "version": "switchboard",
-                                          "protocol": 1, "headers": true, "no_responders": true, "echo": false, "name": "\(options.name)-scan"]
-            if let user = endpoint.user {
-                if let password = endpoint.password { connect["user"] = user; connect["pass"] = password } else { connect["auth_token"] = user }
-            } else if let user = authentication.user, let passwordFile = authentication.passwordFile {
-                connect["user"] = user
-                connect["pass"] = try NATSConnection.Options.Authentication.secret(passwordFile, "--nats-password-file")
-            } else if let tokenFile = authentication.tokenFile {
-                connect["auth_token"] = try NATSConnection.Options.Authentication.secret(tokenFile, "--nats-token-file")
-            }
-            let connectJSON = try JSONSerialization.data(withJSONObject: connect, options: [.sortedKeys])
-            try send(Array("CONNECT ".utf8) + Array(connectJSON) + Array("\r\nSUB \(deliverSubject) \(Self.subscriptionID)\r\nPING\r\n".utf8))
+            try send(login.connectLine + Array("SUB \(deliverSubject) \(Self.subscriptionID)\r\nPING\r\n".utf8))
             // The PONG follows the CONNECT and the SUB: a refused login or subscription comes as -ERR first.
             _ = try waitFor(what: "PONG", timeout: options.connectTimeout) { frame, _ in frame == .pong }
 
@@ -272,11 +255,12 @@ struct ScanEndpoint: Equatable {
         self.password = password
     }
 
-    init(url: String) throws {
+    /// `purpose` names the path in errors.
+    init(url: String, purpose: String = "stream scan") throws {
         var rest = Substring(url)
         if let scheme = rest.range(of: "://") {
             let name = rest[..<scheme.lowerBound].lowercased()
-            guard name == "nats" else { throw NATSError.unsupported("stream scan over \(name)://") }
+            guard name == "nats" else { throw NATSError.unsupported("\(purpose) over \(name)://") }
             rest = rest[scheme.upperBound...]
         }
         if let at = rest.lastIndex(of: "@") {

@@ -3,10 +3,11 @@ import NIOCore
 import SwitchboardContracts
 import SwitchboardProto
 
-/// Turns one message of `notify.inbox.<instance>` (the deliveries of one or more events)
-/// into client frames written to the sockets of their slots. Runs on the NATS delivery thread
-/// (the bridge from nats.c to the event loops is `SessionRegistry.deliver`, which hands each
-/// loop one task per inbox message).
+/// Turns messages of `notify.inbox.<instance>` (the deliveries of one or more events, or a
+/// typing indicator) into client frames written to the sockets of their slots. Runs on the
+/// thread that read the messages: the event loop of `InboxConnection`, or nats.c's delivery
+/// thread when the inbox is read through nats.c. The hand-off to the sockets' loops is
+/// `SessionRegistry.deliver`: one task per loop for all the frames handed over together.
 ///
 /// Hot path: each `Delivery` is decoded once, its event rendered once into one `ByteBuffer`,
 /// and that buffer is shared (not copied) by every socket's frame.
@@ -18,14 +19,32 @@ struct InboxDispatcher: Sendable {
     let allocator = ByteBufferAllocator()
 
     enum Outcome: Equatable {
-        /// Frame handed to the sockets' loops; `missingSlots` had no socket.
+        /// Frames handed to the sockets' loops (`missingSlots` had no socket) or, from
+        /// `collect`, ready to be.
         case routed(missingSlots: Int)
         case undecodable(String)
     }
 
-    /// `kind` is the `Switchboard-Kind` header (absent means a delivery).
+    /// Delivers one message at once. `kind` is the `Switchboard-Kind` header (absent means
+    /// a delivery).
     @discardableResult
     func dispatch(kind: String?, payload: [UInt8]) -> Outcome {
+        var frames: [SessionRegistry.SlotFrame] = []
+        let outcome = collect(kind: kind, payload: payload, into: &frames)
+        let missing = deliver(frames)
+        return outcome == .routed(missingSlots: 0) ? .routed(missingSlots: missing) : outcome
+    }
+
+    /// Writes `frames` (of one or several messages, in order) to their sockets; returns the
+    /// slots that had no socket.
+    @discardableResult
+    func deliver(_ frames: [SessionRegistry.SlotFrame]) -> Int {
+        frames.isEmpty ? 0 : registry.deliver(frames)
+    }
+
+    /// Appends the frames of one message to `frames`, for `deliver`.
+    @discardableResult
+    func collect(kind: String?, payload: [UInt8], into frames: inout [SessionRegistry.SlotFrame]) -> Outcome {
         if kind == InboxKind.typing {
             metrics.typingIn.increment()
             guard let typing = try? Typing(decoding: payload) else {
@@ -33,7 +52,8 @@ struct InboxDispatcher: Sendable {
                 return .undecodable("Typing")
             }
             let frame = TextFrame(payload: ServerFrame.typing(channel: typing.channelID, user: typing.userID), allocator: allocator)
-            return .routed(missingSlots: registry.deliver(frame, channel: typing.channelID, seq: 0, toSlots: typing.slots))
+            frames.append(SessionRegistry.SlotFrame(frame: frame, channel: typing.channelID, seq: 0, slots: typing.slots))
+            return .routed(missingSlots: 0)
         }
         guard let message = try? Deliveries(decoding: payload) else {
             metrics.undecodable.increment()
@@ -43,8 +63,7 @@ struct InboxDispatcher: Sendable {
         let epoch = epoch.observe(message.epoch, logger: logger)
         metrics.deliveryMessagesIn.increment()
         metrics.deliveriesIn.increment(by: deliveries.count)
-        var frames: [SessionRegistry.SlotFrame] = []
-        frames.reserveCapacity(deliveries.count)
+        frames.reserveCapacity(frames.count + deliveries.count)
         var undecodable = 0
         for delivery in deliveries {
             if !delivery.slots.isEmpty {
@@ -62,7 +81,6 @@ struct InboxDispatcher: Sendable {
                 frames.append(SessionRegistry.SlotFrame(frame: frame, channel: delivery.channelID, seq: delivery.streamSeq, epoch: epoch, slots: delivery.positionSlots))
             }
         }
-        let missing = registry.deliver(frames)
-        return undecodable == 0 ? .routed(missingSlots: missing) : .undecodable("ChatEvent")
+        return undecodable == 0 ? .routed(missingSlots: 0) : .undecodable("ChatEvent")
     }
 }

@@ -5,6 +5,7 @@ import NIOPosix
 import ServiceLifecycle
 import SwitchboardContracts
 import SwitchboardProto
+import Synchronization
 
 /// One notifier instance as a swift-service-lifecycle `Service`. `run()` connects to NATS
 /// and subscribes the inbox, then runs its parts in an inner `ServiceGroup` — the presence
@@ -53,13 +54,18 @@ public struct NotifierService: Service {
         let logger = logger
         let metrics = NotifierMetrics()
         let registry = SessionRegistry(maxConnections: config.maxConnections, slotReuseDelay: config.slotReuseDelay, metrics: metrics)
+        // Until the inbox reads over a connection of its own, nats.c's connection carries it.
+        let inboxOnNATSConnection = InboxOnNATSConnection()
         let nats: NATSConnection
         do {
             nats = try await NIOThreadPool.singleton.runIfActive {
                 try NATSConnection(options: .init(
                     url: config.natsURL, name: "notifier-\(config.instanceID)",
                     onConnectionEvent: { event in
-                        Self.connectionChanged(event, registry: registry, metrics: metrics, window: config.drainWindow, instanceID: config.instanceID, logger: logger)
+                        Self.connectionChanged(
+                            event, carriesInbox: inboxOnNATSConnection.value.load(ordering: .relaxed), registry: registry, metrics: metrics,
+                            window: config.drainWindow, instanceID: config.instanceID, logger: logger
+                        )
                     },
                     tls: .files(ca: config.natsTLSCAFile, cert: config.natsTLSCertFile, key: config.natsTLSKeyFile),
                     authentication: config.natsAuthentication,
@@ -80,7 +86,15 @@ public struct NotifierService: Service {
         do {
             let inbox: InboxSubscription
             do {
-                inbox = try await InboxSubscription.subscribe(nats, instanceID: config.instanceID, dispatcher: InboxDispatcher(registry: registry, metrics: metrics, epoch: epoch, logger: logger))
+                inbox = try await InboxSubscription.subscribe(
+                    nats, instanceID: config.instanceID, dispatcher: InboxDispatcher(registry: registry, metrics: metrics, epoch: epoch, logger: logger),
+                    loop: eventLoops.next(),
+                    onReconnect: {
+                        Self.askSocketsToResume(registry: registry, window: config.drainWindow, instanceID: config.instanceID, what: "notifier inbox", logger: logger)
+                    },
+                    logger: logger
+                )
+                inboxOnNATSConnection.value.store(inbox.readsThroughNATSC, ordering: .relaxed)
             } catch {
                 throw Error.nats(url: NATSConnection.redacted(config.natsURL), underlying: "\(error)")
             }
@@ -103,7 +117,7 @@ public struct NotifierService: Service {
                         inboundRate: config.maxInboundMessagesPerSecond, inboundBurst: config.inboundBurst
                     )
                 },
-                eventLoops: eventLoops, natsConnected: { nats.isConnected }, presenceConnected: { presence.isConnected },
+                eventLoops: eventLoops, natsConnected: { nats.isConnected && inbox.isConnected }, presenceConnected: { presence.isConnected },
                 metricsText: metricsText, logger: logger
             )
             let group = ServiceGroup(configuration: .init(services: [presence, inbox, server], logger: logger))
@@ -152,12 +166,13 @@ public struct NotifierService: Service {
         )
     }
 
-    /// Deliveries are core NATS: whatever the fan-out sent while this connection was down
-    /// is gone, and a client cannot see the hole (`seq` is stream-wide). So after a reconnect
-    /// every socket open at that moment is asked to reconnect (4000, spread over the drain
-    /// window) and resume from its last seq, which replays exactly the missed events.
+    /// Deliveries are core NATS: whatever the fan-out sent while the inbox's connection was
+    /// down is gone, and a client cannot see the hole (`seq` is stream-wide). So after a
+    /// reconnect of the connection that `carriesInbox` every socket open at that moment is
+    /// asked to reconnect (4000, spread over the drain window) and resume from its last seq,
+    /// which replays exactly the missed events.
     private static func connectionChanged(
-        _ event: ConnectionEvent, registry: SessionRegistry, metrics: NotifierMetrics, window: Duration, instanceID: String, logger: Logger
+        _ event: ConnectionEvent, carriesInbox: Bool, registry: SessionRegistry, metrics: NotifierMetrics, window: Duration, instanceID: String, logger: Logger
     ) {
         switch event {
         case .disconnected:
@@ -165,11 +180,24 @@ public struct NotifierService: Service {
             metrics.natsDisconnects.increment()
             logger.warning("NATS disconnected: no deliveries until it reconnects", metadata: ["instance": "\(instanceID)"])
         case .reconnected:
-            guard !registry.isDraining else { return }
-            let sockets = registry.closeAll(spreadOver: TimeAmount(window), becauseNATSReconnected: true)
-            logger.warning("NATS reconnected: asking sockets to reconnect and resume what they may have missed", metadata: [
-                "instance": "\(instanceID)", "sockets": "\(sockets)", "window_s": "\(window)",
-            ])
+            guard carriesInbox else { return logger.notice("NATS reconnected (the inbox has a connection of its own)", metadata: ["instance": "\(instanceID)"]) }
+            askSocketsToResume(registry: registry, window: window, instanceID: instanceID, what: "NATS", logger: logger)
         }
     }
+
+    /// `what` reconnected after deliveries may have been lost: every open socket is closed
+    /// with 4000, spread over `window`, and its client resumes.
+    private static func askSocketsToResume(registry: SessionRegistry, window: Duration, instanceID: String, what: String, logger: Logger) {
+        guard !registry.isDraining else { return }
+        let sockets = registry.closeAll(spreadOver: TimeAmount(window), becauseNATSReconnected: true)
+        logger.warning("\(what) reconnected: asking sockets to reconnect and resume what they may have missed", metadata: [
+            "instance": "\(instanceID)", "sockets": "\(sockets)", "window_s": "\(window)",
+        ])
+    }
+}
+
+/// Whether nats.c's connection carries the inbox: only then does its reconnect mean lost
+/// deliveries.
+private final class InboxOnNATSConnection: Sendable {
+    let value = Atomic(true)
 }

@@ -155,7 +155,8 @@ final class SessionRegistry: Sendable {
     /// Writes each frame, in order, to every socket of its slots: the sockets of all the
     /// frames are looked up under one lock and grouped by event loop, then each loop gets one
     /// task that writes every frame for its sockets (the same buffer for all of them) and
-    /// flushes each socket once. Returns the number of slots that had no socket.
+    /// flushes each socket once; the caller's own loop, when it is one, does so at once.
+    /// Returns the number of slots that had no socket.
     @discardableResult
     func deliver(_ frames: [SlotFrame]) -> Int {
         var groups: [(loop: any EventLoop, writes: [(session: WebSocketSession, frame: Int)])] = []
@@ -178,7 +179,7 @@ final class SessionRegistry: Sendable {
         let metrics = metrics
         for group in groups {
             let writes = group.writes
-            group.loop.execute {
+            let write: @Sendable () -> Void = {
                 var written = 0
                 for (session, index) in writes {
                     let frame = frames[index]
@@ -188,6 +189,8 @@ final class SessionRegistry: Sendable {
                 metrics.framesWritten.increment(by: written)
                 if written < writes.count { metrics.droppedClosing.increment(by: writes.count - written) }
             }
+            // The inbox's own loop writes its sockets in the same turn: no task, no wake.
+            if group.loop.inEventLoop { write() } else { group.loop.execute(write) }
         }
         return missing
     }

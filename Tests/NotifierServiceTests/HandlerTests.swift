@@ -62,7 +62,7 @@ import Testing
         return (h, replayer)
     }
 
-    private static func session(user: String = "alice", heartbeat: TimeAmount = .seconds(15), replayer: (any EventReplaying)? = nil) throws -> Harness {
+    static func session(user: String = "alice", heartbeat: TimeAmount = .seconds(15), replayer: (any EventReplaying)? = nil) throws -> Harness {
         let channel = EmbeddedChannel()
         let metrics = NotifierMetrics()
         let registry = SessionRegistry(maxConnections: 10, slotReuseDelay: .zero, metrics: metrics)

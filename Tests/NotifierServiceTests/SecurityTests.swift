@@ -176,14 +176,16 @@ import Testing
         Data(text.utf8).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
     }
 
-    /// The notifier connection's subscriptions as nats-server's monitoring endpoint lists
+    /// The notifier connections' subscriptions as nats-server's monitoring endpoint lists
     /// them, without request/reply inboxes (`_INBOX.`, JetStream API replies).
     static func deliverySubscriptions(monitor: UInt16, instance: String) throws -> [String] {
         let response = try HTTPProbe.get(port: monitor, path: "/connz?subs=1&limit=1024")
         let json = try #require(try JSONSerialization.jsonObject(with: Data(response.body.utf8)) as? [String: Any])
         let connections = try #require(json["connections"] as? [[String: Any]])
-        let notifier = try #require(connections.first { $0["name"] as? String == "notifier-\(instance)" }, "no notifier connection in \(response.body)")
-        return ((notifier["subscriptions_list"] as? [String]) ?? []).filter { !$0.hasPrefix("_INBOX.") }.sorted()
+        // The main connection, and the inbox's own ("notifier-<instance>-inbox") where it has one.
+        let notifier = connections.filter { ["notifier-\(instance)", "notifier-\(instance)-inbox"].contains($0["name"] as? String) }
+        #expect(!notifier.isEmpty, "no notifier connection in \(response.body)")
+        return notifier.flatMap { ($0["subscriptions_list"] as? [String]) ?? [] }.filter { !$0.hasPrefix("_INBOX.") }.sorted()
     }
 }
 

@@ -66,8 +66,8 @@ public final class FanoutService: Service {
                         metrics.natsAsyncErrors.increment()
                         logger.error("NATS server reported an error", metadata: ["error": "\(error)"])
                     },
-                    // A read's deliveries are published together, then written at once: no
-                    // flusher-thread wake and 1 ms wait per read.
+                    // The pipeline thread writes each publish itself: no flusher-thread wake
+                    // and 1 ms wait per read's deliveries.
                     sendAsap: true
                 ))
             }

@@ -133,10 +133,8 @@ final class InboxConnection: Sendable {
                 switch result {
                 case .success(let channel):
                     adopt(channel)
-                    logger.warning("notifier inbox connection back: asking sockets to reconnect and resume what they may have missed", metadata: [
-                        "subject": "\(subject)", "attempts": "\(attempt)",
-                    ])
-                    onReconnect()
+                    logger.notice("notifier inbox connection back", metadata: ["subject": "\(subject)", "attempts": "\(attempt)"])
+                    onReconnect()  // logs what it asks of the sockets
                 case .failure(let error):
                     // Every 20th failure is logged (about every 5 s): the server may be gone for long.
                     if attempt % 20 == 1 {

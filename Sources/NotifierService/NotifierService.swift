@@ -178,7 +178,8 @@ public struct NotifierService: Service {
         case .disconnected:
             guard !registry.isDraining else { return }  // the drain closes the connection itself
             metrics.natsDisconnects.increment()
-            logger.warning("NATS disconnected: no deliveries until it reconnects", metadata: ["instance": "\(instanceID)"])
+            logger.warning(carriesInbox ? "NATS disconnected: no deliveries until it reconnects" : "NATS disconnected (the inbox has a connection of its own)",
+                           metadata: ["instance": "\(instanceID)"])
         case .reconnected:
             guard carriesInbox else { return logger.notice("NATS reconnected (the inbox has a connection of its own)", metadata: ["instance": "\(instanceID)"]) }
             askSocketsToResume(registry: registry, window: window, instanceID: instanceID, what: "NATS", logger: logger)

@@ -340,7 +340,10 @@ private final class AsyncErrorBox: Sendable {
         guard let box else { return }
         var text: UnsafePointer<CChar>?
         if let connection { _ = natsConnection_GetLastError(connection, &text) }
-        Unmanaged<AsyncErrorBox>.fromOpaque(box).takeUnretainedValue().handler(text.map { String(cString: $0) } ?? statusText(status))
+        // The last error's text is often empty (a missed heartbeat, a slow consumer): the
+        // status then says what happened.
+        let detail = text.map { String(cString: $0) } ?? ""
+        Unmanaged<AsyncErrorBox>.fromOpaque(box).takeUnretainedValue().handler(detail.isEmpty ? statusText(status) : detail)
     }
 }
 

@@ -159,10 +159,13 @@ public enum ServerFrame {
         }
     }
 
-    public static func error(code: String, message: String) -> [UInt8] {
+    /// `channel`: the channel a refused request named (a resume), so that the client knows
+    /// which one to retry.
+    public static func error(code: String, message: String, channel: String? = nil) -> [UInt8] {
         frame(FrameType.error) { json in
             json.field("code", code)
             json.field("message", message)
+            if let channel { json.field("channel", channel) }
         }
     }
 }

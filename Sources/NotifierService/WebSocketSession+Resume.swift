@@ -9,13 +9,13 @@ extension WebSocketSession {
     /// it); returns an error frame when it cannot.
     func startResume(channel: String, after: UInt64, epoch: String?) -> [UInt8]? {
         guard let replayer = environment.replayer else {
-            return ServerFrame.error(code: FrameErrorCode.unavailable, message: "resume is not available on this instance")
+            return ServerFrame.error(code: FrameErrorCode.unavailable, message: "resume is not available on this instance", channel: channel)
         }
         guard resuming[channel] == nil else {
-            return ServerFrame.error(code: FrameErrorCode.alreadyResuming, message: "channel '\(channel)' is already being resumed")
+            return ServerFrame.error(code: FrameErrorCode.alreadyResuming, message: "channel '\(channel)' is already being resumed", channel: channel)
         }
         guard resuming.count < SessionEnvironment.maxConcurrentResumes else {
-            return ServerFrame.error(code: FrameErrorCode.tooManyResumes, message: "at most \(SessionEnvironment.maxConcurrentResumes) channels at once")
+            return ServerFrame.error(code: FrameErrorCode.tooManyResumes, message: "at most \(SessionEnvironment.maxConcurrentResumes) channels at once", channel: channel)
         }
         resuming[channel] = []
         replay(channel: channel, after: after, epoch: epoch, with: replayer, replayedBefore: nil)
@@ -66,7 +66,7 @@ extension WebSocketSession {
         var lastSeq: UInt64 = 0
         switch outcome {
         case .refused(let code, let message):
-            context.write(wrapOutboundOut(.text(allocator.buffer(bytes: ServerFrame.error(code: code, message: message)))), promise: nil)
+            context.write(wrapOutboundOut(.text(allocator.buffer(bytes: ServerFrame.error(code: code, message: message, channel: channel)))), promise: nil)
         case .otherEpoch:
             // Its seqs mean nothing in the new numbering: nothing replayed, live events follow.
             environment.metrics.resumesOfAnotherEpoch.increment()

@@ -9,6 +9,8 @@ import Synchronization
 /// `prev` is not the channel's position drops it and resumes the channel from there (the
 /// replay brings what was missed, then that frame). When `reconnects`, it connects to the next
 /// notifier after its socket ends and resumes (`?resume=…&epoch=…`) every channel it holds.
+/// A resume the notifier refuses for now (`unavailable`, `busy`, `too_many_resumes`) is sent
+/// again after a pause, as the JavaScript client does.
 final class ChatClient: @unchecked Sendable {
     /// One event frame as it arrived.
     struct Received: Sendable, Equatable {
@@ -47,7 +49,14 @@ final class ChatClient: @unchecked Sendable {
         var healing: Set<String> = []
         /// Frames that did not chain (dropped, then healed by a resume).
         var gaps = 0
+        /// Refused resumes to send again over the open socket, and when.
+        var retries: [String: ContinuousClock.Instant] = [:]
+        /// Resumes the notifier refused (error frames naming a channel).
+        var refusals = 0
     }
+
+    static let resumeRetryPause: Duration = .milliseconds(250)
+    static let retryableRefusals: Set<String> = ["unavailable", "busy", "too_many_resumes"]
 
     let user: String
     private let token: String
@@ -77,6 +86,8 @@ final class ChatClient: @unchecked Sendable {
     var connections: Int { state.withLock { $0.connections } }
     /// Event frames that did not chain and were healed by resuming the channel.
     var gaps: Int { state.withLock { $0.gaps } }
+    /// Resumes the notifier refused (each retried when the refusal was for now).
+    var refusals: Int { state.withLock { $0.refusals } }
 
     /// Distinct event ids received.
     var eventIDs: Set<String> { Set(events.map(\.eventID)) }
@@ -106,6 +117,7 @@ final class ChatClient: @unchecked Sendable {
             state.instance = object["instance"] as? String
             state.connections += 1
             state.healing = []
+            state.retries = [:]
         }
         return socket
     }
@@ -122,6 +134,7 @@ final class ChatClient: @unchecked Sendable {
                 if socket == nil { usleep(100_000) }
                 continue
             }
+            for resume in dueRetries() { try? current.send(text: resume) }
             let frame: WebSocketTestClient.Frame?
             do {
                 frame = try current.receive(timeout: .milliseconds(100))
@@ -158,6 +171,23 @@ final class ChatClient: @unchecked Sendable {
         }
     }
 
+    /// Resume frames for the refused resumes whose pause is over.
+    private func dueRetries() -> [String] {
+        let now = ContinuousClock.now
+        return state.withLock { state in
+            let due = state.retries.filter { $0.value <= now }.map(\.key)
+            return due.compactMap { channel in
+                state.retries[channel] = nil
+                guard let last = state.lastSeq[channel], state.healing.insert(channel).inserted else { return nil }
+                return Self.resumeFrame(channel, after: last, epoch: state.epoch)
+            }
+        }
+    }
+
+    private static func resumeFrame(_ channel: String, after last: UInt64, epoch: String) -> String {
+        #"{"type":"resume","channel":"\#(channel)","after_seq":\#(last)\#(epoch.isEmpty ? "" : #","epoch":"\#(epoch)""#)}"#
+    }
+
     /// Handles one text frame; returns a frame to send back (a `resume` after a gap).
     private func handle(_ text: String) -> String? {
         guard let object = Self.json(text) else { return nil }
@@ -187,7 +217,7 @@ final class ChatClient: @unchecked Sendable {
                     // Missed something: drop this one and resume from the position.
                     state.gaps += 1
                     guard state.healing.insert(channel).inserted else { return nil }
-                    return #"{"type":"resume","channel":"\#(channel)","after_seq":\#(last)\#(state.epoch.isEmpty ? "" : #","epoch":"\#(state.epoch)""#)}"#
+                    return Self.resumeFrame(channel, after: last, epoch: state.epoch)
                 }
                 state.events.append(received)
                 state.lastSeq[channel] = seq
@@ -211,7 +241,15 @@ final class ChatClient: @unchecked Sendable {
                 }
             }
         case "error":
-            state.withLock { $0.errors.append(text) }
+            state.withLock { state in
+                state.errors.append(text)
+                // A refused resume: the channel is no longer being healed; one refused for now
+                // is tried again (a gap left alone would drop every later frame of the channel).
+                guard let channel = object["channel"] as? String, let code = object["code"] as? String, code != "already_resuming" else { return }
+                state.refusals += 1
+                state.healing.remove(channel)
+                if Self.retryableRefusals.contains(code), state.lastSeq[channel] != nil { state.retries[channel] = .now + Self.resumeRetryPause }
+            }
         default:
             break
         }

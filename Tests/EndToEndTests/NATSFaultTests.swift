@@ -51,7 +51,7 @@ extension EndToEnd {
         let missingBob = expectedIDs.subtracting(bob.eventIDs).count
         // Deliveries in flight on the killed node are lost on the way; the notifiers that
         // reconnect ask their sockets to reconnect and resume, which replays them.
-        #expect(allDelivered, "lost \(lost.sorted()): alice \(missingAlice), bob \(missingBob) of \(expectedIDs.count)\n\(deployment.logsText())")
+        #expect(allDelivered, "lost \(lost.sorted()): alice \(missingAlice), bob \(missingBob) of \(expectedIDs.count)\n\(Self.traffic(deployment, cluster))\n\(deployment.logsText())")
         for client in [alice, bob] {
             for channel in channels {
                 let received = client.events(in: channel)
@@ -63,7 +63,7 @@ extension EndToEnd {
             }
         }
         let gaps = deployment.fanoutHTTPPort().map { Self.counters(port: $0, ["switchboard_fanout_delivery_gaps_total", "switchboard_fanout_events_read_after_gap_total", "switchboard_fanout_redeliveries_skipped_total"]) } ?? [:]
-        report("NATS node kill (\(cluster.nodes[victim].name); stream leader was \(leaderName); connections on it: \(victimConnections)): \(published.count) events acknowledged, publish resumed \(publishGapMs) ms after the kill (first ack after), lost alice \(missingAlice) bob \(missingBob), duplicate frames alice \(alice.events.duplicates) bob \(bob.events.duplicates), gaps healed by prev alice \(alice.gaps) bob \(bob.gaps); fan-out \(gaps.sorted { $0.key < $1.key }.map { "\($0.key.replacingOccurrences(of: "switchboard_fanout_", with: "")) \($0.value)" }.joined(separator: ", "))")
+        report("NATS node kill (\(cluster.nodes[victim].name); stream leader was \(leaderName); connections on it: \(victimConnections)): \(published.count) events acknowledged, publish resumed \(publishGapMs) ms after the kill (first ack after), lost alice \(missingAlice) bob \(missingBob), duplicate frames alice \(alice.events.duplicates) bob \(bob.events.duplicates), gaps healed by prev alice \(alice.gaps) bob \(bob.gaps), resumes refused (then retried) alice \(alice.refusals) bob \(bob.refusals); fan-out \(gaps.sorted { $0.key < $1.key }.map { "\($0.key.replacingOccurrences(of: "switchboard_fanout_", with: "")) \($0.value)" }.joined(separator: ", "))")
     }
 
     /// SIGSTOP of the only nats-server for 5 s, then SIGCONT: the services recover without a
@@ -126,6 +126,32 @@ extension EndToEnd {
             if names.contains(name) { totals[name, default: 0] += value }
         }
         return totals
+    }
+
+    /// Where messages went, for a failure's report: every live node's client connections with
+    /// the messages they sent and received, and each notifier's inbox and frame counters.
+    static func traffic(_ deployment: Deployment, _ cluster: NATSClusterFixture) -> String {
+        var lines: [String] = []
+        for node in cluster.nodes {
+            guard let response = try? HTTPProbe.get(port: node.monitorPort, path: "/connz?subs=1"),
+                  let object = try? JSONSerialization.jsonObject(with: Data(response.body.utf8)) as? [String: Any],
+                  let connections = object["connections"] as? [[String: Any]] else {
+                lines.append("\(node.name): no /connz (killed)")
+                continue
+            }
+            for connection in connections {
+                let subjects = (connection["subscriptions_list"] as? [String] ?? []).filter { !$0.hasPrefix("_INBOX") }.prefix(4)
+                lines.append("\(node.name) \(connection["name"] ?? "?"): in \(connection["in_msgs"] ?? "?"), out \(connection["out_msgs"] ?? "?"), subs \(Array(subjects))")
+            }
+        }
+        for name in ["n1", "n2"] {
+            let counters = counters(port: UInt16(deployment.port(name)), [
+                "switchboard_notifier_inbox_messages_total", "switchboard_notifier_deliveries_in_total", "switchboard_notifier_frames_written_total",
+                "switchboard_notifier_dropped_deliveries_total", "switchboard_notifier_closes_total",
+            ])
+            lines.append("\(name): \(counters.sorted { $0.key < $1.key }.map { "\($0.key.replacingOccurrences(of: "switchboard_notifier_", with: "")) \($0.value)" }.joined(separator: ", "))")
+        }
+        return lines.joined(separator: "\n")
     }
 
     /// Names of the client connections a node serves, from its monitoring `/connz`.

@@ -10,11 +10,15 @@
 //   is not the channel's last seq means something was missed, so the channel is resumed from
 //   its last seq and events are handed over only as they chain again;
 // - tells the application through onResync when history must be refetched: the stream was
-//   created anew (`epoch_changed`) or a resume could not replay everything (`incomplete`).
+//   created anew (`epoch_changed`) or a resume could not replay everything (`incomplete`);
+// - tries a resume the notifier refused for now (`unavailable`: JetStream is electing leaders;
+//   `busy`, `too_many_resumes`) again after a pause, with the reconnect's backoff.
 
 const RECONNECT_CLOSE = 4000;
 /** The notifier resumes at most this many channels of one socket at once. */
 const MAX_RESUMES_AT_ONCE = 16;
+/** Refusals of a resume that say "not now": it is sent again after a pause. */
+const RETRYABLE_REFUSALS = new Set(["unavailable", "busy", "too_many_resumes"]);
 
 export class SwitchboardClient {
   /**
@@ -51,6 +55,8 @@ export class SwitchboardClient {
     this.healing = new Set();
     /** Channels waiting for a free resume slot on the current socket. */
     this.queuedResumes = [];
+    /** @type {Map<string, number>} channel → resumes refused in a row on the current socket */
+    this.refusals = new Map();
     this.urlIndex = 0;
     this.attempt = 0;
     this.ws = null;
@@ -135,6 +141,7 @@ export class SwitchboardClient {
       if (this.ws !== ws) return;  // handled already (an error and its close)
       this.ws = null;
       this.healing.clear();
+      this.refusals.clear();
       // 4000: this instance is draining; a socket that never opened: this URL is down.
       // Either way, the next URL.
       this._scheduleReconnect(code === RECONNECT_CLOSE || !opened, code === RECONNECT_CLOSE);
@@ -203,6 +210,7 @@ export class SwitchboardClient {
       this.onTyping(frame.channel, frame.user);
       break;
     case "error":
+      this._refused(frame);
       this.onError(frame.code, frame.message);
       break;
     default:
@@ -253,9 +261,26 @@ export class SwitchboardClient {
     }
   }
 
+  /** An error naming a channel answers its resume: the channel is no longer being healed, and
+   *  a refusal for now is tried again after a pause (left alone, the gap would drop every later
+   *  event of the channel). */
+  _refused(frame) {
+    const channel = frame.channel;
+    if (typeof channel !== "string" || frame.code === "already_resuming") return;
+    this.healing.delete(channel);
+    this._sendQueuedResumes();
+    if (!RETRYABLE_REFUSALS.has(frame.code) || !this.positions.has(channel)) return;
+    const refusals = (this.refusals.get(channel) ?? 0) + 1;
+    this.refusals.set(channel, refusals);
+    const ceiling = Math.min(this.maxBackoffMs, this.initialBackoffMs * 2 ** (refusals - 1));
+    const ws = this.ws;
+    setTimeout(() => { if (this.ws === ws && !this.stopped) this._heal(channel); }, ceiling / 2 + this.random() * ceiling / 2);
+  }
+
   _resumed(frame) {
     const channel = frame.channel;
     this.healing.delete(channel);
+    this.refusals.delete(channel);
     if (frame.reason === "epoch_changed") {
       this.positions.delete(channel);
       if (frame.epoch) this.epoch = frame.epoch;

@@ -75,6 +75,37 @@ test("a gap resumes the channel and hands over only what chains again", async ()
   c.close();
 });
 
+test("a resume refused for now is sent again after a pause; one refused for good is not", async () => {
+  const seenErrors = [];
+  const { c, seen } = client({ onError: (code, message) => seenErrors.push(code) });
+  c.connect();
+  await settle();
+  const ws = ScriptedSocket.opened[0];
+  ws.open();
+  ws.frame(event("g", 3, 0));
+  ws.frame(event("r", 4, 0));
+  ws.frame(event("g", 9, 7));
+  ws.frame(event("r", 12, 10));
+  assert.equal(ws.sent.length, 2);
+  // JetStream is electing a leader: the notifier gives up on g's replay for now.
+  ws.frame({ type: "error", code: "unavailable", message: "resume failed", channel: "g" });
+  ws.frame({ type: "error", code: "not_member", message: "no", channel: "r" });
+  ws.frame(event("g", 10, 9));  // a held live frame released with the refusal: still a gap
+  await settle();
+  const resumes = ws.sent.filter(f => f.channel === "g");
+  assert.ok(resumes.length >= 2, "g's resume is sent again");
+  assert.deepEqual(resumes.at(-1), { type: "resume", channel: "g", after_seq: 3, epoch: "e1" });
+  assert.equal(ws.sent.filter(f => f.channel === "r").length, 1, "not_member is not retried");
+  ws.frame(event("g", 7, 3));
+  ws.frame(event("g", 9, 7));
+  ws.frame(event("g", 10, 9));
+  ws.frame({ type: "resumed", channel: "g", seq: 10, replayed: 3, complete: true, epoch: "e1" });
+  ws.frame(event("g", 11, 10));
+  assert.deepEqual(seen.events.filter(e => e.startsWith("g")).map(e => e.split("/")[0]), ["g@3", "g@7", "g@9", "g@10", "g@11"]);
+  assert.deepEqual(seenErrors, ["unavailable", "not_member"]);
+  c.close();
+});
+
 test("reconnects resume every channel in the URL with the epoch, and 4000 moves to the next URL", async () => {
   const { c, seen } = client();
   c.connect();

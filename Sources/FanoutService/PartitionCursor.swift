@@ -77,6 +77,18 @@ struct PartitionCursor {
         recheckAt = nil
     }
 
+    /// Where a term this replica takes over starts, given `floor` (the larger of the previous
+    /// term's lease entry position and its consumers' ack floors): after this cursor's chain
+    /// when the term replaced was this process's own in the same stream, since what the chain
+    /// holds was confirmed here (flushed; `standBy` unlinked the rest), though the acks of the
+    /// newest may have been lost with a connection. Otherwise a chain ahead of the floor would
+    /// be read again from the stream, stopping the pipeline's every partition for as long as
+    /// JetStream takes to answer — and a lease lapses exactly when a NATS node just died.
+    func termStart(floor: UInt64, replacedProcess: String?, ownProcess: String, epoch: String) -> UInt64 {
+        guard term == nil, replacedProcess == ownProcess, epoch == self.epoch else { return floor }
+        return max(floor, chainThrough)
+    }
+
     /// What a consumer that was just bound tells: everything up to its ack floor was taken,
     /// and it numbers deliveries on from where it stands.
     static func continuity(from start: PullSubscription.Start) -> ConsumerContinuity {

@@ -66,6 +66,7 @@ extension EventPipeline {
                 if own < floor { try jetStream.deleteConsumer(stream: StreamNames.events, durable: grant.consumer) }
                 floor = max(floor, own)
             }
+            floor = hand.cursors[index].termStart(floor: floor, replacedProcess: grant.replaced?.process, ownProcess: leases.process, epoch: epoch)
             hand.cursors[index].follower?.close()
             hand.cursors[index].follower = nil
             if epoch != hand.cursors[index].epoch || hand.cursors[index].chainThrough > floor {

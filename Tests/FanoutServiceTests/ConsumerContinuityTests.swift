@@ -59,3 +59,25 @@ struct ConsumerContinuityTests {
         #expect(continuity.gapOpen == false)
     }
 }
+
+/// Where a term a replica takes over starts (`PartitionCursor.termStart`).
+struct TermStartTests {
+    private static func standingBy(chainThrough: UInt64, epoch: String = "e1") -> PartitionCursor {
+        var cursor = PartitionCursor(partition: 3, consumer: 0, epoch: epoch)
+        cursor.chainThrough = chainThrough
+        return cursor
+    }
+
+    @Test func itsOwnLapsedTermResumesAfterWhatItConfirmedThoughTheAcksWereLost() {
+        // Confirmed through 40 here; the server's ack floor says 38 (the acks of 39 and 40 went
+        // down with the connection): the chain is kept and the term starts after 40.
+        #expect(Self.standingBy(chainThrough: 40).termStart(floor: 38, replacedProcess: "me", ownProcess: "me", epoch: "e1") == 40)
+        #expect(Self.standingBy(chainThrough: 30).termStart(floor: 38, replacedProcess: "me", ownProcess: "me", epoch: "e1") == 38)
+    }
+
+    @Test func anotherHoldersTermAStreamCreatedAnewOrNoEntryStartAfterTheFloor() {
+        #expect(Self.standingBy(chainThrough: 40).termStart(floor: 38, replacedProcess: "other", ownProcess: "me", epoch: "e1") == 38)
+        #expect(Self.standingBy(chainThrough: 40).termStart(floor: 38, replacedProcess: nil, ownProcess: "me", epoch: "e1") == 38)
+        #expect(Self.standingBy(chainThrough: 40).termStart(floor: 0, replacedProcess: "me", ownProcess: "me", epoch: "e2") == 0)
+    }
+}

@@ -58,9 +58,9 @@ final class EventPipeline: Service {
     /// Messages not yet consumed, per partition (from the last delivery), for inspection.
     private let lags: Mutex<[Int: UInt64]>
 
-    init(partitions: [Int], jetStream: JetStream, output: any PipelineOutput, leases: LeaseBoard, state: RoutingState, metrics: FanoutMetrics, config: FanoutConfig, logger: Logger) throws {
+    /// `output` nil: the production output, on the feed's own connection where it has one.
+    init(partitions: [Int], jetStream: JetStream, output: (any PipelineOutput)? = nil, leases: LeaseBoard, state: RoutingState, metrics: FanoutMetrics, config: FanoutConfig, logger: Logger) throws {
         self.partitions = partitions
-        self.output = output
         self.state = state
         self.metrics = metrics
         self.config = config
@@ -71,6 +71,11 @@ final class EventPipeline: Service {
         // Every slot waits for its partition's lease before it sends a request.
         feed = try PullFeed(connection: jetStream.connection, stream: StreamNames.events, consumers: partitions.map { ConsumerNames.fanout(partition: $0) },
                             batch: config.fetchBatch, expires: config.pullExpires, heartbeat: config.pullHeartbeat, paused: true)
+        self.output = output ?? (feed.hasOwnConnection
+            ? FeedPipelineOutput(feed: feed, jetStream: jetStream)
+            : NATSPipelineOutput(connection: jetStream.connection, jetStream: jetStream))
+        logger.info(feed.hasOwnConnection ? "event pipeline reads and delivers over a connection of its own" : "event pipeline reads and delivers through nats.c",
+                    metadata: ["partitions": "\(partitions.count)"])
         lags = Mutex(Dictionary(uniqueKeysWithValues: partitions.map { ($0, 0) }))
     }
 

@@ -147,7 +147,7 @@ public final class FanoutService: Service {
         let leases = try LeaseKeeper(board: board, connection: connection, timing: config.leaseTiming, replicaID: config.replicaID, metrics: metrics, logger: logger)
         let pipelines = PartitionPipelines(pipelines: try await blocking { [state, metrics, logger] in
             try PartitionPipelines.groups(config.partitions.owned, threads: config.pipelineThreads).map { partitions in
-                try EventPipeline(partitions: partitions, jetStream: jetStream, output: NATSPipelineOutput(connection: connection, jetStream: jetStream), leases: leases.board,
+                try EventPipeline(partitions: partitions, jetStream: jetStream, leases: leases.board,
                                   state: state, metrics: metrics, config: config, logger: logger)
             }
         })

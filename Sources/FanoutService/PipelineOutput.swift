@@ -28,3 +28,24 @@ struct NATSPipelineOutput: PipelineOutput {
         _ = try jetStream.publish(subject, payload: payload, msgID: msgID, headers: headers)
     }
 }
+
+/// The production output when the pull feed has a connection of its own: deliveries go out on
+/// it, gathered with the feed's requests and acks into one write per pipeline turn, and its
+/// flush confirms them; dead letters go through JetStream on the main connection.
+struct FeedPipelineOutput: PipelineOutput {
+    let feed: PullFeed
+    let jetStream: JetStream
+
+    func publish(_ subject: String, payload: [UInt8]) throws {
+        feed.publishDelivery(subject, payload: payload)
+    }
+
+    func flush(timeout: Duration) throws {
+        try feed.flushDeliveries(timeout: timeout)
+    }
+
+    func deadLetter(_ subject: String, payload: [UInt8], headers: NATSHeaders, msgID: String) throws {
+        _ = try jetStream.publish(subject, payload: payload, msgID: msgID, headers: headers)
+    }
+}
+

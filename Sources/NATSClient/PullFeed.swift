@@ -12,7 +12,13 @@ import Synchronization
 /// subject and an ack subject naming the consumer, its status messages on that reply subject. Acks
 /// are published to the ack subject (`+ACK`), as nats.c's own ack does.
 ///
-/// `read` and `restart` are meant for one consuming thread; acks may come from any.
+/// The inbox is read over the feed's own connection where `FeedLink` can make one (plain TCP
+/// with user/password or a token), which also carries the requests, the acks and, through
+/// `publishDelivery` and `flushDeliveries`, the consuming thread's deliveries; otherwise through
+/// a nats.c subscription, everything else going on the `NATSConnection`.
+///
+/// `read` and `restart` are meant for one consuming thread; acks may come from any (over the
+/// feed's own connection they wait for a read in progress).
 public final class PullFeed: Sendable {
     /// A message one of the consumers delivered.
     public struct Message: Sendable {
@@ -44,10 +50,15 @@ public final class PullFeed: Sendable {
         var generations: [Int]
         var reconnects: UInt64 = 0
         var reconnectsChecked: ContinuousClock.Instant = .now
+        /// Read while a flush waited for its PONG: the next `read` returns it first.
+        var deferred = Batch()
     }
 
     private let connection: NATSConnection
-    private let subscription: SubscriptionHandle
+    /// The inbox through nats.c (nil when `link` reads it).
+    private let subscription: SubscriptionHandle?
+    /// The feed's own connection (nil: nats.c's).
+    let link: FeedLink?
     private let inbox: String
     private let stream: String
     private let requestBody: [UInt8]
@@ -58,8 +69,10 @@ public final class PullFeed: Sendable {
     /// Subscribes to the feed's inbox; no request goes out before the first `read`.
     /// `batch` is what one request asks for; `expires` how long it stays open; `heartbeat`
     /// how often the server says an idle request is still there. `paused`: no consumer gets
-    /// requests until it is `restart`ed.
-    public init(connection: NATSConnection, stream: String, consumers: [String], batch: Int, expires: Duration = .seconds(10), heartbeat: Duration = .seconds(1), paused: Bool = false) throws {
+    /// requests until it is `restart`ed. `ownConnection`: read over a connection of the feed's
+    /// own where the settings allow it.
+    public init(connection: NATSConnection, stream: String, consumers: [String], batch: Int, expires: Duration = .seconds(10), heartbeat: Duration = .seconds(1), paused: Bool = false,
+                ownConnection: Bool = true) throws {
         try JetStream.validateStreamName(stream)
         for consumer in consumers { try JetStream.validateStreamName(consumer, what: "consumer name") }
         guard batch > 0 else { throw NATSError.invalidArgument("pull batch must be positive") }
@@ -77,8 +90,14 @@ public final class PullFeed: Sendable {
             requestSubjects: consumers.map { "$JS.API.CONSUMER.MSG.NEXT.\(stream).\($0)" },
             generations: Array(repeating: 0, count: consumers.count)
         ))
-        var sub: OpaquePointer?
         let subject = "\(inbox).*"
+        if ownConnection, let link = try? FeedLink(connection: connection, inboxSubject: subject) {
+            self.link = link
+            subscription = nil
+            return
+        }
+        link = nil
+        var sub: OpaquePointer?
         let status = natsConnection_SubscribeSync(&sub, connection.handle, subject)
         guard status == NATS_OK, let sub else { throw coreError(status, "subscribe to \(subject)", subject: subject) }
         // A full batch for every consumer fits: what nats.c would drop here is lost to the
@@ -87,10 +106,26 @@ public final class PullFeed: Sendable {
         subscription = SubscriptionHandle(sub, name: "pull feed of \(stream)")
     }
 
+    /// True when the feed reads over a connection of its own (see `FeedLink`).
+    public var hasOwnConnection: Bool { link != nil }
+
     /// Tops up every consumer's requests, waits at most `timeout` for the first message or
     /// status, then takes up to `limit` messages that are already queued, and tops up again.
     public func read(limit: Int, timeout: Duration) throws -> Batch {
         try topUp()
+        if let link {
+            var batch = state.withLock { state in
+                defer { state.deferred = Batch() }
+                return state.deferred
+            }
+            let wait = batch.messages.isEmpty && batch.gone.isEmpty ? timeout : .zero
+            _ = try link.read(limit: max(0, limit - batch.messages.count), timeout: wait) { message, bytes in
+                try take(message, in: bytes, into: &batch)
+            }
+            try topUp()
+            return batch
+        }
+        guard let subscription else { return Batch() }
         var batch = Batch()
         var waited = false
         while batch.messages.count < limit {
@@ -138,13 +173,42 @@ public final class PullFeed: Sendable {
     }
 
     /// Acks `message` (and, for an ack-all consumer, everything before it).
-    public func ack(_ message: Message) throws { try connection.publish(message.ackSubject, payload: Self.ackBody) }
+    public func ack(_ message: Message) throws { try send(message.ackSubject, payload: Self.ackBody) }
 
     /// Tells the server `message` is still being worked on, resetting its ack wait.
-    public func inProgress(_ message: Message) throws { try connection.publish(message.ackSubject, payload: Self.inProgressBody) }
+    public func inProgress(_ message: Message) throws { try send(message.ackSubject, payload: Self.inProgressBody) }
+
+    /// Publishes a delivery on the feed's own connection, written with the next read, ack or
+    /// flush; `flushDeliveries` confirms it. Only when `hasOwnConnection`.
+    public func publishDelivery(_ subject: String, payload: [UInt8]) {
+        link?.publish(subject, payload: payload, confirmable: true)
+    }
+
+    /// Returns once the server has every delivery published since the last flush; throws when
+    /// that is not known (the connection failed or was re-established since): publish them again.
+    public func flushDeliveries(timeout: Duration) throws {
+        guard let link else { return }
+        var arrived = Batch()
+        try link.flush(timeout: timeout) { message, bytes in try take(message, in: bytes, into: &arrived) }
+        if !arrived.messages.isEmpty || !arrived.gone.isEmpty {
+            state.withLock { state in
+                state.deferred.messages += arrived.messages
+                state.deferred.gone += arrived.gone
+            }
+        }
+    }
 
     /// Stops the feed; unacked messages are redelivered after their ack wait. Idempotent.
-    public func close() { subscription.unsubscribe() }
+    public func close() {
+        subscription?.unsubscribe()
+        link?.close()
+    }
+
+    private func send(_ subject: String, payload: [UInt8]) throws {
+        guard let link else { return try connection.publish(subject, payload: payload) }
+        link.publish(subject, payload: payload)
+        try link.send()
+    }
 
     private static let ackBody = Array("+ACK".utf8)
     private static let inProgressBody = Array("+WPI".utf8)
@@ -163,21 +227,56 @@ public final class PullFeed: Sendable {
             if let message { batch.messages.append(message) }
             return
         }
-        // A status on <inbox>.<slot>_<generation>, about the slot's current consumer or not.
-        let subject = CMessage.subject(msg)
+        let headers = CMessage.headers(msg)
+        status(on: CMessage.subject(msg), code: headers["Status"].flatMap { Int($0) }, description: headers["Description"] ?? "", at: now, into: &batch)
+    }
+
+    /// A message of the feed's own connection (see `take(_:into:)`), read in place.
+    private func take(_ message: ServerMessage, in bytes: UnsafeBufferPointer<UInt8>, into batch: inout Batch) throws {
+        let now = ContinuousClock.now
+        if let reply = message.reply, let ack = JetStreamAckSubject(UnsafeBufferPointer(rebasing: bytes[reply])) {
+            let ackSubject = String(decoding: bytes[reply], as: UTF8.self)
+            let consumer = Self.consumerName(ofAckSubject: ackSubject)
+            // Nil: a consumer the feed no longer reads (paused, or a former term's).
+            guard let index = state.withLock({ state -> Int? in
+                guard let index = state.consumerIndex[consumer] else { return nil }
+                state.credits[index].received(at: now)
+                return index
+            }) else { return }
+            let metadata = JetStreamMessage.Metadata(
+                streamSequence: ack.streamSequence, consumerSequence: ack.consumerSequence, numDelivered: ack.numDelivered,
+                numPending: ack.numPending, timestampNs: ack.timestampNs, stream: stream, consumer: consumer
+            )
+            batch.messages.append(Message(consumer: index, subject: String(decoding: bytes[message.subject], as: UTF8.self),
+                                          payload: Array(bytes[message.payload]), ackSubject: ackSubject, metadata: metadata))
+            return
+        }
+        let headers = message.headers.map { UnsafeBufferPointer(rebasing: bytes[$0]) }
+        status(on: String(decoding: bytes[message.subject], as: UTF8.self), code: headers.flatMap(HeaderBlock.status),
+               description: headers.map(HeaderBlock.statusDescription) ?? "", at: now, into: &batch)
+    }
+
+    /// The consumer token of `$JS.ACK.<stream>.<consumer>.…` (or of the form with a domain and
+    /// an account hash after `$JS.ACK.`), which `JetStreamAckSubject` has checked.
+    static func consumerName(ofAckSubject subject: String) -> String {
+        let tokens = subject.split(separator: ".", omittingEmptySubsequences: false)
+        let index = tokens.count == 9 ? 3 : 5
+        return tokens.indices.contains(index) ? String(tokens[index]) : ""
+    }
+
+    /// A status on <inbox>.<slot>_<generation>, about the slot's current consumer or not.
+    private func status(on subject: String, code: Int?, description: String, at now: ContinuousClock.Instant, into batch: inout Batch) {
         guard subject.hasPrefix(inbox + ".") else { return }
         let token = subject.dropFirst(inbox.count + 1).split(separator: "_")
         guard token.count == 2, let index = Int(token[0]), let generation = Int(token[1]),
               state.withLock({ $0.gone.indices.contains(index) && !$0.gone[index] && $0.generations[index] == generation }) else { return }
-        let headers = CMessage.headers(msg)
-        let description = headers["Description"] ?? ""
-        switch headers["Status"] ?? "" {
-        case "100":
+        switch code ?? 0 {
+        case 100:
             state.withLock { $0.credits[index].heard(at: now) }
-        case "503":
+        case 503:
             markGone(index, at: now)
             batch.gone.append((index, "no responder for its pull requests (the consumer does not exist)"))
-        case "409" where description.localizedCaseInsensitiveContains("deleted"):
+        case 409 where description.localizedCaseInsensitiveContains("deleted"):
             markGone(index, at: now)
             batch.gone.append((index, description))
         default:
@@ -215,8 +314,9 @@ public final class PullFeed: Sendable {
     /// was re-established, every consumer's requests are taken as gone.
     private func topUp() throws {
         let now = ContinuousClock.now
-        let checkReconnects = state.withLock { now - $0.reconnectsChecked >= .milliseconds(250) }
-        let reconnects = checkReconnects ? connection.reconnectCount : nil
+        // Requests of a connection that was re-established are gone.
+        let checkReconnects = link != nil || state.withLock { now - $0.reconnectsChecked >= .milliseconds(250) }
+        let reconnects = checkReconnects ? (link.map { UInt64($0.generation) } ?? connection.reconnectCount) : nil
         let due: [(Int, String, String)] = state.withLock { state in
             if let reconnects {
                 state.reconnectsChecked = now
@@ -229,7 +329,11 @@ public final class PullFeed: Sendable {
                 .map { ($0, state.requestSubjects[$0], "\(inbox).\($0)_\(state.generations[$0])") }
         }
         for (index, subject, reply) in due {
-            try connection.publish(subject, payload: requestBody, reply: reply)
+            if let link {
+                link.publish(subject, reply: reply, payload: requestBody)  // written with the read that follows
+            } else {
+                try connection.publish(subject, payload: requestBody, reply: reply)
+            }
             state.withLock { $0.credits[index].requested(at: now) }
         }
     }

@@ -187,6 +187,19 @@ public enum HeaderBlock {
         return digits == 3 ? value : nil
     }
 
+    /// The words after the status code on the first line (`NATS/1.0 408 Request Timeout`),
+    /// trimmed; "" when there are none.
+    public static func statusDescription(_ block: UnsafeBufferPointer<UInt8>) -> String {
+        let prefix = "NATS/1.0 ".utf8.count + 3
+        guard status(block) != nil, block.count > prefix else { return "" }
+        var end = prefix
+        while end < block.count, block[end] != UInt8(ascii: "\r") { end += 1 }
+        var start = prefix
+        while start < end, block[start] == UInt8(ascii: " ") { start += 1 }
+        while end > start, block[end - 1] == UInt8(ascii: " ") { end -= 1 }
+        return String(decoding: block[start..<end], as: UTF8.self)
+    }
+
     /// The value of the first header named `name` (names compare without letter case), trimmed.
     public static func value(_ name: String, in block: UnsafeBufferPointer<UInt8>) -> String? {
         let text = String(decoding: block, as: UTF8.self)

@@ -26,23 +26,15 @@ import Glibc
 public final class StreamScan: OrderedStreamReader, @unchecked Sendable {
     /// The server's idle heartbeat; no byte for three of them fails the read.
     public static let heartbeat: Duration = .seconds(2)
-    static let initialBuffer = 1 << 20
-    /// A message larger than nats-server's largest payload (64 MiB) is not one.
-    static let maximumBuffer = 72 << 20
 
     private let jetStream: JetStream
     private let stream: String
     /// The consumer's name ("" until it is created).
     private var consumer = ""
     private let description: String
-    private let fd: Int32
+    private let socket: ProtocolSocket
     private let isClosed = Mutex(false)
-    private var buffer: UnsafeMutableRawBufferPointer
-    /// Bytes received are `buffer[readIndex..<filled]`.
-    private var readIndex = 0
-    private var filled = 0
     private var nextConsumerSequence: UInt64 = 1
-    private var lastReceive = ContinuousClock.now
     /// Flow-control requests and stall notices answered (for tests).
     private(set) var flowControlAnswers = 0
     private static let subscriptionID: UInt64 = 1
@@ -58,20 +50,11 @@ public final class StreamScan: OrderedStreamReader, @unchecked Sendable {
         self.jetStream = jetStream
         self.stream = stream
         description = "stream scan of \(stream) from \(login.redactedURL)"
-        fd = try ScanSocket.connect(host: login.host, port: login.port, timeout: options.connectTimeout, what: description)
-        buffer = .allocate(byteCount: Self.initialBuffer, alignment: 16)
         let deliverSubject = connection.newInbox() + ".scan"
+        socket = try ProtocolSocket.open(login: login, subscribe: Array("SUB \(deliverSubject) \(Self.subscriptionID)\r\n".utf8),
+                                         timeout: options.connectTimeout, description: description, purpose: "stream scan")
         // A failure from here on leaves the clean-up to deinit (the object is whole).
         do {
-            _ = try waitFor(what: "server INFO", timeout: options.connectTimeout) { frame, bytes in
-                guard case .info(let range) = frame else { return false }
-                try PlainLogin.checkInfo(bytes[range], purpose: "stream scan")
-                return true
-            }
-            try send(login.connectLine + Array("SUB \(deliverSubject) \(Self.subscriptionID)\r\nPING\r\n".utf8))
-            // The PONG follows the CONNECT and the SUB: a refused login or subscription comes as -ERR first.
-            _ = try waitFor(what: "PONG", timeout: options.connectTimeout) { frame, _ in frame == .pong }
-
             var config: [String: Any] = ["deliver_subject": deliverSubject, "ack_policy": "none", "max_deliver": 1, "flow_control": true,
                                          "idle_heartbeat": Self.heartbeat.natsNanoseconds, "mem_storage": true, "num_replicas": 1,
                                          "inactive_threshold": Duration.seconds(10).natsNanoseconds, "replay_policy": "instant"]
@@ -92,8 +75,6 @@ public final class StreamScan: OrderedStreamReader, @unchecked Sendable {
 
     deinit {
         close()
-        Glibc.close(fd)
-        buffer.deallocate()
     }
 
     /// Deletes the consumer (best effort: the server removes it anyway 10 s after the socket
@@ -101,7 +82,7 @@ public final class StreamScan: OrderedStreamReader, @unchecked Sendable {
     public func close() {
         let wasClosed = isClosed.withLock { closed in defer { closed = true }; return closed }
         guard !wasClosed else { return }
-        shutdown(fd, Int32(SHUT_RDWR))
+        socket.shutdown()
         if !consumer.isEmpty { try? jetStream.deleteConsumer(stream: stream, durable: consumer) }
     }
 
@@ -113,15 +94,14 @@ public final class StreamScan: OrderedStreamReader, @unchecked Sendable {
         let deadline = ContinuousClock.now + timeout
         var handed = 0
         while handed < limit {
-            while handed < limit, let (frame, end) = try nextFrame() {
-                readIndex = end
+            while handed < limit, let frame = try socket.nextFrame() {
                 if try handle(frame, body) { handed += 1 }
             }
             guard handed < limit else { break }
             let wait = handed == 0 ? max(.zero, deadline - .now) : .zero
-            guard try receive(waiting: wait) else { break }
+            guard try socket.receive(waiting: wait) else { break }
         }
-        if handed == 0, ContinuousClock.now - lastReceive > Self.heartbeat * 3 {
+        if handed == 0, ContinuousClock.now - socket.lastReceive > Self.heartbeat * 3 {
             throw NATSError.timeout(operation: "\(description): no heartbeat for \(Self.heartbeat * 3)")
         }
         return handed
@@ -129,7 +109,7 @@ public final class StreamScan: OrderedStreamReader, @unchecked Sendable {
 
     /// True when the frame was a message handed to `body`.
     private func handle(_ frame: ServerFrame, _ body: (OrderedConsumer.BorrowedMessage) throws -> Void) throws -> Bool {
-        let bytes = UnsafeBufferPointer(start: buffer.baseAddress!.assumingMemoryBound(to: UInt8.self), count: filled)
+        let bytes = socket.bytes
         switch frame {
         case .message(let message):
             if let headers = message.headers.map({ UnsafeBufferPointer(rebasing: bytes[$0]) }), HeaderBlock.status(headers) != nil {
@@ -147,7 +127,7 @@ public final class StreamScan: OrderedStreamReader, @unchecked Sendable {
                                                      streamSequence: ack.streamSequence, numPending: ack.numPending))
             return true
         case .ping:
-            try send(Array("PONG\r\n".utf8))
+            try send(ProtocolSocket.pong)
         case .error(let range):
             throw NATSError.failed(operation: description, status: "server error \(String(decoding: bytes[range], as: UTF8.self))")
         case .pong, .ok, .info:
@@ -173,63 +153,8 @@ public final class StreamScan: OrderedStreamReader, @unchecked Sendable {
         }
     }
 
-    private func nextFrame() throws -> (ServerFrame, Int)? {
-        let bytes = UnsafeBufferPointer(start: buffer.baseAddress!.assumingMemoryBound(to: UInt8.self), count: filled)
-        do {
-            return try ServerFrame.next(in: bytes, from: readIndex).map { ($0.frame, $0.end) }
-        } catch {
-            throw NATSError.malformedResponse(operation: description, reason: "\(error)")
-        }
-    }
-
-    /// Reads what has arrived, waiting at most `wait` for it; false when nothing came.
-    private func receive(waiting wait: Duration) throws -> Bool {
-        if readIndex > 0 {
-            let remaining = filled - readIndex
-            if remaining > 0 { buffer.baseAddress!.copyMemory(from: buffer.baseAddress! + readIndex, byteCount: remaining) }
-            filled = remaining
-            readIndex = 0
-        }
-        if filled == buffer.count {
-            guard buffer.count < Self.maximumBuffer else { throw NATSError.malformedResponse(operation: description, reason: "a frame over \(Self.maximumBuffer) bytes") }
-            let larger = UnsafeMutableRawBufferPointer.allocate(byteCount: buffer.count * 2, alignment: 16)
-            larger.baseAddress!.copyMemory(from: buffer.baseAddress!, byteCount: filled)
-            buffer.deallocate()
-            buffer = larger
-        }
-        guard try ScanSocket.wait(fd, for: Int16(POLLIN), within: wait, what: description) else { return false }
-        let count = recv(fd, buffer.baseAddress! + filled, buffer.count - filled, 0)
-        if count == 0 { throw NATSError.connectionClosed(operation: "\(description): the server closed the connection") }
-        if count < 0 {
-            if errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK { return false }
-            throw NATSError.failed(operation: description, status: String(cString: strerror(errno)))
-        }
-        filled += count
-        lastReceive = .now
-        return true
-    }
-
-    /// Reads frames until `accept` takes one (before the consumer exists: set-up only).
-    private func waitFor(what: String, timeout: Duration, _ accept: (ServerFrame, UnsafeBufferPointer<UInt8>) throws -> Bool) throws -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        while true {
-            while let (frame, end) = try nextFrame() {
-                readIndex = end
-                let bytes = UnsafeBufferPointer(start: buffer.baseAddress!.assumingMemoryBound(to: UInt8.self), count: filled)
-                if case .error(let range) = frame {
-                    throw NATSError.failed(operation: "\(description) (waiting for \(what))", status: "server error \(String(decoding: bytes[range], as: UTF8.self))")
-                }
-                if case .ping = frame { try send(Array("PONG\r\n".utf8)) }
-                if try accept(frame, bytes) { return true }
-            }
-            let left = deadline - .now
-            guard left > .zero else { throw NATSError.timeout(operation: "\(description): \(what) within \(timeout)") }
-            _ = try receive(waiting: left)
-        }
-    }
-
     private func send(_ bytes: [UInt8]) throws {
-        try ScanSocket.send(fd, bytes, within: .seconds(2), what: description)
+        try socket.send(bytes)
     }
 }
 

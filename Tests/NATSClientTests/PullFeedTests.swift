@@ -2,6 +2,7 @@ import Foundation
 @testable import NATSClient
 import SwitchboardContracts
 import SwitchboardHarness
+import Synchronization
 import Testing
 
 @Suite("Pull credit (pure)")
@@ -73,15 +74,17 @@ struct PullFeedTests {
         return (messages, gone)
     }
 
-    @Test func oneFeedReadsSeveralConsumersInOrderKeepsARequestOpenAndAcksAll() throws {
+    @Test(arguments: [true, false]) func oneFeedReadsSeveralConsumersInOrderKeepsARequestOpenAndAcksAll(ownConnection: Bool) throws {
         try withNATS { _, connection in
             let jetStream = try connection.jetStream()
             _ = try jetStream.applyStream(configJSON: streamDefinition(StreamNames.events))
             for partition in [2, 3] {
                 _ = try jetStream.bindPullConsumer(stream: StreamNames.events, durable: ConsumerNames.fanout(partition: partition), filterSubject: Subjects.events(partition: partition), ackPolicy: .all)
             }
-            let feed = try PullFeed(connection: connection, stream: StreamNames.events, consumers: [ConsumerNames.fanout(partition: 2), ConsumerNames.fanout(partition: 3)], batch: 4)
+            let feed = try PullFeed(connection: connection, stream: StreamNames.events, consumers: [ConsumerNames.fanout(partition: 2), ConsumerNames.fanout(partition: 3)], batch: 4,
+                                    ownConnection: ownConnection)
             defer { feed.close() }
+            #expect(feed.hasOwnConnection == ownConnection)
             #expect(try feed.read(limit: 10, timeout: .milliseconds(100)).messages.isEmpty)
             for index in 1...6 {
                 _ = try jetStream.publish("chat.events.2.room", payload: bytes("a\(index)"))
@@ -104,13 +107,13 @@ struct PullFeedTests {
         }
     }
 
-    @Test func aDeletedConsumerIsReportedGoneAndARestartedOneDeliversAgain() throws {
+    @Test(arguments: [true, false]) func aDeletedConsumerIsReportedGoneAndARestartedOneDeliversAgain(ownConnection: Bool) throws {
         try withNATS { _, connection in
             let jetStream = try connection.jetStream()
             _ = try jetStream.applyStream(configJSON: streamDefinition(StreamNames.events))
             let durable = ConsumerNames.fanout(partition: 2)
             _ = try jetStream.bindPullConsumer(stream: StreamNames.events, durable: durable, filterSubject: Subjects.events(partition: 2), ackPolicy: .all)
-            let feed = try PullFeed(connection: connection, stream: StreamNames.events, consumers: [durable], batch: 8)
+            let feed = try PullFeed(connection: connection, stream: StreamNames.events, consumers: [durable], batch: 8, ownConnection: ownConnection)
             defer { feed.close() }
             _ = try jetStream.publish("chat.events.2.room", payload: bytes("first"))
             let first = try Self.read(feed, count: 1)
@@ -128,6 +131,48 @@ struct PullFeedTests {
             feed.restart(0)
             let second = try Self.read(feed, count: 1)
             #expect(second.messages.map { text($0.payload) } == ["second"])
+        }
+    }
+
+    @Test func deliveriesOnTheFeedsConnectionAreConfirmedOnlyByAFlushOnTheConnectionTheyWentOutOn() throws {
+        try withNATS { _, connection in
+            let jetStream = try connection.jetStream()
+            _ = try jetStream.applyStream(configJSON: streamDefinition(StreamNames.events))
+            let durable = ConsumerNames.fanout(partition: 2)
+            _ = try jetStream.bindPullConsumer(stream: StreamNames.events, durable: durable, filterSubject: Subjects.events(partition: 2), ackPolicy: .all)
+            let feed = try PullFeed(connection: connection, stream: StreamNames.events, consumers: [durable], batch: 8)
+            defer { feed.close() }
+            let link = try #require(feed.link)
+            let received = Mutex<[String]>([])
+            let subscription = try connection.subscribe("notify.inbox.n1") { message in received.withLock { $0.append(text(message.payload)) } }
+            defer { subscription.unsubscribe() }
+            try connection.flush(timeout: .seconds(2))
+
+            // Confirmed on the connection it went out on.
+            feed.publishDelivery("notify.inbox.n1", payload: bytes("one"))
+            try feed.flushDeliveries(timeout: .seconds(2))
+            #expect(eventually(timeout: .seconds(2)) { received.withLock { $0 } == ["one"] })
+
+            // Published, then the connection is lost before the flush: the flush cannot confirm it.
+            feed.publishDelivery("notify.inbox.n1", payload: bytes("two"))
+            link.dropConnection()
+            #expect(throws: NATSError.self) { try feed.flushDeliveries(timeout: .seconds(2)) }
+            // Written, then lost and re-established by a read before the flush: not confirmed either.
+            _ = try feed.read(limit: 1, timeout: .milliseconds(50))  // connects again
+            let before = link.generation
+            feed.publishDelivery("notify.inbox.n1", payload: bytes("three"))
+            _ = try feed.read(limit: 1, timeout: .milliseconds(50))  // writes it
+            link.dropConnection()
+            _ = try feed.read(limit: 1, timeout: .milliseconds(50))
+            #expect(link.generation == before + 1)
+            #expect(throws: NATSError.self) { try feed.flushDeliveries(timeout: .seconds(2)) }
+
+            // Published again, confirmed; and the feed reads on the new connection (its requests were sent again).
+            feed.publishDelivery("notify.inbox.n1", payload: bytes("three again"))
+            try feed.flushDeliveries(timeout: .seconds(2))
+            #expect(eventually(timeout: .seconds(2)) { received.withLock { $0 }.last == "three again" })
+            _ = try jetStream.publish("chat.events.2.room", payload: bytes("after"))
+            #expect(try Self.read(feed, count: 1).messages.map { text($0.payload) } == ["after"])
         }
     }
 }

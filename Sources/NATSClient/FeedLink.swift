@@ -105,7 +105,7 @@ final class FeedLink: @unchecked Sendable {
             guard first == connections, socket != nil else {
                 throw NATSError.connectionClosed(operation: "flush of the pull feed's connection: it was re-established after the deliveries were published (\(lastFailure))")
             }
-            try withSocket { socket in
+            let answered = try withSocket { socket in
                 outgoing.append(contentsOf: ProtocolSocket.ping)
                 pingsOutstanding += 1
                 try write(socket)
@@ -117,10 +117,15 @@ final class FeedLink: @unchecked Sendable {
                     try write(socket)
                     guard pingsOutstanding > 0 else { break }
                     let left = deadline - .now
-                    guard left > .zero else { throw NATSError.timeout(operation: "\(socket.description): flush within \(timeout)") }
+                    guard left > .zero else { return false }
                     _ = try socket.receive(waiting: left)
                 }
+                return true
             }
+            // A slow server keeps the connection, as nats.c's flush does: dropping it would
+            // orphan the open pull requests (their messages lost until the ack wait) when the
+            // server is merely busy. Its PONG still counts; the next flush waits for it too.
+            guard answered else { throw NATSError.timeout(operation: "pull feed flush within \(timeout)") }
         }
     }
 

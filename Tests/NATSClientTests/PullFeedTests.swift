@@ -175,4 +175,30 @@ struct PullFeedTests {
             #expect(try Self.read(feed, count: 1).messages.map { text($0.payload) } == ["after"])
         }
     }
+
+    @Test func aFlushThatTimesOutOnAFrozenServerKeepsTheConnectionAndItsRequests() throws {
+        try withNATS { server, connection in
+            let jetStream = try connection.jetStream()
+            _ = try jetStream.applyStream(configJSON: streamDefinition(StreamNames.events))
+            let durable = ConsumerNames.fanout(partition: 2)
+            _ = try jetStream.bindPullConsumer(stream: StreamNames.events, durable: durable, filterSubject: Subjects.events(partition: 2), ackPolicy: .all)
+            let feed = try PullFeed(connection: connection, stream: StreamNames.events, consumers: [durable], batch: 8)
+            defer { feed.close() }
+            let link = try #require(feed.link)
+            _ = try feed.read(limit: 1, timeout: .milliseconds(50))  // the requests go out
+            let generation = link.generation
+            feed.publishDelivery("notify.inbox.n1", payload: bytes("slow"))
+            server.process.send(SIGSTOP)
+            #expect(throws: NATSError.self) { try feed.flushDeliveries(timeout: .milliseconds(300)) }
+            server.process.send(SIGCONT)
+            // Busy is not gone: same connection, the late PONG still counts, and the requests
+            // sent before deliver what is published now.
+            feed.publishDelivery("notify.inbox.n1", payload: bytes("slow again"))
+            try feed.flushDeliveries(timeout: .seconds(2))
+            #expect(link.generation == generation)
+            _ = try jetStream.publish("chat.events.2.room", payload: bytes("after"))
+            #expect(try Self.read(feed, count: 1).messages.map { text($0.payload) } == ["after"])
+            #expect(link.generation == generation)
+        }
+    }
 }

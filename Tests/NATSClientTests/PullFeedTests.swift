@@ -62,6 +62,15 @@ struct PullFeedTests {
     }
 
     /// Reads until `count` messages came or `timeout` passed.
+    /// `CHAT_EVENTS` with an ack-all consumer of partition 2, read by a feed over its own connection.
+    static func feedOfPartition2(_ connection: NATSConnection) throws -> (JetStream, PullFeed) {
+        let jetStream = try connection.jetStream()
+        _ = try jetStream.applyStream(configJSON: streamDefinition(StreamNames.events))
+        let durable = ConsumerNames.fanout(partition: 2)
+        _ = try jetStream.bindPullConsumer(stream: StreamNames.events, durable: durable, filterSubject: Subjects.events(partition: 2), ackPolicy: .all)
+        return (jetStream, try PullFeed(connection: connection, stream: StreamNames.events, consumers: [durable], batch: 8))
+    }
+
     static func read(_ feed: PullFeed, count: Int, timeout: Duration = .seconds(10)) throws -> (messages: [PullFeed.Message], gone: [Int]) {
         let deadline = ContinuousClock.now + timeout
         var messages: [PullFeed.Message] = []
@@ -136,11 +145,7 @@ struct PullFeedTests {
 
     @Test func deliveriesOnTheFeedsConnectionAreConfirmedOnlyByAFlushOnTheConnectionTheyWentOutOn() throws {
         try withNATS { _, connection in
-            let jetStream = try connection.jetStream()
-            _ = try jetStream.applyStream(configJSON: streamDefinition(StreamNames.events))
-            let durable = ConsumerNames.fanout(partition: 2)
-            _ = try jetStream.bindPullConsumer(stream: StreamNames.events, durable: durable, filterSubject: Subjects.events(partition: 2), ackPolicy: .all)
-            let feed = try PullFeed(connection: connection, stream: StreamNames.events, consumers: [durable], batch: 8)
+            let (jetStream, feed) = try Self.feedOfPartition2(connection)
             defer { feed.close() }
             let link = try #require(feed.link)
             let received = Mutex<[String]>([])
@@ -178,11 +183,7 @@ struct PullFeedTests {
 
     @Test func aFlushThatTimesOutOnAFrozenServerKeepsTheConnectionAndItsRequests() throws {
         try withNATS { server, connection in
-            let jetStream = try connection.jetStream()
-            _ = try jetStream.applyStream(configJSON: streamDefinition(StreamNames.events))
-            let durable = ConsumerNames.fanout(partition: 2)
-            _ = try jetStream.bindPullConsumer(stream: StreamNames.events, durable: durable, filterSubject: Subjects.events(partition: 2), ackPolicy: .all)
-            let feed = try PullFeed(connection: connection, stream: StreamNames.events, consumers: [durable], batch: 8)
+            let (jetStream, feed) = try Self.feedOfPartition2(connection)
             defer { feed.close() }
             let link = try #require(feed.link)
             _ = try feed.read(limit: 1, timeout: .milliseconds(50))  // the requests go out

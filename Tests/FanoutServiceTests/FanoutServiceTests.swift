@@ -76,6 +76,31 @@ import Testing
         #expect(Set(harness.deliveries("n1").map(\.streamSeq)).count == channels.count * perChannel)
     }
 
+    /// A nats-server restart under a running fan-out (stream and consumers on file): its
+    /// connections come back, its pull requests are sent again, and every event published
+    /// before and after the restart arrives, in chain.
+    @Test func aNATSServerRestartUnderARunningFanoutLosesNothing() throws {
+        let harness = try FanoutHarness()
+        defer { harness.stop() }
+        let channels = (0..<4).map { "team\($0)" }
+        for channel in channels { try harness.join("bob", channel) }
+        try harness.goOnline(instance: "n1", users: ["bob": 1])
+        try harness.startFanout(name: "fanout-a")
+        #expect(harness.routes(to: "bob"))
+        var published: [(channel: String, seq: UInt64)] = []
+        for index in 0..<40 { published.append((channels[index % 4], try harness.publishEvent(channel: channels[index % 4]))) }
+        #expect(eventually(timeout: .seconds(10)) { Set(harness.deliveries("n1").map(\.streamSeq)).isSuperset(of: published.map(\.seq)) })
+
+        try harness.nats.restart()
+        for index in 0..<40 {
+            let channel = channels[index % 4]
+            var seq: UInt64?
+            #expect(eventually(timeout: .seconds(10)) { seq = try? harness.publishEvent(channel: channel); return seq != nil })
+            if let seq { published.append((channel, seq)) }
+        }
+        expectEveryEventArrives(harness, published)
+    }
+
     @Test func killedFanoutRedeliversEveryEventAfterRestart() throws {
         let harness = try FanoutHarness()
         defer { harness.stop() }

@@ -62,6 +62,13 @@ struct PullFeedTests {
     }
 
     /// Reads until `count` messages came or `timeout` passed.
+    /// The process's state in /proc is "T" (stopped by a signal).
+    static func isStopped(_ pid: Int32) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let end = stat.lastIndex(of: ")") else { return false }
+        return stat[stat.index(after: end)...].trimmingCharacters(in: .whitespaces).hasPrefix("T")
+    }
+
     /// `CHAT_EVENTS` with an ack-all consumer of partition 2, read by a feed over its own connection.
     static func feedOfPartition2(_ connection: NATSConnection) throws -> (JetStream, PullFeed) {
         let jetStream = try connection.jetStream()
@@ -190,6 +197,8 @@ struct PullFeedTests {
             let generation = link.generation
             feed.publishDelivery("notify.inbox.n1", payload: bytes("slow"))
             server.process.send(SIGSTOP)
+            // The signal lands asynchronously: flush once the server is seen stopped.
+            #expect(eventually(timeout: .seconds(5)) { Self.isStopped(server.process.pid) })
             #expect(throws: NATSError.self) { try feed.flushDeliveries(timeout: .milliseconds(300)) }
             server.process.send(SIGCONT)
             // Busy is not gone: same connection, the late PONG still counts, and the requests

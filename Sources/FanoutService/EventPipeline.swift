@@ -92,10 +92,16 @@ final class EventPipeline: Service {
     func run() async {
         let name = partitions.count == 1 ? "pipeline-p\(partitions[0])" : "pipeline-\(partitions.count)p"
         await DedicatedThread.run(name: name) { [self] stop in
+            threadRunning.store(true, ordering: .releasing)
+            defer { threadRunning.store(false, ordering: .releasing) }
             consume(until: stop)
             feed.close()
         }
     }
+
+    /// The pipeline's thread is running (`run` had a thread to start it on).
+    var isRunning: Bool { threadRunning.load(ordering: .acquiring) }
+    private let threadRunning = Atomic<Bool>(false)
 
     /// Messages not yet consumed, per partition.
     func lag() -> [Int: UInt64] { lags.withLock { $0 } }

@@ -153,6 +153,10 @@ final class PipelineRig: @unchecked Sendable {
 func running<T: Sendable>(_ pipeline: EventPipeline, _ body: @escaping () throws -> T) async throws -> T {
     let group = ServiceGroup(services: [pipeline], logger: Logger(label: "pipeline-test"))
     let task = Task { try await group.run() }
+    // The body's time limits start once the pipeline runs: with every suite in one process on
+    // two cores, the group's task may wait for a cooperative thread that other tests hold.
+    let deadline = ContinuousClock.now + .seconds(60)
+    while !pipeline.isRunning && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
     let work = BlockingWork(body)
     let result = await withCheckedContinuation { continuation in
         Thread { continuation.resume(returning: Result { try work.body() }) }.start()

@@ -10,6 +10,8 @@ public struct JetStreamAckSubject: Equatable, Sendable {
     public var consumerSequence: UInt64
     public var timestampNs: Int64
     public var numPending: UInt64
+    /// Where the consumer's name is in the subject (byte offsets).
+    public var consumerToken: Range<Int>
 
     /// `$JS.ACK.` as one little-endian word: the prefix is checked with one load.
     static let prefixWord: UInt64 = 0x2E4B_4341_2E53_4A24
@@ -33,6 +35,7 @@ public struct JetStreamAckSubject: Equatable, Sendable {
         default: return nil
         }
         var numbers: (UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0)
+        var consumer = 0..<0
         var position = Self.prefixLength
         for token in 2..<tokens {
             var index = position
@@ -57,6 +60,7 @@ public struct JetStreamAckSubject: Equatable, Sendable {
                 }
             } else {
                 while index < end, base[index] != Self.dot { index += 1 }
+                if token == streamToken + 1 { consumer = position..<index }
             }
             guard index > position else { return nil }  // an empty token
             position = index + 1
@@ -67,5 +71,6 @@ public struct JetStreamAckSubject: Equatable, Sendable {
         consumerSequence = numbers.2
         timestampNs = Int64(numbers.3)
         numPending = numbers.4
+        consumerToken = consumer
     }
 }

@@ -236,7 +236,7 @@ public final class PullFeed: Sendable {
         let now = ContinuousClock.now
         if let reply = message.reply, let ack = JetStreamAckSubject(UnsafeBufferPointer(rebasing: bytes[reply])) {
             let ackSubject = String(decoding: bytes[reply], as: UTF8.self)
-            let consumer = Self.consumerName(ofAckSubject: ackSubject)
+            let consumer = String(decoding: bytes[(reply.lowerBound + ack.consumerToken.lowerBound)..<(reply.lowerBound + ack.consumerToken.upperBound)], as: UTF8.self)
             // Nil: a consumer the feed no longer reads (paused, or a former term's).
             guard let index = state.withLock({ state -> Int? in
                 guard let index = state.consumerIndex[consumer] else { return nil }
@@ -254,14 +254,6 @@ public final class PullFeed: Sendable {
         let headers = message.headers.map { UnsafeBufferPointer(rebasing: bytes[$0]) }
         status(on: String(decoding: bytes[message.subject], as: UTF8.self), code: headers.flatMap(HeaderBlock.status),
                description: headers.map(HeaderBlock.statusDescription) ?? "", at: now, into: &batch)
-    }
-
-    /// The consumer token of `$JS.ACK.<stream>.<consumer>.…` (or of the form with a domain and
-    /// an account hash after `$JS.ACK.`), which `JetStreamAckSubject` has checked.
-    static func consumerName(ofAckSubject subject: String) -> String {
-        let tokens = subject.split(separator: ".", omittingEmptySubsequences: false)
-        let index = tokens.count == 9 ? 3 : 5
-        return tokens.indices.contains(index) ? String(tokens[index]) : ""
     }
 
     /// A status on <inbox>.<slot>_<generation>, about the slot's current consumer or not.

@@ -85,7 +85,7 @@ public enum ServerFrame {
     /// The frame for one delivered event. `event` is rendered field by field; the `kind`
     /// field names the body (`message_created`, `reaction`, …, or `unknown`).
     public static func event(channel: String, seq: UInt64, prev: UInt64, epoch: String, event: ChatEvent) -> [UInt8] {
-        frame(FrameType.event, capacity: 192) { json in
+        frame(FrameType.event, capacity: 192 + channel.utf8.count + epoch.utf8.count + event.renderedStringBytes) { json in
             json.field("channel", channel)
             json.field("seq", seq)
             json.field("prev", prev)
@@ -279,5 +279,21 @@ public enum ClientFrame: Equatable, Sendable {
             throw Rejection(code: FrameErrorCode.invalidChannel, message: problem)
         }
         return channel
+    }
+}
+
+extension ChatEvent {
+    /// The UTF-8 bytes of the strings an event frame carries: sizes the frame's buffer once
+    /// (escapes aside), rather than letting it grow through a text of a few hundred bytes.
+    fileprivate var renderedStringBytes: Int {
+        let body: Int
+        switch self.body {
+        case .messageCreated(let messageID, let text)?, .messageEdited(let messageID, let text)?: body = messageID.utf8.count + text.utf8.count
+        case .messageDeleted(let messageID)?, .readReceipt(let messageID)?: body = messageID.utf8.count
+        case .reaction(let messageID, let emoji, _)?: body = messageID.utf8.count + emoji.utf8.count
+        case .channelUpdated(let name, let topic)?: body = name.utf8.count + topic.utf8.count
+        case nil: body = 0
+        }
+        return eventID.utf8.count + senderID.utf8.count + body
     }
 }

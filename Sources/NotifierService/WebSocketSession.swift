@@ -236,7 +236,7 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
             flushDeliveries()
             writingPastBudget = (try? context.channel.syncOptions?.getOption(.bufferedWritableBytes)) == 0
             write(frame, context: context)
-            context.flush()
+            (encoder ?? context).flush()
             writingPastBudget = false
             return true
         }
@@ -259,12 +259,14 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
-    /// Flushes frames `deliver` wrote without flushing. Must run on `eventLoop`.
+    /// Flushes frames `deliver` wrote without flushing. Must run on `eventLoop`. From the
+    /// encoder's context, like the writes: nothing between it and this handler holds writes
+    /// back, and the flush then skips those handlers' contexts.
     @inline(__always)
     func flushDeliveries() {
         guard unflushedBytes > 0 else { return }
         unflushedBytes = 0
-        context?.flush()
+        (encoder ?? context)?.flush()
     }
 
     /// A server frame's header: 2 bytes plus an 8-byte length (servers do not mask).

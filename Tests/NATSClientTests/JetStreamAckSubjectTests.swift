@@ -12,8 +12,15 @@ import Testing
         let original = parse("$JS.ACK.CHAT_MEMBERSHIP.abc123.2.1234567.89.1764000000123456789.42")
         #expect(original.map { [$0.numDelivered, $0.streamSequence, $0.consumerSequence, UInt64($0.timestampNs), $0.numPending] }
                 == [2, 1_234_567, 89, 1_764_000_000_123_456_789, 42])
-        #expect(parse("$JS.ACK._.ACCHASH.CHAT_MEMBERSHIP.abc123.2.1234567.89.1764000000123456789.42.x9Yz") == original)
-        #expect(parse("$JS.ACK.hub.ACCHASH.CHAT_MEMBERSHIP.abc123.2.1234567.89.1764000000123456789.42.x9Yz.more") == original)
+        for subject in ["$JS.ACK._.ACCHASH.CHAT_MEMBERSHIP.abc123.2.1234567.89.1764000000123456789.42.x9Yz",
+                        "$JS.ACK.hub.ACCHASH.CHAT_MEMBERSHIP.abc123.2.1234567.89.1764000000123456789.42.x9Yz.more"] {
+            var domainForm = parse(subject)
+            #expect(domainForm.map { Array(Array(subject.utf8)[$0.consumerToken]) } == Array("abc123".utf8))
+            domainForm?.consumerToken = original?.consumerToken ?? 0..<0
+            #expect(domainForm == original)
+        }
+        let originalSubject = "$JS.ACK.CHAT_MEMBERSHIP.abc123.2.1234567.89.1764000000123456789.42"
+        #expect(original.map { Array(Array(originalSubject.utf8)[$0.consumerToken]) } == Array("abc123".utf8))
         #expect(parse("$JS.ACK._.ACCHASH.S.C.1.18446744073709551615.1.0.0")?.streamSequence == UInt64.max)
     }
 
@@ -57,6 +64,10 @@ import Testing
             let subject = choices.first.map { $0 % 4 == 0 } ?? false ? body : "$JS.ACK." + body
             let parsed = parse(subject).map { [$0.numDelivered, $0.streamSequence, $0.consumerSequence, UInt64($0.timestampNs), $0.numPending] }
             #expect(parsed == Self.reference(subject), "\(subject)")
+            if let token = parse(subject)?.consumerToken {
+                let tokens = subject.split(separator: ".", omittingEmptySubsequences: false)
+                #expect(String(decoding: Array(subject.utf8)[token], as: UTF8.self) == String(tokens[tokens.count == 9 ? 3 : 5]), "\(subject)")
+            }
         }
     }
 }

@@ -26,7 +26,7 @@ struct PeerBench: ParsableCommand {
     @Option(help: "Bytes of each event's text (the frames are about 200 bytes more).") var textBytes = 200
     @Option(help: "Systems to run, comma-separated, in this order: nchan, switchboard.") var systems = "nchan,switchboard"
     @Option(help: "Switchboard notifier processes (users alternate between them).") var notifiers = 2
-    @Option(help: "Event-loop threads of each notifier (default: the notifier's own).") var notifierThreads: Int?
+    @Option(help: "Event-loop threads of each notifier (default: the machine's cores shared among the notifiers, at least one each).") var notifierThreads: Int?
     @Flag(help: "Switchboard's clients reach nats-server over TLS (a test CA and certificate made with openssl).") var natsTls = false
     @Option(help: "WebSocket handshakes in flight while connecting.") var connectConcurrency = 200
     @Option(help: "Folder with the stream definitions.") var streamsDir = "streams"
@@ -85,11 +85,15 @@ struct PeerBench: ParsableCommand {
         var highest: [(system: String, result: PeerPointResult?)] = []
         var frameSizes: [String] = []
         var nextPoint: UInt32 = 1
+        // The notifiers share this machine's cores: one loop per core each would put twice
+        // as many loops as cores on it, and the wake-ups between them cost CPU at every rate
+        // (RESULTS, 2026-12-07T19:55Z).
+        let loopsPerNotifier = notifierThreads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / notifiers)
         for name in try selectedSystems() {
             print("\n# \(name): starting")
             let system: any PeerSystem = name == "nchan"
                 ? try NchanSystem(maxSockets: sockets, textLength: textBytes)
-                : try SwitchboardSystem(.init(sockets: sockets, roomSize: roomSize, notifiers: notifiers, notifierThreads: notifierThreads, natsTLS: natsTls,
+                : try SwitchboardSystem(.init(sockets: sockets, roomSize: roomSize, notifiers: notifiers, notifierThreads: loopsPerNotifier, natsTLS: natsTls,
                                               textLength: textBytes, streamsDir: streamsDir, binDirectory: binDirectory))
             defer { system.stop() }
             versions.append("\(system.name): \(system.versions)")

@@ -66,7 +66,7 @@ final class SwitchboardSystem: PeerSystem {
 
         let natsVersion = PeerShell.output(natsExecutable, ["--version"])?.text ?? "nats-server ?"
         let redisVersion = PeerShell.output("redis-server", ["--version"])?.text.split(separator: " ").first { $0.hasPrefix("v=") }.map { "redis-server \($0.dropFirst(2))" } ?? "redis-server ?"
-        versions = "\(natsVersion) (\(natsExecutable))\(options.natsTLS ? " on TLS" : ""), \(redisVersion), 1 fanout + \(options.notifiers) notifiers from \(options.binDirectory.path)"
+        versions = "\(natsVersion) (\(natsExecutable))\(options.natsTLS ? " on TLS" : ""), \(redisVersion), 1 fanout + \(options.notifiers) notifiers (\(options.notifierThreads.map { "\($0) event-loop thread(s) each" } ?? "one event loop per core each")) from \(options.binDirectory.path)"
 
         let secret = (0..<48).map { _ in "abcdefghijklmnopqrstuvwxyz0123456789".randomElement()! }.map(String.init).joined()
         let users = options.sockets

@@ -30,6 +30,7 @@ final class LeaseBoard: Sendable {
     }
 
     private let entries: Mutex<[Int: Entry]>
+    private let changeCount = Atomic<UInt64>(0)
     /// This process's id in lease entries.
     let process: String
     let partitions: [Int]
@@ -98,13 +99,21 @@ final class LeaseBoard: Sendable {
         entries.withLock { entries in entries[partition]?.holder.map { ($0.acked, $0.epoch) } }
     }
 
+    /// Counts the posts that changed a grant: a pipeline that saw every grant at one count
+    /// need not look again until the count moves or one of them expires.
+    var changes: UInt64 { changeCount.load(ordering: .acquiring) }
+
     /// The keeper's view of one partition (`read`: it has read the entry at least once).
     func post(_ partition: Int, grant: Grant?, holder: LeaseRecord?, read: Bool = true) {
-        entries.withLock { entries in
+        let changed = entries.withLock { entries in
+            let changed = entries[partition]?.grant != grant
             entries[partition]?.grant = grant
             entries[partition]?.holder = holder
             entries[partition]?.read = read
+            return changed
         }
+        // After the write, so that a pipeline reading the new count reads the new grant.
+        if changed { changeCount.add(1, ordering: .releasing) }
     }
 
     /// The pipeline confirmed the partition through `seq` on `consumer`, in the stream of `epoch`.

@@ -10,10 +10,20 @@ import SwitchboardContracts
 extension EventPipeline {
     /// How often a pipeline with standby partitions looks at the board.
     static let standbyLook: Duration = .milliseconds(50)
+    /// The longest a pipeline delivering all its partitions goes without looking at every
+    /// grant, even when the board says nothing changed.
+    static let boardLook: Duration = .milliseconds(100)
+    /// How often a pipeline tells the board it is turning (the keeper's stall check counts in
+    /// tens of seconds).
+    static let turningPostEvery: Duration = .milliseconds(100)
 
     /// Brings every partition in line with the board. False when asked to stop.
+    /// Records in `hand.leasesLooked` until when that holds if the board does not change.
     func takeUpLeases(_ hand: inout Hand, stop: StopSignal) -> Bool {
+        // Read before the grants: a post racing with this look makes the next turn look again.
+        let changes = leases.changes
         let now = ContinuousClock.now
+        var holdsUntil = now + Self.boardLook
         for index in hand.cursors.indices {
             let grant = leases.grant(hand.cursors[index].partition, at: now)
             if let term = hand.cursors[index].term, grant?.consumer != term {
@@ -22,10 +32,15 @@ extension EventPipeline {
             if hand.cursors[index].term == nil, let grant {
                 guard takeOver(index, grant: grant, hand: &hand, stop: stop) else { return false }
             }
+            if let grant, hand.cursors[index].term == grant.consumer { holdsUntil = min(holdsUntil, grant.validUntil) }
         }
         if hand.cursors.contains(where: { $0.term == nil }) {
             let anyActive = hand.cursors.contains { $0.term != nil }
             followStandbys(&hand, budget: anyActive ? .milliseconds(5) : .milliseconds(100))
+            // A standby's chain is followed, and its lease may come, at any turn.
+            hand.leasesLooked = nil
+        } else {
+            hand.leasesLooked = (changes, holdsUntil)
         }
         return !stop.isRaised
     }
@@ -37,6 +52,7 @@ extension EventPipeline {
         guard cursor.term != nil else { return }
         feed.pause(cursor.consumer)
         hand.cursors[index].standBy()
+        hand.leasesLooked = nil
         leases.delivering(cursor.partition, false)
         logger.warning("partition standing by: not delivering it", metadata: [
             "partition": "\(cursor.partition)", "reason": "\(reason)", "unconfirmed_left": "\(cursor.unconfirmed.count)",

@@ -56,7 +56,8 @@ public struct PullCredit: Sendable {
     /// expired (their status lost) and, after two missed heartbeats, all open ones.
     public mutating func needsRequest(at now: ContinuousClock.Instant) -> Bool {
         let lifetime = expires + heartbeat
-        open.removeAll { now - $0.sent > lifetime }
+        // Oldest first: when the oldest has not expired, none has (the common case, every turn).
+        if let oldest = open.first, now - oldest.sent > lifetime { open.removeAll { now - $0.sent > lifetime } }
         if !open.isEmpty && now - lastHeard > heartbeat * 2 { reset(at: now) }
         return outstanding <= batch / 2
     }

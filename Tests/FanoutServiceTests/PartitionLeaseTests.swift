@@ -106,6 +106,26 @@ import Testing
         #expect(lease.due(at: t0 + .milliseconds(1_800)) == .acquire(expect: 13))
     }
 
+    /// A pipeline skips looking at its grants while the board's change count stands: the
+    /// keeper's posts repeat every tick, so only a post that changes a grant may move it.
+    @Test func theBoardCountsOnlyPostsThatChangeAGrant() {
+        let board = LeaseBoard(partitions: [0, 1], process: "p")
+        let start = ContinuousClock.now
+        let grant = LeaseBoard.Grant(consumer: "c0", validUntil: start + .milliseconds(500), replaced: nil)
+        let before = board.changes
+        board.post(0, grant: grant, holder: nil)
+        let afterGrant = board.changes
+        #expect(afterGrant > before)
+        board.post(0, grant: grant, holder: nil)
+        board.post(1, grant: nil, holder: nil)
+        #expect(board.changes == afterGrant, "the same grant posted again, and no grant where there was none")
+        board.post(0, grant: LeaseBoard.Grant(consumer: "c0", validUntil: start + .milliseconds(750), replaced: nil), holder: nil)
+        #expect(board.changes > afterGrant, "a renewal moves the deadline")
+        let afterRenewal = board.changes
+        board.post(0, grant: nil, holder: nil)
+        #expect(board.changes > afterRenewal, "a grant withdrawn")
+    }
+
     @Test func recordsThatAreNotLeasesDoNotDecode() {
         #expect(LeaseRecord.decode(Array("{}".utf8)) == nil)
         #expect(LeaseRecord.decode(Array(#"{"replica":"a","process":"","consumer":"c","acked":1,"partitions":[]}"#.utf8)) == nil)

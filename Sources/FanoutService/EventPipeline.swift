@@ -125,9 +125,9 @@ final class EventPipeline: Service {
     private func consume(until stop: StopSignal) {
         var hand = Hand(cursors: partitions.enumerated().map { PartitionCursor(partition: $1, consumer: $0, epoch: startEpoch) })
         while !stop.isRaised {
-            // Both at most once per `boardLook` while nothing changes: at low rates a turn is
-            // one event, and looking at sixteen grants under the board's lock cost about a
-            // fifth of the pipeline's CPU.
+            // The board is told and read only when due (`turningPostEvery`; a changed grant, an
+            // expiring one or `boardLook`): at low rates a turn is one event, and doing both at
+            // every turn cost about a fifth of the pipeline's CPU.
             let now = ContinuousClock.now
             if now >= hand.turningPostDue {
                 leases.turning(partitions, at: now)
